@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install everything trustgate's tests and demo need on a fresh Debian machine:
+# Debian packages (software TPM, TSS libraries), a Python venv with the project and its dev extra,
+# and the Kubernetes control-plane binaries. Idempotent: a second run only checks and returns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '==> %s\n' "$*"; }
+
+APT_PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0 pkg-config openssl)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  step "Debian packages present (${APT_PACKAGES[*]})"
+fi
+
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.trustgate-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  step "installing trustgate and its dev extra into .venv (tpm2-pytss compiles against libtss2: ~1 min)"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+else
+  step "Python environment up to date (.venv)"
+fi
+
+step "Kubernetes control plane"
+bash scripts/build-control-plane.sh
