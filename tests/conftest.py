@@ -1,0 +1,20 @@
+"""Test layers by folder: tests/unit (pure), tests/tpm (real swtpm), tests/cluster (real control
+plane). Folder markers are applied here so `-m "not cluster"` works without decorating each test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.support.controlplane", "tests.support.swtpm"]
+
+_LAYER_MARKERS = {"tpm": pytest.mark.tpm, "cluster": pytest.mark.cluster}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        layer = Path(str(item.fspath)).parent.name
+        marker = _LAYER_MARKERS.get(layer)
+        if marker is not None:
+            item.add_marker(marker)
