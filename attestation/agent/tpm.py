@@ -1,0 +1,296 @@
+"""The agent's access to its TPM through tpm2-pytss (ESAPI): EK, AK, quotes, credential activation.
+
+Every operation opens its own ESAPI context under one lock and flushes every transient handle
+before returning. That costs a connection per call but survives what a long-lived context does
+not: a TPM reset (transient objects vanish), a restarted resource manager, and swtpm, which has no
+resource manager, runs out of object slots after ~3 leaked handles, and serves one connection at
+a time. The AK lives outside the TPM as a wrapped blob (child of the EK) and is loaded per call.
+
+TSS errors become :class:`TpmError` with the decoded return code; the agent answers 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, NamedTuple
+
+from tpm2_pytss import (
+    ESAPI,
+    TPM2B_ENCRYPTED_SECRET,
+    TPM2B_ID_OBJECT,
+    TPM2B_PRIVATE,
+    TPM2B_PUBLIC,
+    TPML_PCR_SELECTION,
+    TPMT_PUBLIC,
+    TPMT_SIG_SCHEME,
+    TPMT_SYM_DEF,
+    TSS2_Exception,
+)
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RC, TPM2_SE, TPMA_OBJECT
+
+from attestation.quote import pcr_digest
+from attestation.tpm_types import PcrSelection, parse_attest, parse_public, parse_signature
+from attestation.types import HashAlg
+
+DEFAULT_TCTI: Final = "device:/dev/tpmrm0"
+
+AkAlg = Literal["ecc", "rsa"]
+EkAlg = Literal["rsa", "ecc"]
+
+#: Where TCG-conformant platforms (and swtpm_setup) keep the EK and its certificate.
+_EK_HANDLES: Final = {"rsa": 0x81010001, "ecc": 0x81010016}
+_EK_CERT_NV: Final = {"rsa": (0x01C00002,), "ecc": (0x01C00016, 0x01C0000A)}
+_NV_CHUNK: Final = 512
+_MAX_PCRS_PER_READ: Final = 8
+#: How often a quote is retaken when a PCR changed between TPM2_Quote and TPM2_PCR_Read.
+QUOTE_ATTEMPTS: Final = 4
+
+_AK_ATTRS: Final = (
+    TPMA_OBJECT.FIXEDTPM
+    | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH
+    | TPMA_OBJECT.RESTRICTED
+    | TPMA_OBJECT.SIGN_ENCRYPT
+)
+_AK_TEMPLATES: Final = {"ecc": "ecc256:ecdsa-sha256:null", "rsa": "rsa2048:rsassa-sha256:null"}
+
+
+class TpmError(RuntimeError):
+    """The TPM or its software stack failed; ``rc`` is the TSS return code (0 if none)."""
+
+    def __init__(self, message: str, rc: int = 0) -> None:
+        super().__init__(message)
+        self.rc = rc
+
+
+@dataclass(frozen=True, slots=True)
+class AkBlob:
+    """An AK wrapped by its parent, the EK: only this TPM can load it, so it may be stored on
+    disk. ``public`` is the TPMT_PUBLIC, ``private`` the marshalled TPM2B_PRIVATE."""
+
+    public: bytes
+    private: bytes
+
+    def to_bytes(self) -> bytes:
+        return struct.pack(">H", len(self.public)) + self.public + self.private
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AkBlob:
+        (size,) = struct.unpack_from(">H", data, 0)
+        if len(data) < 2 + size + 2:
+            raise ValueError("AK blob is truncated")
+        return cls(data[2 : 2 + size], data[2 + size :])
+
+
+class TpmQuote(NamedTuple):
+    """A quote with the PCR values it covers: TPMS_ATTEST bytes, TPMT_SIGNATURE bytes."""
+
+    attest: bytes
+    signature: bytes
+    pcr_values: dict[HashAlg, dict[int, bytes]]
+
+
+def _selection_text(pcrs: Sequence[int], banks: Sequence[HashAlg]) -> str:
+    return "+".join(f"{bank.value}:{','.join(map(str, sorted(pcrs)))}" for bank in banks)
+
+
+class Tpm:
+    """One node's TPM. ``tcti`` comes from configuration (``device:/dev/tpmrm0`` on a node,
+    ``swtpm:host=127.0.0.1,port=P`` in tests); ``ak`` is the stored AK, if enrolled."""
+
+    def __init__(
+        self, tcti: str = DEFAULT_TCTI, *, ek_alg: EkAlg = "rsa", ak: AkBlob | None = None
+    ) -> None:
+        self.tcti = tcti
+        self.ek_alg: EkAlg = ek_alg
+        self._ak = ak
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _esys(self) -> Iterator[ESAPI]:
+        with self._lock:
+            try:
+                with ESAPI(self.tcti) as esys:
+                    yield esys
+            except TSS2_Exception as e:
+                raise TpmError(f"TPM error: {e}", int(e.rc)) from e
+
+    # --- the EK -----------------------------------------------------------------------------
+
+    def _ek(self, esys: ESAPI) -> ESYS_TR:
+        return esys.tr_from_tpmpublic(_EK_HANDLES[self.ek_alg])
+
+    def ek_public(self) -> bytes:
+        """The EK's TPMT_PUBLIC."""
+        with self._esys() as esys:
+            public, _, _ = esys.read_public(self._ek(esys))
+            return bytes(public.publicArea.marshal())
+
+    def ek_certificate(self) -> bytes:
+        """The EK certificate (DER) the manufacturer stored in NV."""
+        with self._esys() as esys:
+            for index in _EK_CERT_NV[self.ek_alg]:
+                try:
+                    nv = esys.tr_from_tpmpublic(index)
+                except TSS2_Exception as e:
+                    if e.error == TPM2_RC.HANDLE:
+                        continue
+                    raise
+                public, _ = esys.nv_read_public(nv)
+                size = int(public.nvPublic.dataSize)
+                data = b"".join(
+                    bytes(esys.nv_read(nv, min(_NV_CHUNK, size - off), off))
+                    for off in range(0, size, _NV_CHUNK)
+                )
+                return _strip_der_padding(data)
+        raise TpmError(f"no {self.ek_alg} EK certificate in NV")
+
+    @contextlib.contextmanager
+    def _ek_policy(self, esys: ESAPI) -> Iterator[ESYS_TR]:
+        """A policy session satisfying the EK's policy, PolicySecret(TPM_RH_ENDORSEMENT)."""
+        session = esys.start_auth_session(
+            ESYS_TR.NONE,
+            ESYS_TR.NONE,
+            TPM2_SE.POLICY,
+            TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+            TPM2_ALG.SHA256,
+        )
+        try:
+            esys.policy_secret(ESYS_TR.ENDORSEMENT, session, b"", b"", b"", 0)
+            yield session
+        finally:
+            # A policy session used by a command is kept (continueSession), so flush it here.
+            with contextlib.suppress(TSS2_Exception):
+                esys.flush_context(session)
+
+    # --- the AK -----------------------------------------------------------------------------
+
+    def create_ak(self, alg: AkAlg = "ecc") -> AkBlob:
+        """Create a restricted signing key under the EK (so ActivateCredential can bind it to
+        the EK) and make it this object's AK. Store the returned blob to reuse the AK."""
+        template = TPM2B_PUBLIC(
+            publicArea=TPMT_PUBLIC.parse(
+                _AK_TEMPLATES[alg], objectAttributes=_AK_ATTRS, nameAlg=TPM2_ALG.SHA256
+            )
+        )
+        with self._esys() as esys:
+            ek = self._ek(esys)
+            with self._ek_policy(esys) as session:
+                private, public, _, _, _ = esys.create(ek, None, template, session1=session)
+        self._ak = AkBlob(bytes(public.publicArea.marshal()), bytes(private.marshal()))
+        return self._ak
+
+    @property
+    def ak(self) -> AkBlob:
+        if self._ak is None:
+            raise TpmError("no AK: create or load one first")
+        return self._ak
+
+    def ak_public(self) -> bytes:
+        """The AK's TPMT_PUBLIC."""
+        return self.ak.public
+
+    def ak_name(self) -> bytes:
+        """The AK's TPM name (nameAlg || digest of its public area)."""
+        return parse_public(self.ak.public).name
+
+    @contextlib.contextmanager
+    def _loaded_ak(self, esys: ESAPI, ek: ESYS_TR) -> Iterator[ESYS_TR]:
+        blob = self.ak
+        public = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC.unmarshal(blob.public)[0])
+        private = TPM2B_PRIVATE.unmarshal(blob.private)[0]
+        with self._ek_policy(esys) as session:
+            handle = esys.load(ek, private, public, session1=session)
+        try:
+            yield handle
+        finally:
+            esys.flush_context(handle)
+
+    # --- quotes -------------------------------------------------------------------------------
+
+    def _read_pcrs(
+        self, esys: ESAPI, pcrs: Sequence[int], banks: Sequence[HashAlg]
+    ) -> dict[HashAlg, dict[int, bytes]]:
+        out: dict[HashAlg, dict[int, bytes]] = {}
+        ordered = sorted(set(pcrs))
+        for bank in banks:
+            values: dict[int, bytes] = {}
+            for i in range(0, len(ordered), _MAX_PCRS_PER_READ):
+                chunk = ordered[i : i + _MAX_PCRS_PER_READ]
+                selection = TPML_PCR_SELECTION.parse(_selection_text(chunk, (bank,)))
+                _, _, digests = esys.pcr_read(selection)
+                if len(digests) != len(chunk):
+                    raise TpmError(f"{bank.value} bank returned {len(digests)} of {len(chunk)}")
+                values.update(zip(chunk, (bytes(d) for d in digests), strict=True))
+            out[bank] = values
+        return out
+
+    def quote(
+        self, nonce: bytes, pcrs: Sequence[int], banks: Sequence[HashAlg] = (HashAlg.SHA256,)
+    ) -> TpmQuote:
+        """Quote ``pcrs`` of ``banks`` with ``nonce`` as qualifying data, and read their values.
+
+        Race: TPM2_Quote and TPM2_PCR_Read are separate commands, and the kernel may extend
+        PCR 10 in between. The values read are checked against the quote's pcrDigest and the
+        quote retaken (at most QUOTE_ATTEMPTS times) until they agree.
+        """
+        if not pcrs or not banks:
+            raise ValueError("a quote needs at least one PCR and one bank")
+        selection = TPML_PCR_SELECTION.parse(_selection_text(pcrs, banks))
+        with self._esys() as esys:
+            ek = self._ek(esys)
+            with self._loaded_ak(esys, ek) as ak:
+                for _ in range(QUOTE_ATTEMPTS):
+                    attest_2b, signature = esys.quote(
+                        ak, selection, nonce, TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
+                    )
+                    attest = bytes(attest_2b)
+                    sig = bytes(signature.marshal())
+                    values = self._read_pcrs(esys, pcrs, banks)
+                    parsed = parse_attest(attest)
+                    quoted: PcrSelection = parsed.pcr_selection
+                    digest = pcr_digest(parse_signature(sig).hash_alg, quoted, values)
+                    if digest == parsed.pcr_digest:
+                        return TpmQuote(attest, sig, values)
+        raise TpmError(f"PCRs kept changing during {QUOTE_ATTEMPTS} quote attempts")
+
+    # --- enrollment -----------------------------------------------------------------------------
+
+    def activate_credential(self, credential_blob: bytes, encrypted_secret: bytes) -> bytes:
+        """TPM2_ActivateCredential: recover the verifier's secret, which the TPM releases only
+        if the credential names this AK and was encrypted to this EK.
+
+        ``credential_blob`` is a marshalled TPM2B_ID_OBJECT, ``encrypted_secret`` a marshalled
+        TPM2B_ENCRYPTED_SECRET, as :func:`attestation.enroll.make_credential` produces them.
+        """
+        try:
+            blob, used = TPM2B_ID_OBJECT.unmarshal(credential_blob)
+            secret, used_s = TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)
+        except (TSS2_Exception, ValueError) as e:
+            raise ValueError(f"malformed credential: {e}") from e
+        if used != len(credential_blob) or used_s != len(encrypted_secret):
+            raise ValueError("malformed credential: trailing bytes")
+        with self._esys() as esys:
+            ek = self._ek(esys)
+            with self._loaded_ak(esys, ek) as ak, self._ek_policy(esys) as session:
+                cert_info = esys.activate_credential(
+                    ak, ek, blob, secret, session1=ESYS_TR.PASSWORD, session2=session
+                )
+        return bytes(cert_info)
+
+
+def _strip_der_padding(data: bytes) -> bytes:
+    """NV indices are sized generously; keep only the DER SEQUENCE at the start."""
+    if len(data) < 2 or data[0] != 0x30:
+        raise TpmError("EK certificate in NV is not DER")
+    first = data[1]
+    if first < 0x80:
+        return data[: 2 + first]
+    n = first & 0x7F
+    length = int.from_bytes(data[2 : 2 + n], "big")
+    return data[: 2 + n + length]
