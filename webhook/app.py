@@ -1,0 +1,191 @@
+"""The webhook's HTTP shell: FastAPI routes, body limits, the fail-closed net, metrics, lifespan.
+
+Decisions are pure (``mutate``, ``validate``); this module only reads the body within limits,
+decodes it, asks the decision, and encodes the answer. The two families at the edge stay apart:
+a body that is not an AdmissionReview is a bad request (400/413/415, the API server then applies
+failurePolicy Fail), while any unexpected error while deciding becomes an AdmissionReview with
+``allowed: false`` and code 500 for that request's UID.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from time import perf_counter
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi import Request as HttpRequest
+from fastapi import Response as HttpResponse
+
+from webhook.metrics import Metrics
+from webhook.mutate import mutate
+from webhook.protect import network_function
+from webhook.responses import Response, complete, errored
+from webhook.reviews import Request, ReviewError, decode_review
+from webhook.settings import WebhookSettings
+from webhook.trustview import NodeTrustSource, PodCache, PodLookup, TrustView
+from webhook.validate import ValidationPolicy, binding_pod, validate
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+Decide = Callable[[Request], Awaitable[Response]]
+
+
+class _Refused(Exception):
+    """A request refused before it is decoded: HTTP status, metric label, message."""
+
+    def __init__(self, status: int, decision: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.decision, self.message = status, decision, message
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: WebhookSettings,
+    *,
+    trust_source: NodeTrustSource,
+    pod_lookup: PodLookup,
+    clock: Callable[[], datetime] = _utcnow,
+) -> FastAPI:
+    rules = settings.protection
+    policy = ValidationPolicy(settings.verifier_username, rules, settings.audit_namespaces)
+    view = TrustView(settings.verifier_keys)
+    pods = PodCache(
+        pod_lookup,
+        keep=lambda pod: network_function(pod, rules) is not None,
+        ttl_seconds=settings.pod_cache_ttl_seconds,
+        maxsize=settings.pod_cache_size,
+        timeout_seconds=settings.pod_lookup_timeout_seconds,
+    )
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=view.run,
+            args=(trust_source, stop, settings.watch_retry_seconds),
+            name="trustgate-nodeattestation-watch",
+            daemon=True,  # a watch blocked in the API server must not hold up shutdown
+        )
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join(timeout=1.0)
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.trust_view = view
+
+    async def decide_mutate(review: Request) -> Response:
+        return mutate(review, rules)
+
+    async def decide_validate(review: Request) -> Response:
+        bound = None
+        ref = binding_pod(review)
+        if ref is not None:
+            bound = await pods.get(*ref)
+        elif review.is_pod and review.operation == "CREATE" and review.object is not None:
+            pods.remember(review.namespace, review.name, review.object)
+        return validate(review, trust=view.nodes, now=clock(), policy=policy, bound_pod=bound)
+
+    async def serve(request: HttpRequest, endpoint: str, decide: Decide) -> HttpResponse:
+        started = perf_counter()
+        decision: str
+        try:
+            review = decode_review(await _read_json_body(request, settings.max_body_bytes))
+            answer = await _decide_fail_closed(review, decide)
+            status, decision = 200, str(answer.decision)
+            body = json.dumps(complete(review.uid, answer), separators=(",", ":")).encode()
+        except _Refused as e:
+            status, decision, body = e.status, e.decision, _error_body(e.message)
+        except ReviewError as e:
+            status, decision, body = 400, "bad_request", _error_body(str(e))
+        metrics.observe(endpoint, decision, perf_counter() - started)
+        return HttpResponse(body, status_code=status, media_type=JSON)
+
+    @app.post("/mutate")
+    async def mutate_route(request: HttpRequest) -> HttpResponse:
+        return await serve(request, "mutate", decide_mutate)
+
+    @app.post("/validate")
+    async def validate_route(request: HttpRequest) -> HttpResponse:
+        return await serve(request, "validate", decide_validate)
+
+    @app.get("/healthz")
+    async def healthz() -> HttpResponse:
+        return HttpResponse(b"ok", media_type="text/plain")
+
+    @app.get("/readyz")
+    async def readyz() -> HttpResponse:
+        if view.synced:
+            return HttpResponse(b"ok", media_type="text/plain")
+        return HttpResponse(b"NodeAttestations not synced yet", 503, media_type="text/plain")
+
+    @app.get("/metrics")
+    async def metrics_route() -> HttpResponse:
+        return HttpResponse(metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+async def _decide_fail_closed(review: Request, decide: Decide) -> Response:
+    try:
+        return await decide(review)
+    except ReviewError:
+        raise
+    except TimeoutError:
+        log.warning("review %s: pod lookup timed out; failing closed", review.uid)
+        return errored(500, "trustgate webhook: pod lookup timed out; failing closed")
+    except Exception:
+        log.exception("review %s: unexpected error; failing closed", review.uid)
+        return errored(500, "trustgate webhook: internal error; failing closed")
+
+
+async def _read_json_body(request: HttpRequest, limit: int) -> bytes:
+    """The body, refusing anything but JSON and anything over ``limit`` bytes before it is all in
+    memory (the Content-Length may be absent or lie, so the stream is counted too)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != JSON:
+        raise _Refused(415, "unsupported_media_type", f"Content-Type must be {JSON}")
+    declared = request.headers.get("content-length")
+    if declared is not None and not declared.isdigit():
+        raise _Refused(400, "bad_request", "Content-Length is not a number")
+    if declared is not None and int(declared) > limit:
+        raise _Refused(413, "too_large", f"body larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _Refused(413, "too_large", f"body larger than {limit} bytes")
+    return bytes(body)
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"message": message}).encode()
+
+
+def server_config(app: FastAPI, settings: WebhookSettings) -> uvicorn.Config:
+    """uvicorn over TLS: the API server only calls webhooks over HTTPS."""
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        raise ValueError("the webhook needs tls_cert_file and tls_key_file")
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
+        log_level="info",
+        timeout_keep_alive=30,  # the API server reuses connections across reviews
+        lifespan="on",
+    )

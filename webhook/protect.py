@@ -1,0 +1,94 @@
+"""Which pods are 5G core network functions, and which one.
+
+Charts name their pods inconsistently (``f5gc-upf``, ``open5gs-upfd``, ``oai-amf``, ``upf1``), so
+the default rules look at a few well-known label keys and accept the NF kind alone or as the last
+dash-separated word, with an optional daemon ``d`` or instance number. The explicit label
+``trustgate.io/network-function`` wins; the mutating webhook writes it, so later decisions (and
+people) do not have to guess again. Any pod these rules do not match is never changed or denied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.reviews import KubeObject, ReviewError
+
+NF_LABEL = "trustgate.io/network-function"
+DEFAULT_KINDS = ("amf", "smf", "upf")
+DEFAULT_LABEL_KEYS = (
+    "nf",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/name",
+    "app",
+    "component",
+)
+#: What may follow the kind in the last word: a daemon ``d`` (open5gs-upfd) or an instance number.
+DEFAULT_SUFFIX = r"(?:d|\d+)?"
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionRules:
+    """How to recognise an NF pod. ``kinds`` may be extended (e.g. ``nrf``, ``ausf``);
+    ``label_keys`` are tried in order and the first whose value names a kind decides."""
+
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    label_keys: tuple[str, ...] = DEFAULT_LABEL_KEYS
+    suffix: str = DEFAULT_SUFFIX
+    explicit_label: str = NF_LABEL
+    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kinds = "|".join(re.escape(k.casefold()) for k in self.kinds)
+        pattern = re.compile(rf"(?:.*-)?({kinds}){self.suffix}")
+        object.__setattr__(self, "_pattern", pattern)
+
+    def kind_of(self, value: str) -> str | None:
+        """The NF kind a label value names, or None."""
+        match = self._pattern.fullmatch(value.casefold())
+        return match.group(1) if match else None
+
+
+def labels_of(obj: KubeObject | None) -> Mapping[str, str]:
+    """``metadata.labels`` checked for shape: the decisions rely on it."""
+    return _string_map(obj, "labels")
+
+
+def annotations_of(obj: KubeObject | None) -> Mapping[str, str]:
+    return _string_map(obj, "annotations")
+
+
+def network_function(pod: KubeObject | None, rules: ProtectionRules) -> str | None:
+    """The pod's NF kind (``upf``) when it is protected, else None."""
+    labels = labels_of(pod)
+    explicit = labels.get(rules.explicit_label)
+    if explicit is not None:
+        kind = rules.kind_of(explicit)
+        if kind is not None:
+            return kind
+    for key in rules.label_keys:
+        value = labels.get(key)
+        kind = None if value is None else rules.kind_of(value)
+        if kind is not None:
+            return kind
+    return None
+
+
+def _string_map(obj: KubeObject | None, key: str) -> Mapping[str, str]:
+    if obj is None:
+        return {}
+    metadata: Any = obj.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ReviewError("object.metadata is not an object")
+    values: Any = metadata.get(key)
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+    ):
+        raise ReviewError(f"object.metadata.{key} is not a map of strings")
+    return values

@@ -1,0 +1,48 @@
+"""The webhook's settings: one frozen tree with named defaults, built once at start and passed down.
+
+Nothing in the webhook reads the environment or a file on its own; the CLI builds this (from
+flags or a YAML file) and hands it to ``create_app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from attestation.signing import load_public_key_pem, public_keys_by_id
+from webhook.protect import ProtectionRules
+
+#: The verifier's ServiceAccount as the API server names it in ``userInfo.username``.
+DEFAULT_VERIFIER_USERNAME = "system:serviceaccount:trustgate-system:trustgate-verifier"
+#: An AdmissionReview of a large pod is tens of KiB; 1 MiB leaves room and bounds memory.
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """``verifier_keys`` maps key id -> public key (see ``attestation.signing.key_id``); more
+    than one allows a key rotation. Namespaces in ``audit_namespaces`` get warnings instead of
+    denials."""
+
+    verifier_keys: Mapping[str, Ed25519PublicKey]
+    verifier_username: str = DEFAULT_VERIFIER_USERNAME
+    protection: ProtectionRules = field(default_factory=ProtectionRules)
+    audit_namespaces: frozenset[str] = frozenset()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Pods seen in reviews or fetched for a Binding are kept this long: a binding follows its
+    #: pod's creation within seconds, and the TTL bounds how stale a label can be.
+    pod_cache_ttl_seconds: float = 30.0
+    pod_cache_size: int = 4096
+    #: The API server's own webhook timeout is <= 5 s; a lookup must fail well before it.
+    pod_lookup_timeout_seconds: float = 2.0
+    watch_retry_seconds: float = 1.0
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook Service must reach the pod's address
+    port: int = 8443
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+
+def verifier_keys_from_pem(pems: Iterable[bytes]) -> dict[str, Ed25519PublicKey]:
+    return public_keys_by_id(load_public_key_pem(p) for p in pems)
