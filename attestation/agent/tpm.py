@@ -12,6 +12,7 @@ TSS errors become :class:`TpmError` with the decoded return code; the agent answ
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import struct
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,10 +21,12 @@ from typing import Final, Literal, NamedTuple
 
 from tpm2_pytss import (
     ESAPI,
+    TPM2B_DIGEST,
     TPM2B_ENCRYPTED_SECRET,
     TPM2B_ID_OBJECT,
     TPM2B_PRIVATE,
     TPM2B_PUBLIC,
+    TPML_DIGEST,
     TPML_PCR_SELECTION,
     TPMT_PUBLIC,
     TPMT_SIG_SCHEME,
@@ -33,7 +36,7 @@ from tpm2_pytss import (
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RC, TPM2_SE, TPMA_OBJECT
 
 from attestation.quote import pcr_digest
-from attestation.tpm_types import PcrSelection, parse_attest, parse_public, parse_signature
+from attestation.tpm_types import PcrSelection, Public, parse_attest, parse_public, parse_signature
 from attestation.types import HashAlg
 
 DEFAULT_TCTI: Final = "device:/dev/tpmrm0"
@@ -95,6 +98,36 @@ class TpmQuote(NamedTuple):
     pcr_values: dict[HashAlg, dict[int, bytes]]
 
 
+#: Names of the EK Policy NV indices (TCG EK Credential Profile, "Computing Policy Index Names").
+_POLICY_INDEX_NAMES: Final = {
+    HashAlg.SHA256: "000b0c9d717e9c3fe69fda41769450bb145957f8b3610e084dbf65591a5d11ecd83f",
+    HashAlg.SHA384: "000cdb62fca346612c976732ff4e8621fb4e858be82586486504f7d02e621f8d7d61ae32cfc60c"
+    "4d120609ed6768afcf090c",
+}
+_CC_POLICY_SECRET: Final = 0x0151
+_CC_POLICY_AUTHORIZE_NV: Final = 0x0192
+_RH_ENDORSEMENT: Final = 0x4000000B
+
+
+def policy_a(alg: HashAlg) -> bytes:
+    """PolicyA: PolicySecret(TPM_RH_ENDORSEMENT) with an empty policyRef."""
+    zeros = bytes(alg.digest_size)
+    step = hashlib.new(alg.value, zeros + struct.pack(">II", _CC_POLICY_SECRET, _RH_ENDORSEMENT))
+    return hashlib.new(alg.value, step.digest()).digest()
+
+
+def ek_policy_b_branches(alg: HashAlg) -> tuple[bytes, bytes] | None:
+    """PolicyB's two branches (PolicyA, PolicyC = PolicyAuthorizeNV(policy index))."""
+    name = _POLICY_INDEX_NAMES.get(alg)
+    if name is None:
+        return None
+    zeros = bytes(alg.digest_size)
+    c = hashlib.new(
+        alg.value, zeros + struct.pack(">I", _CC_POLICY_AUTHORIZE_NV) + bytes.fromhex(name)
+    ).digest()
+    return policy_a(alg), c
+
+
 def _selection_text(pcrs: Sequence[int], banks: Sequence[HashAlg]) -> str:
     return "+".join(f"{bank.value}:{','.join(map(str, sorted(pcrs)))}" for bank in banks)
 
@@ -110,6 +143,7 @@ class Tpm:
         self.ek_alg: EkAlg = ek_alg
         self._ak = ak
         self._lock = threading.Lock()
+        self._ek_pub: Public | None = None
 
     @contextlib.contextmanager
     def _esys(self) -> Iterator[ESAPI]:
@@ -128,8 +162,7 @@ class Tpm:
     def ek_public(self) -> bytes:
         """The EK's TPMT_PUBLIC."""
         with self._esys() as esys:
-            public, _, _ = esys.read_public(self._ek(esys))
-            return bytes(public.publicArea.marshal())
+            return self._ek_public(esys, self._ek(esys)).raw
 
     def ek_certificate(self) -> bytes:
         """The EK certificate (DER) the manufacturer stored in NV."""
@@ -150,18 +183,31 @@ class Tpm:
                 return _strip_der_padding(data)
         raise TpmError(f"no {self.ek_alg} EK certificate in NV")
 
+    def _ek_public(self, esys: ESAPI, ek: ESYS_TR) -> Public:
+        if self._ek_pub is None:
+            public, _, _ = esys.read_public(ek)
+            self._ek_pub = parse_public(bytes(public.publicArea.marshal()))
+        return self._ek_pub
+
     @contextlib.contextmanager
-    def _ek_policy(self, esys: ESAPI) -> Iterator[ESYS_TR]:
-        """A policy session satisfying the EK's policy, PolicySecret(TPM_RH_ENDORSEMENT)."""
+    def _ek_policy(self, esys: ESAPI, ek: ESYS_TR) -> Iterator[ESYS_TR]:
+        """A policy session satisfying the EK's policy: PolicyA = PolicySecret(endorsement) for
+        the low-range templates; high-range ones (swtpm's P-384 EK) have PolicyB, the OR of
+        PolicyA and a PolicyAuthorizeNV branch, which PolicyOR over both digests satisfies."""
+        ek_public = self._ek_public(esys, ek)
+        alg = ek_public.name_alg
         session = esys.start_auth_session(
             ESYS_TR.NONE,
             ESYS_TR.NONE,
             TPM2_SE.POLICY,
             TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
-            TPM2_ALG.SHA256,
+            TPM2_ALG(alg.tpm_alg_id),
         )
         try:
             esys.policy_secret(ESYS_TR.ENDORSEMENT, session, b"", b"", b"", 0)
+            branches = ek_policy_b_branches(alg)
+            if branches is not None and ek_public.auth_policy != policy_a(alg):
+                esys.policy_or(session, TPML_DIGEST([TPM2B_DIGEST(b) for b in branches]))
             yield session
         finally:
             # A policy session used by a command is kept (continueSession), so flush it here.
@@ -180,7 +226,7 @@ class Tpm:
         )
         with self._esys() as esys:
             ek = self._ek(esys)
-            with self._ek_policy(esys) as session:
+            with self._ek_policy(esys, ek) as session:
                 private, public, _, _, _ = esys.create(ek, None, template, session1=session)
         self._ak = AkBlob(bytes(public.publicArea.marshal()), bytes(private.marshal()))
         return self._ak
@@ -204,7 +250,7 @@ class Tpm:
         blob = self.ak
         public = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC.unmarshal(blob.public)[0])
         private = TPM2B_PRIVATE.unmarshal(blob.private)[0]
-        with self._ek_policy(esys) as session:
+        with self._ek_policy(esys, ek) as session:
             handle = esys.load(ek, private, public, session1=session)
         try:
             yield handle
@@ -277,7 +323,7 @@ class Tpm:
             raise ValueError("malformed credential: trailing bytes")
         with self._esys() as esys:
             ek = self._ek(esys)
-            with self._loaded_ak(esys, ek) as ak, self._ek_policy(esys) as session:
+            with self._loaded_ak(esys, ek) as ak, self._ek_policy(esys, ek) as session:
                 cert_info = esys.activate_credential(
                     ak, ek, blob, secret, session1=ESYS_TR.PASSWORD, session2=session
                 )
