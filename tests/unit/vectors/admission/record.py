@@ -12,6 +12,7 @@ nodeName, dryRun, label and scheduling-gate updates, DELETE, and the scheduler's
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import tempfile
 import threading
@@ -179,14 +180,12 @@ def main() -> None:
                 )
             deadline = time.monotonic() + 20
             while not recorder.reviews and time.monotonic() < deadline:
-                try:
+                with contextlib.suppress(urllib.error.HTTPError):
                     plane.request(
                         "POST",
                         f"/api/v1/namespaces/{NAMESPACE}/pods?dryRun=All",
                         _pod("probe", {"app": "probe"}),
                     )
-                except urllib.error.HTTPError:
-                    pass
                 time.sleep(0.2)
             recorder.reviews.clear()
             drive(plane)
