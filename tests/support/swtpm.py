@@ -150,7 +150,10 @@ class SwTpm:
     def start(self) -> None:
         if self.running:
             return
-        self.port = _free_port_pair()
+        # A restart keeps its port, as a rebooted machine keeps its TPM device: whatever holds
+        # the TCTI string (an agent) reconnects to the same place.
+        if not self.port:
+            self.port = _free_port_pair()
         argv = [
             "swtpm", "socket", "--tpm2",
             "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
@@ -164,8 +167,10 @@ class SwTpm:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"swtpm exited with {self._proc.returncode}: see {self._log}")
-            try:
+            try:  # both channels: swtpm opens the control one first
                 with socket.create_connection(("127.0.0.1", self.port + 1), timeout=1):
+                    pass
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
             except OSError:
                 time.sleep(0.005)  # polling for the port with a deadline

@@ -1,0 +1,205 @@
+"""The node agent's HTTP API (FastAPI): identity, credential activation, evidence.
+
+Every request from outside may be wrong or hostile: bodies are capped and decoded by
+:mod:`attestation.evidence`, bad ones get a 400 naming the field; a TPM failure is a 503 carrying
+the decoded TSS return code; nothing a caller sends can stop the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from attestation.agent import log as imalog
+from attestation.agent.settings import AgentSettings
+from attestation.agent.tpm import AkBlob, Tpm, TpmError
+from attestation.evidence import (
+    API_PREFIX,
+    MAX_LOG_BYTES,
+    Evidence,
+    EvidenceFormatError,
+    Identity,
+    decode_activate_request,
+    decode_evidence_request,
+    encode_evidence,
+    encode_identity,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _problem(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+async def _json_body(request: Request, cap: int) -> Any:
+    """The request's JSON, or EvidenceFormatError naming what is wrong with it."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip()
+    if ctype != "application/json":
+        raise EvidenceFormatError(f"content-type must be application/json, got {ctype!r}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise EvidenceFormatError(f"body larger than {cap} bytes")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvidenceFormatError(f"body is not JSON: {e}") from None
+
+
+def load_or_create_ak(tpm: Tpm, settings: AgentSettings) -> AkBlob:
+    """Reuse the AK blob kept in the state dir, or create one. The blob is wrapped by this TPM's
+    EK: if the TPM changed, loading it fails and a new AK is made (the verifier re-enrolls)."""
+    path = settings.state_dir / "ak.blob"
+    if path.exists():
+        blob = AkBlob.from_bytes(path.read_bytes())
+        candidate = Tpm(tpm.tcti, ek_alg=tpm.ek_alg, ak=blob)
+        try:
+            candidate.quote(b"\x00" * 20, [10])
+            return blob
+        except TpmError as e:
+            log.warning("stored AK unusable (%s); creating a new one", e)
+    blob = tpm.create_ak()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(blob.to_bytes())
+    tmp.replace(path)
+    return blob
+
+
+@dataclass(frozen=True, slots=True)
+class _Enrolled:
+    """What the lifespan sets up before the first request: the TPM with its AK, the identity."""
+
+    tpm: Tpm
+    identity: Identity
+
+
+def create_app(settings: AgentSettings, *, tpm: Tpm | None = None) -> FastAPI:
+    tpm = tpm or Tpm(settings.tcti, ek_alg="ecc" if settings.ek_alg == "ecc" else "rsa")
+    log_file = imalog.ImaLogFile(settings.ima_log)
+    registry = CollectorRegistry()
+    requests = Counter(
+        "trustgate_agent_requests",
+        "Agent API requests",
+        ["endpoint", "status"],
+        registry=registry,
+    )
+    enrolled: list[_Enrolled] = []  # filled once by the lifespan
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        ak = await asyncio.to_thread(load_or_create_ak, tpm, settings)
+        tpm_with_ak = Tpm(tpm.tcti, ek_alg=tpm.ek_alg, ak=ak)
+        identity = Identity(
+            node=settings.node_name,
+            ek_certificate=await asyncio.to_thread(tpm.ek_certificate),
+            ek_public=await asyncio.to_thread(tpm.ek_public),
+            ak_public=ak.public,
+            ak_name=tpm_with_ak.ak_name(),
+        )
+        enrolled.append(_Enrolled(tpm_with_ak, identity))
+        tasks: list[asyncio.Task[None]] = []
+        client: httpx.AsyncClient | None = None
+        if settings.notify_url:
+            client = httpx.AsyncClient(timeout=1.0, verify=False)  # noqa: S501 - see push()
+            notify_url = settings.notify_url
+
+            async def push(end: int) -> None:
+                # The notification carries no evidence, only "look at me now"; its answer does
+                # not matter, so the verifier's certificate is not checked here.
+                assert client is not None
+                await client.post(notify_url, json={"node": settings.node_name, "end": end})
+
+            tasks.append(asyncio.create_task(imalog.watch(log_file, settings.watch_interval, push)))
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            if client is not None:
+                await client.aclose()
+
+    app = FastAPI(title="trustgate agent", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def current_tpm() -> Tpm:
+        return enrolled[0].tpm
+
+    @app.get(f"{API_PREFIX}/identity")
+    async def identity() -> JSONResponse:
+        requests.labels("identity", "200").inc()
+        return JSONResponse(encode_identity(enrolled[0].identity))
+
+    @app.post(f"{API_PREFIX}/activate")
+    async def activate(request: Request) -> JSONResponse:
+        try:
+            blob, secret = decode_activate_request(
+                await _json_body(request, settings.max_body_bytes)
+            )
+            recovered = await asyncio.to_thread(current_tpm().activate_credential, blob, secret)
+        except (EvidenceFormatError, ValueError) as e:
+            requests.labels("activate", "400").inc()
+            return _problem(400, str(e))
+        except TpmError as e:
+            requests.labels("activate", "503").inc()
+            return _problem(503, str(e), tpmReturnCode=e.rc)
+        requests.labels("activate", "200").inc()
+        return JSONResponse({"secret": base64.b64encode(recovered).decode()})
+
+    @app.post(f"{API_PREFIX}/evidence")
+    async def evidence(request: Request) -> JSONResponse:
+        try:
+            query = decode_evidence_request(await _json_body(request, settings.max_body_bytes))
+        except EvidenceFormatError as e:
+            requests.labels("evidence", "400").inc()
+            return _problem(400, str(e))
+        try:
+            # Quote first, then read the log: the log may run ahead of the quote (the verifier
+            # handles that), never behind it.
+            quote = await asyncio.to_thread(
+                current_tpm().quote, query.nonce, query.pcrs, query.banks
+            )
+            ima_log = await asyncio.to_thread(log_file.read_from, query.ima_offset, MAX_LOG_BYTES)
+        except TpmError as e:
+            requests.labels("evidence", "503").inc()
+            return _problem(503, str(e), tpmReturnCode=e.rc)
+        except imalog.ImaLogError as e:
+            requests.labels("evidence", "503").inc()
+            return _problem(503, str(e))
+        requests.labels("evidence", "200").inc()
+        return JSONResponse(
+            encode_evidence(
+                Evidence(
+                    quote=quote.attest,
+                    signature=quote.signature,
+                    pcr_values=quote.pcr_values,
+                    ima_offset=query.ima_offset,
+                    ima_log=ima_log,
+                )
+            )
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response("ok", media_type="text/plain")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,34 @@
+"""The agent's settings: one frozen tree, loaded once at start and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+DEFAULT_IMA_LOG: Final = Path("/sys/kernel/security/ima/binary_runtime_measurements")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    #: The Kubernetes node this agent speaks for (the DaemonSet passes spec.nodeName).
+    node_name: str
+    #: TCTI of the TPM: the kernel's resource manager on a node, ``swtpm:...`` in tests.
+    tcti: str = "device:/dev/tpmrm0"
+    #: Which EK the TPM carries a certificate for.
+    ek_alg: str = "rsa"
+    #: The kernel's binary measurement list (read-only securityfs in the DaemonSet).
+    ima_log: Path = DEFAULT_IMA_LOG
+    #: Where the AK blob (wrapped by the EK, useless on another TPM) is kept across restarts.
+    state_dir: Path = Path("/var/lib/trustgate-agent")
+    host: str = "0.0.0.0"  # noqa: S104 - the DaemonSet's hostPort; NetworkPolicy narrows callers
+    port: int = 9443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Where to tell the verifier that the log grew (push); None disables push.
+    notify_url: str | None = None
+    #: How often the log is checked for new entries. securityfs files have no size and no
+    #: inotify, so the agent polls by reading from its last offset.
+    watch_interval: float = 0.05
+    #: Largest request body accepted; the agent's requests are all tiny.
+    max_body_bytes: int = 64 * 1024
