@@ -1,0 +1,219 @@
+"""The one module that talks to the Kubernetes API.
+
+Everything else speaks plain dicts with the API's camelCase keys (the wire form; TypedDicts where
+a module cares about the shape). Calls go through the official client's ApiClient with
+``_preload_content=False`` and are decoded here with ``json``: the generated model classes are
+slow and would leak into every caller.
+
+The client is synchronous; asyncio callers wrap calls in ``asyncio.to_thread``. Every call has a
+timeout, and errors come out as :class:`KubeError` carrying the HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+log = logging.getLogger(__name__)
+
+KubeObject = dict[str, Any]
+WatchEvent = tuple[str, KubeObject]
+
+#: Seconds for one request; a watch is held open for WATCH_SECONDS, then renewed.
+REQUEST_TIMEOUT: Final = 10.0
+WATCH_SECONDS: Final = 240
+
+_JSON: Final = "application/json"
+_MERGE: Final = "application/merge-patch+json"
+_JSONPATCH: Final = "application/json-patch+json"
+
+
+class KubeError(RuntimeError):
+    """A Kubernetes API call failed. ``status`` is the HTTP status (0 for transport errors)."""
+
+    def __init__(self, message: str, status: int = 0, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def load_api_client(kubeconfig: Path | None = None) -> k8s.ApiClient:
+    """From a kubeconfig file, or the in-cluster ServiceAccount when ``kubeconfig`` is None."""
+    if kubeconfig is not None:
+        return k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    configuration = k8s.Configuration()
+    k8s_config.load_incluster_config(client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+class Kube:
+    """Thin, typed verbs over one ApiClient."""
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.api = api_client
+
+    def close(self) -> None:
+        self.api.close()
+
+    # -- the one transport -------------------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, Any] | None = None,
+        content_type: str = _JSON,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> Any:
+        try:
+            response = self.api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params={"Content-Type": content_type, "Accept": _JSON},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )[0]
+        except ApiException as e:
+            raise _error(method, path, e) from e
+        except (Urllib3Error, OSError) as e:
+            raise KubeError(f"{method} {path}: {e}") from e
+        data = response.data
+        return json.loads(data) if data else None
+
+    # -- list + watch (satisfies webhook.trustview.NodeTrustSource and the verifier's) -------
+
+    def list(self, path: str, *, label_selector: str = "") -> tuple[list[KubeObject], str]:
+        query = {"labelSelector": label_selector} if label_selector else {}
+        result = self.call("GET", path, query=query, timeout=60)
+        return list(result.get("items") or []), str(result["metadata"].get("resourceVersion", ""))
+
+    def watch(
+        self, path: str, resource_version: str, *, label_selector: str = ""
+    ) -> Iterator[WatchEvent]:
+        """Events from ``resource_version`` until the server ends the watch. A 410 Gone arrives
+        as an ``ERROR`` event: the caller relists."""
+        query: dict[str, Any] = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": WATCH_SECONDS,
+        }
+        if label_selector:
+            query["labelSelector"] = label_selector
+        try:
+            response = self.api.call_api(
+                path,
+                "GET",
+                query_params=list(query.items()),
+                header_params={"Accept": _JSON},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=(REQUEST_TIMEOUT, WATCH_SECONDS + 30),
+            )[0]
+        except ApiException as e:
+            raise _error("WATCH", path, e) from e
+        except (Urllib3Error, OSError) as e:
+            raise KubeError(f"WATCH {path}: {e}") from e
+        buffer = b""
+        try:
+            for chunk in response.stream(65536, decode_content=False):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        event = json.loads(line)
+                        yield str(event.get("type", "")), event.get("object") or {}
+        except (Urllib3Error, OSError) as e:
+            raise KubeError(f"WATCH {path}: {e}") from e
+        finally:
+            response.release_conn()
+
+    # -- objects -------------------------------------------------------------------------------
+
+    def get(self, path: str) -> KubeObject | None:
+        try:
+            obj: KubeObject = self.call("GET", path)
+            return obj
+        except KubeError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def create(self, path: str, body: Mapping[str, Any]) -> KubeObject:
+        obj: KubeObject = self.call("POST", path, body=dict(body))
+        return obj
+
+    def merge_patch(self, path: str, patch: Mapping[str, Any]) -> KubeObject:
+        obj: KubeObject = self.call("PATCH", path, body=dict(patch), content_type=_MERGE)
+        return obj
+
+    def json_patch(self, path: str, ops: Sequence[Mapping[str, Any]]) -> KubeObject:
+        obj: KubeObject = self.call(
+            "PATCH", path, body=[dict(op) for op in ops], content_type=_JSONPATCH
+        )
+        return obj
+
+    def replace(self, path: str, body: Mapping[str, Any]) -> KubeObject:
+        obj: KubeObject = self.call("PUT", path, body=dict(body))
+        return obj
+
+    def delete(self, path: str, body: Mapping[str, Any] | None = None) -> None:
+        try:
+            self.call("DELETE", path, body=dict(body) if body else None)
+        except KubeError as e:
+            if e.status != 404:
+                raise
+
+    def get_pod(self, namespace: str, name: str) -> KubeObject | None:
+        return self.get(pod_path(namespace, name))
+
+    def evict(self, namespace: str, name: str, *, dry_run: bool = False) -> None:
+        """policy/v1 Eviction; a PodDisruptionBudget refusal raises KubeError(status=429)."""
+        body: dict[str, Any] = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        if dry_run:
+            body["deleteOptions"] = {"dryRun": ["All"]}
+        self.call("POST", f"{pod_path(namespace, name)}/eviction", body=body)
+
+
+def pod_path(namespace: str, name: str = "") -> str:
+    base = f"/api/v1/namespaces/{namespace}/pods"
+    return f"{base}/{name}" if name else base
+
+
+def node_path(name: str = "") -> str:
+    return f"/api/v1/nodes/{name}" if name else "/api/v1/nodes"
+
+
+def nodeattestation_path(name: str = "") -> str:
+    base = "/apis/trustgate.io/v1alpha1/nodeattestations"
+    return f"{base}/{name}" if name else base
+
+
+def _error(method: str, path: str, e: ApiException) -> KubeError:
+    status = int(e.status or 0)
+    body: Any = None
+    message = e.reason or ""
+    if e.body:
+        try:
+            body = json.loads(e.body)
+            message = body.get("message", message)
+        except (ValueError, AttributeError):
+            body = e.body
+    return KubeError(f"{method} {path}: {status} {message}", status, body)
