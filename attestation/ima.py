@@ -1,0 +1,557 @@
+"""Parse the kernel's IMA measurement list, binary or ASCII, from an offset, fast.
+
+The log is untrusted input: every length is checked against what is left and against caps before it
+is used, and anything malformed raises :class:`ImaParseError` naming the entry and byte offset.
+A read can end in the middle of an entry (the kernel appends while the agent reads), so a short
+trailing entry is not an error: parsing stops before it and ``next_offset`` points at its start.
+
+Why columns and not a list of :class:`ImaEntry`: building one frozen dataclass per entry costs more
+than the two SHA-256 calls that replay needs, and a node's log holds 10^5-10^6 entries. So the
+parser keeps one plain tuple per entry (raw bytes, no decoding) and :class:`ImaLog` hands out
+:class:`ImaEntry` values on demand; replay, attribution and policy read the raw rows. Paths are
+checked to be UTF-8 in one C-level call per batch instead of one decode per entry.
+"""
+
+from __future__ import annotations
+
+import binascii
+import gc
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final, overload
+
+from attestation.types import IMA_PCR, ImaEntry
+
+#: Kernel limits (security/integrity/ima): template names are at most 15 bytes; the legacy
+#: ``ima`` template's name field is at most 255 bytes; paths are at most PATH_MAX.
+MAX_TEMPLATE_NAME = 15
+MAX_LEGACY_NAME = 255
+MAX_PATH = 4096
+#: Generous caps for the rest: ima-sig signatures are < 1 KiB, ima-buf key blobs a few KiB.
+MAX_FIELD = 64 * 1024
+MAX_TEMPLATE_DATA = 256 * 1024
+MAX_DIGEST = 64
+
+#: Row layout: one tuple per entry, indices below. Raw bytes; ``data`` is the template data
+#: exactly as every PCR bank hashes it (for ``ima``: digest || name zero-padded to 256 bytes).
+R_PCR: Final = 0
+R_COLUMN: Final = 1
+R_TEMPLATE: Final = 2
+R_DATA: Final = 3
+R_ALG: Final = 4
+R_DIGEST: Final = 5
+R_PATH: Final = 6
+R_CGROUP: Final = 7
+R_SIG: Final = 8
+R_END: Final = 9
+Row = tuple[int, bytes, bytes, bytes, bytes, bytes, bytes, bytes | None, bytes | None, int]
+
+TEMPLATES: Final = (b"ima", b"ima-ng", b"ima-sig", b"ima-buf", b"ima-cgpath")
+
+_U32: Final = struct.Struct("<I")
+_u32_from = _U32.unpack_from
+_u32_pack = _U32.pack
+_LEGACY_PAD: Final = MAX_LEGACY_NAME + 1
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Parsing allocates a tuple and a few bytes objects per entry and keeps them all: the cyclic
+    GC would rescan the growing batch again and again (20-30% of the parse time) for objects
+    that can hold no cycles. Paused only for the loop, and only if it was on."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+class ImaParseError(ValueError):
+    """The measurement list is malformed; the message names the entry index and byte offset."""
+
+    def __init__(self, index: int, offset: int, what: str) -> None:
+        super().__init__(f"IMA log entry {index} at byte offset {offset}: {what}")
+        self.index = index
+        self.offset = offset
+        self.what = what
+
+
+class _Bad(Exception):
+    """Internal: a field is malformed; turned into ImaParseError with the entry's position."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImaLog(Sequence[ImaEntry]):
+    """A parsed stretch of the log: entries ``start_index .. next_index-1``.
+
+    ``rows`` are the raw per-entry tuples (see ``R_*``); ``skip`` maps a row position to why PCR
+    10 replay treats it specially (``"violation"``: extends all-0xFF; ``"pcr"``: extends another
+    PCR). ``next_offset`` is where the next read starts (the start of a partial trailing entry).
+    """
+
+    rows: tuple[Row, ...]
+    start_index: int
+    start_offset: int
+    next_offset: int
+    column_size: int
+    skip: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def next_index(self) -> int:
+        return self.start_index + len(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, i: int) -> ImaEntry: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[ImaEntry]: ...
+    def __getitem__(self, i: int | slice) -> ImaEntry | Sequence[ImaEntry]:
+        if isinstance(i, slice):
+            return [self.entry(k) for k in range(*i.indices(len(self.rows)))]
+        if i < 0:
+            i += len(self.rows)
+        return self.entry(i)
+
+    def __iter__(self) -> Iterator[ImaEntry]:
+        return (self.entry(k) for k in range(len(self.rows)))
+
+    def entry(self, position: int) -> ImaEntry:
+        """Materialise the entry at ``position`` (0-based within this batch)."""
+        return row_to_entry(self.rows[position], self.start_index + position)
+
+    def end_offset(self, count: int) -> int:
+        """The byte offset just after the first ``count`` entries of this batch."""
+        return self.rows[count - 1][R_END] if count else self.start_offset
+
+
+def row_to_entry(row: Row, index: int) -> ImaEntry:
+    cgroup = row[R_CGROUP]
+    return ImaEntry(
+        index=index,
+        pcr=row[R_PCR],
+        template_hash=row[R_COLUMN],
+        template_name=row[R_TEMPLATE].decode("ascii"),
+        template_data=row[R_DATA],
+        file_digest_alg=row[R_ALG].decode("ascii"),
+        file_digest=row[R_DIGEST],
+        path=row[R_PATH].decode("utf-8"),
+        cgroup_path=None if cgroup is None else cgroup.decode("utf-8"),
+        signature=row[R_SIG],
+    )
+
+
+# --- template data -> fields -------------------------------------------------------------------
+# Each returns (alg, digest, path, cgroup, sig) from the template data's ``u32 len || data`` fields.
+
+_Fields = tuple[bytes, bytes, bytes, bytes | None, bytes | None]
+
+
+def _field(data: bytes, pos: int, what: str) -> tuple[bytes, int]:
+    if pos + 4 > len(data):
+        raise _Bad(f"template data ends before the {what} field's length")
+    (n,) = _u32_from(data, pos)
+    end = pos + 4 + n
+    if n > MAX_FIELD or end > len(data):
+        raise _Bad(f"{what} field length {n} exceeds the template data")
+    return data[pos + 4 : end], end
+
+
+def _digest_ng(field: bytes) -> tuple[bytes, bytes]:
+    """d-ng: ``algo ":" NUL digest`` (older kernels: a bare SHA-1/MD5 digest)."""
+    nul = field.find(b":\x00")
+    if nul < 0:
+        if len(field) in (16, 20):
+            return (b"sha1" if len(field) == 20 else b"md5"), field
+        raise _Bad("d-ng digest field lacks 'algo:\\0'")
+    alg = field[:nul]
+    digest = field[nul + 2 :]
+    if not alg.replace(b"-", b"").replace(b"_", b"").isalnum():
+        raise _Bad(f"d-ng digest algorithm {alg[:32]!r} is not a name")
+    if not 16 <= len(digest) <= MAX_DIGEST:
+        raise _Bad(f"d-ng digest is {len(digest)} bytes")
+    return alg, digest
+
+
+def _string(field: bytes, what: str, cap: int) -> bytes:
+    """n-ng / cg-path / dep: a NUL-terminated string."""
+    if not field or field[-1] != 0:
+        raise _Bad(f"{what} field is not NUL-terminated")
+    if len(field) > cap + 1:
+        raise _Bad(f"{what} field is {len(field)} bytes (cap {cap + 1})")
+    return field[:-1]
+
+
+def _fields_ng(data: bytes) -> _Fields:
+    d, pos = _field(data, 0, "d-ng")
+    n, pos = _field(data, pos, "n-ng")
+    if pos != len(data):
+        raise _Bad(f"{len(data) - pos} trailing bytes after the template fields")
+    alg, digest = _digest_ng(d)
+    return alg, digest, _string(n, "n-ng", MAX_PATH), None, None
+
+
+def _fields_sig(data: bytes) -> _Fields:
+    d, pos = _field(data, 0, "d-ng")
+    n, pos = _field(data, pos, "n-ng")
+    sig, pos = _field(data, pos, "sig")
+    if pos != len(data):
+        raise _Bad(f"{len(data) - pos} trailing bytes after the template fields")
+    alg, digest = _digest_ng(d)
+    return alg, digest, _string(n, "n-ng", MAX_PATH), None, sig or None
+
+
+def _fields_buf(data: bytes) -> _Fields:
+    d, pos = _field(data, 0, "d-ng")
+    n, pos = _field(data, pos, "n-ng")
+    _buf, pos = _field(data, pos, "buf")
+    if pos != len(data):
+        raise _Bad(f"{len(data) - pos} trailing bytes after the template fields")
+    alg, digest = _digest_ng(d)
+    return alg, digest, _string(n, "n-ng", MAX_PATH), None, None
+
+
+def _fields_cgpath(data: bytes) -> _Fields:
+    dep, pos = _field(data, 0, "dep")
+    cg, pos = _field(data, pos, "cg-path")
+    d, pos = _field(data, pos, "d-ng")
+    n, pos = _field(data, pos, "n-ng")
+    if pos != len(data):
+        raise _Bad(f"{len(data) - pos} trailing bytes after the template fields")
+    _string(dep, "dep", MAX_FIELD)
+    alg, digest = _digest_ng(d)
+    return alg, digest, _string(n, "n-ng", MAX_PATH), _string(cg, "cg-path", MAX_PATH), None
+
+
+_FIELD_PARSERS: Final = {
+    b"ima-ng": _fields_ng,
+    b"ima-sig": _fields_sig,
+    b"ima-buf": _fields_buf,
+    b"ima-cgpath": _fields_cgpath,
+}
+
+
+# --- binary ------------------------------------------------------------------------------------
+
+
+def _slow_entry(buf: bytes, pos: int, column_size: int) -> Row | None:
+    """Parse the entry at ``pos`` in full generality; None if the buffer ends inside it."""
+    n = len(buf)
+    p = pos + 8 + column_size
+    if p > n:
+        return None
+    pcr, column, name_len = struct.unpack_from(f"<I{column_size}sI", buf, pos)
+    if not 0 < name_len <= MAX_TEMPLATE_NAME:
+        raise _Bad(f"template name length {name_len} (must be 1..{MAX_TEMPLATE_NAME})")
+    if p + name_len + 4 > n:
+        return None
+    template = buf[p : p + name_len]
+    p += name_len
+    cgroup: bytes | None = None
+    sig: bytes | None = None
+    if template == b"ima":
+        if p + 24 > n:
+            return None
+        digest = buf[p : p + 20]
+        (nlen,) = _u32_from(buf, p + 20)
+        if nlen > MAX_LEGACY_NAME:
+            raise _Bad(f"ima name length {nlen} exceeds {MAX_LEGACY_NAME}")
+        end = p + 24 + nlen
+        if end > n:
+            return None
+        path = buf[p + 24 : end]
+        return (pcr, column, template, digest + path + bytes(_LEGACY_PAD - nlen), b"sha1",
+                digest, path, None, None, end)  # fmt: skip
+    (dlen,) = _u32_from(buf, p)
+    if dlen > MAX_TEMPLATE_DATA:
+        raise _Bad(f"template data length {dlen} exceeds {MAX_TEMPLATE_DATA}")
+    end = p + 4 + dlen
+    if end > n:
+        return None
+    data = buf[p + 4 : end]
+    fields = _FIELD_PARSERS.get(template)
+    if fields is None:
+        raise _Bad(f"unknown template {template[:MAX_TEMPLATE_NAME]!r}")
+    alg, digest, path, cgroup, sig = fields(data)
+    return (pcr, column, template, data, alg, digest, path, cgroup, sig, end)
+
+
+def parse_binary(
+    buf: bytes, *, offset: int = 0, start_index: int = 0, column_size: int = 20
+) -> ImaLog:
+    """Parse ``binary_runtime_measurements`` (column 20, SHA-1) or a per-bank file such as
+    ``binary_runtime_measurements_sha256`` (column 32) from byte ``offset``.
+
+    Entry layout: ``u32 pcr || column || u32 name_len || name || u32 data_len || data`` (all
+    little-endian; the ``ima`` template has no ``data_len`` and an unpadded ``u32 len || name``).
+
+    Speed: a log is homogeneous (one template, one digest algorithm), so once an ``ima-ng`` or
+    ``ima-cgpath`` entry has been parsed in full, the following ones are read speculatively with
+    one precompiled struct per fixed run of fields, and every length is cross-checked; any entry
+    that does not fit that shape exactly goes through the general parser instead.
+    """
+    if column_size not in (20, 32, 48, 64):
+        raise ValueError(f"column size {column_size} is not a digest size")
+    zero = bytes(column_size)
+    rows: list[Row] = []
+    append = rows.append
+    skip: list[tuple[int, str]] = []
+    n = len(buf)
+    pos = offset
+    # learned fast shapes (see docstring): 0 none, 1 ima-ng, 2 ima-cgpath
+    mode = 0
+    alg = b""
+    ng_from = cg1_from = cg2_from = _u32_from
+    ng_size = ng_data = ng_fixed = cg1_size = cg_data = cg2_size = dfl = 0
+    prefix = b""
+    u32 = _u32_from
+    max_name = MAX_PATH + 1
+    with _gc_paused():
+        while pos < n:
+            # Fast shapes first. Locals only in here: this loop runs once per measurement.
+            if mode == 1:
+                try:
+                    pcr, col, nlen, tname, dlen, dflen, pfx, digest, plen = ng_from(buf, pos)
+                except struct.error:
+                    pass
+                else:
+                    end = pos + ng_size + plen
+                    if (
+                        nlen == 6
+                        and tname == b"ima-ng"
+                        and dflen == dfl
+                        and pfx == prefix
+                        and dlen == ng_fixed + plen
+                        and 0 < plen <= max_name
+                        and end <= n
+                        and buf[end - 1] == 0
+                    ):
+                        if pcr != 10 or col == zero:
+                            skip.append((len(rows), "pcr" if col != zero else "violation"))
+                        append((pcr, col, tname, buf[pos + ng_data : end], alg, digest,
+                                buf[end - plen : end - 1], None, None, end))  # fmt: skip
+                        pos = end
+                        continue
+            elif mode == 2:
+                try:
+                    pcr, col, nlen, tname, dlen, deplen = cg1_from(buf, pos)
+                    q = pos + cg1_size + deplen
+                    (cglen,) = u32(buf, q)
+                    r = q + 4 + cglen
+                    dflen, pfx, digest, plen = cg2_from(buf, r)
+                except struct.error:
+                    pass
+                else:
+                    end = r + cg2_size + plen
+                    if (
+                        nlen == 10
+                        and tname == b"ima-cgpath"
+                        and dflen == dfl
+                        and pfx == prefix
+                        and 0 < deplen <= MAX_FIELD
+                        and 0 < cglen <= max_name
+                        and 0 < plen <= max_name
+                        and end <= n
+                        and dlen == end - pos - cg_data
+                        and buf[q - 1] == 0
+                        and buf[r - 1] == 0
+                        and buf[end - 1] == 0
+                    ):
+                        if pcr != 10 or col == zero:
+                            skip.append((len(rows), "pcr" if col != zero else "violation"))
+                        cg = buf[q + 4 : r - 1]
+                        append((pcr, col, tname, buf[pos + cg_data : end], alg, digest,
+                                buf[end - plen : end - 1], cg, None, end))  # fmt: skip
+                        pos = end
+                        continue
+            try:
+                row = _slow_entry(buf, pos, column_size)
+            except _Bad as e:
+                raise ImaParseError(start_index + len(rows), pos, str(e)) from None
+            if row is None:
+                break
+            tpl = row[R_TEMPLATE]
+            if tpl in (b"ima-ng", b"ima-cgpath") and (mode == 0 or row[R_ALG] != alg):
+                alg = row[R_ALG]
+                prefix = alg + b":\x00"
+                dfl = len(prefix) + len(row[R_DIGEST])
+                tail = f"I{len(prefix)}s{len(row[R_DIGEST])}sI"
+                ng = struct.Struct(f"<I{column_size}sI6sI{tail}")
+                ng_from, ng_size = ng.unpack_from, ng.size
+                ng_data = 4 + column_size + 4 + 6 + 4
+                ng_fixed = 4 + dfl + 4
+                cg1 = struct.Struct(f"<I{column_size}sI10sII")
+                cg1_from, cg1_size = cg1.unpack_from, cg1.size
+                cg_data = 4 + column_size + 4 + 10 + 4
+                cg2 = struct.Struct("<" + tail)
+                cg2_from, cg2_size = cg2.unpack_from, cg2.size
+            if tpl == b"ima-ng" and row[R_ALG] == alg:
+                mode = 1
+            elif tpl == b"ima-cgpath" and row[R_ALG] == alg:
+                mode = 2
+            if row[R_PCR] != IMA_PCR or row[R_COLUMN] == zero:
+                skip.append((len(rows), "pcr" if row[R_COLUMN] != zero else "violation"))
+            append(row)
+            pos = row[R_END]
+    _check_text(rows, start_index, offset)
+    return ImaLog(tuple(rows), start_index, offset, pos, column_size, tuple(skip))
+
+
+def _check_text(rows: list[Row], start_index: int, start_offset: int) -> None:
+    """All paths and cgroup paths must be UTF-8: one decode of the NUL-joined batch (NUL never
+    occurs inside a multi-byte sequence, so the join is valid iff every part is); find the culprit
+    only when it fails."""
+    try:
+        b"\x00".join([r[R_PATH] for r in rows]).decode("utf-8")
+        b"\x00".join([r[R_CGROUP] or b"" for r in rows]).decode("utf-8")
+    except UnicodeDecodeError:
+        for k, row in enumerate(rows):
+            for what, value in (("path", row[R_PATH]), ("cg-path", row[R_CGROUP] or b"")):
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    where = rows[k - 1][R_END] if k else start_offset
+                    raise ImaParseError(
+                        start_index + k,
+                        where,
+                        f"{what} is not UTF-8 ({e.reason} at byte {e.start})",
+                    ) from None
+
+
+# --- ASCII -------------------------------------------------------------------------------------
+
+
+def _dng(alg: bytes, digest: bytes) -> bytes:
+    field = alg + b":\x00" + digest
+    return _u32_pack(len(field)) + field
+
+
+def _sz(value: bytes) -> bytes:
+    return _u32_pack(len(value) + 1) + value + b"\x00"
+
+
+def _unhex(text: bytes, what: str) -> bytes:
+    try:
+        return binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        raise _Bad(f"{what} {text[:80]!r} is not hex") from None
+
+
+def _ascii_digest(token: bytes) -> tuple[bytes, bytes]:
+    alg, colon, hexd = token.partition(b":")
+    if not colon:
+        digest = _unhex(alg, "digest")
+        if len(digest) not in (16, 20):
+            raise _Bad(f"digest without algorithm is {len(digest)} bytes")
+        return (b"sha1" if len(digest) == 20 else b"md5"), digest
+    digest = _unhex(hexd, "digest")
+    if not alg.replace(b"-", b"").replace(b"_", b"").isalnum() or not 16 <= len(digest) <= 64:
+        raise _Bad(f"digest {token[:80]!r} is not 'algo:hex'")
+    return alg, digest
+
+
+def _ascii_row(line: bytes, end: int) -> Row:
+    try:
+        pcr_s, column_s, template, rest = line.split(b" ", 3)
+    except ValueError:
+        raise _Bad("fewer than 4 space-separated columns") from None
+    if not pcr_s.isdigit() or len(pcr_s) > 4:
+        raise _Bad(f"PCR {pcr_s[:16]!r} is not a number")
+    column = _unhex(column_s, "template hash")
+    if len(column) not in (20, 32, 48, 64):
+        raise _Bad(f"template hash is {len(column)} bytes")
+    cgroup: bytes | None = None
+    sig: bytes | None = None
+    if template == b"ima-ng":
+        dtok, _, path = rest.partition(b" ")
+        alg, digest = _ascii_digest(dtok)
+        data = _dng(alg, digest) + _sz(path)
+    elif template == b"ima-cgpath":
+        parts = rest.split(b" ", 3)
+        if len(parts) != 4:
+            raise _Bad("ima-cgpath needs dep, cg-path, digest and path")
+        dep, cgroup, dtok, path = parts
+        alg, digest = _ascii_digest(dtok)
+        data = _sz(dep) + _sz(cgroup) + _dng(alg, digest) + _sz(path)
+    elif template == b"ima-sig" or template == b"ima-buf":
+        head, _, tail = rest.rpartition(b" ")
+        dtok, _, path = head.partition(b" ")
+        alg, digest = _ascii_digest(dtok)
+        blob = _unhex(tail, "signature" if template == b"ima-sig" else "buffer")
+        data = _dng(alg, digest) + _sz(path) + _u32_pack(len(blob)) + blob
+        sig = (blob or None) if template == b"ima-sig" else None
+    elif template == b"ima":
+        dtok, _, path = rest.partition(b" ")
+        digest = _unhex(dtok, "digest")
+        if len(digest) != 20 or len(path) > MAX_LEGACY_NAME:
+            raise _Bad("ima entry needs a 20-byte digest and a name of at most 255 bytes")
+        alg = b"sha1"
+        data = digest + path + bytes(_LEGACY_PAD - len(path))
+    else:
+        raise _Bad(f"unknown template {template[:MAX_TEMPLATE_NAME]!r}")
+    if len(path) > MAX_PATH:
+        raise _Bad(f"path is {len(path)} bytes (cap {MAX_PATH})")
+    return (int(pcr_s), column, template, data, alg, digest, path, cgroup, sig, end)
+
+
+def parse_ascii(buf: bytes, *, offset: int = 0, start_index: int = 0) -> ImaLog:
+    """Parse ``ascii_runtime_measurements`` from byte ``offset``, rebuilding each entry's template
+    data exactly as the binary form holds it, so replay does not care which file was read.
+
+    Paths may contain spaces: each template splits only as often as it has fields before the path.
+    A last line without its newline is a partial entry and is left for the next read.
+    """
+    rows: list[Row] = []
+    skip: list[tuple[int, str]] = []
+    pos = offset
+    index = start_index
+    n = len(buf)
+    column_size = 0
+    while pos < n:
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            break
+        line = buf[pos:nl]
+        try:
+            if len(line) > MAX_TEMPLATE_DATA:
+                raise _Bad(f"line is {len(line)} bytes")
+            row = _ascii_row(line, nl + 1)
+            size = len(row[R_COLUMN])
+            if column_size and size != column_size:
+                raise _Bad(f"template hash is {size} bytes, earlier ones {column_size}")
+        except _Bad as e:
+            raise ImaParseError(index, pos, str(e)) from None
+        column_size = size
+        if not any(row[R_COLUMN]):
+            skip.append((index - start_index, "violation"))
+        elif row[R_PCR] != IMA_PCR:
+            skip.append((index - start_index, "pcr"))
+        rows.append(row)
+        pos = nl + 1
+        index += 1
+    _check_text(rows, start_index, offset)
+    return ImaLog(tuple(rows), start_index, offset, pos, column_size or 20, tuple(skip))
+
+
+def render_ascii_line(entry: ImaEntry) -> str:
+    """The ASCII form of one entry, as ``ascii_runtime_measurements`` shows it (for tooling)."""
+    digest = entry.file_digest.hex()
+    if entry.template_name != "ima":
+        digest = f"{entry.file_digest_alg}:{digest}"
+    fields = [str(entry.pcr), entry.template_hash.hex(), entry.template_name]
+    if entry.template_name == "ima-cgpath":
+        dep, _ = _field(entry.template_data, 0, "dep")
+        fields += [dep[:-1].decode("utf-8"), entry.cgroup_path or ""]
+    fields += [digest, entry.path]
+    if entry.template_name == "ima-sig":
+        fields.append((entry.signature or b"").hex())
+    elif entry.template_name == "ima-buf":
+        _, pos = _field(entry.template_data, 0, "d-ng")
+        _, pos = _field(entry.template_data, pos, "n-ng")
+        fields.append(_field(entry.template_data, pos, "buf")[0].hex())
+    return " ".join(fields)

@@ -1,0 +1,224 @@
+"""Replay PCR 10 from the IMA log, incrementally, and check it against a quote.
+
+PCR 10 is the only thing that makes the log trustworthy: the log comes from the (untrusted) agent,
+the PCR from the TPM. Every bank extends ``H_bank(template_data)`` for each entry, whatever hash
+the log's column holds; a violation entry (all-zero column) extends all-0xFF instead.
+
+Races: the kernel appends an entry to the list *before* it extends the PCR, so a log read after the
+quote may run a few entries ahead of PCR 10. We accept the prefix whose running value equals the
+quoted value (a hash chain meets it at most once); the rest wait for the next round. A log behind
+the quote, reordered, rewritten or with entries dropped has no such prefix: ``ima.pcr_mismatch``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from types import MappingProxyType
+
+from attestation.ima import R_DATA, ImaLog
+from attestation.types import IMA_PCR, Failure, HashAlg, ImaEntry
+
+_Hash = Callable[[bytes], "hashlib._Hash"]
+
+
+def _hasher(alg: HashAlg) -> _Hash:
+    # The named constructors (hashlib.sha256) skip hashlib.new()'s name lookup on every call.
+    h: _Hash = getattr(hashlib, alg.value)
+    return h
+
+
+def _frozen(pcrs: Mapping[HashAlg, bytes]) -> Mapping[HashAlg, bytes]:
+    return MappingProxyType(dict(pcrs))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayState:
+    """Where the verifier is in one node's log: the next entry to read (index and byte offset)
+    and the running PCR 10 value per bank after every entry before it."""
+
+    next_index: int = 0
+    next_offset: int = 0
+    pcrs: Mapping[HashAlg, bytes] = field(default_factory=lambda: _frozen({}))
+
+    @classmethod
+    def initial(cls, banks: Iterable[HashAlg] = (HashAlg.SHA256,)) -> ReplayState:
+        """PCR 10 resets to all-zero at boot."""
+        return cls(0, 0, _frozen({alg: bytes(alg.digest_size) for alg in banks}))
+
+    def pcr(self, alg: HashAlg) -> bytes:
+        """The running value of ``alg``'s bank; all-zero when nothing was replayed yet."""
+        value = self.pcrs.get(alg)
+        return bytes(alg.digest_size) if value is None else value
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """``covered`` of the new entries are proven by the quote; ``state`` has moved past them (or
+    not at all when ``failures`` is non-empty)."""
+
+    state: ReplayState
+    covered: int
+    failures: tuple[Failure, ...] = ()
+
+
+def _steps(entries: ImaLog | Sequence[ImaEntry]) -> tuple[Sequence[bytes], Mapping[int, str]]:
+    """Template data per entry, and the positions that do not extend H(data): ``violation``
+    (extends all-0xFF) and ``pcr`` (the kernel's ``pcr=`` rule sent it to another PCR)."""
+    if isinstance(entries, ImaLog):
+        return list(map(itemgetter(R_DATA), entries.rows)), dict(entries.skip)
+    skip: dict[int, str] = {}
+    for k, entry in enumerate(entries):
+        if entry.is_violation:
+            skip[k] = "violation"
+        elif entry.pcr != IMA_PCR:
+            skip[k] = "pcr"
+    return [e.template_data for e in entries], skip
+
+
+def replay(
+    alg: HashAlg, start: bytes, datas: Sequence[bytes], skip: Mapping[int, str] | None = None
+) -> bytes:
+    """PCR 10 of bank ``alg`` after extending ``start`` with every entry (pure, whole list)."""
+    h = _hasher(alg)
+    pcr = start
+    if not skip:
+        for data in datas:
+            pcr = h(pcr + h(data).digest()).digest()
+        return pcr
+    ff = b"\xff" * alg.digest_size
+    for k, data in enumerate(datas):
+        kind = skip.get(k)
+        if kind is None:
+            pcr = h(pcr + h(data).digest()).digest()
+        elif kind == "violation":
+            pcr = h(pcr + ff).digest()
+    return pcr
+
+
+def _scan(
+    alg: HashAlg, start: bytes, datas: Sequence[bytes], skip: Mapping[int, str], target: bytes
+) -> tuple[int, bytes]:
+    """The number of entries after which the running value equals ``target`` (-1 if none), and
+    the last value computed. Stops at the first match: later entries are not yet covered."""
+    pcr = start
+    if pcr == target:
+        return 0, pcr
+    h = _hasher(alg)
+    if not skip:
+        for k, data in enumerate(datas, 1):
+            pcr = h(pcr + h(data).digest()).digest()
+            if pcr == target:
+                return k, pcr
+        return -1, pcr
+    ff = b"\xff" * alg.digest_size
+    for k, data in enumerate(datas):
+        kind = skip.get(k)
+        if kind is None:
+            pcr = h(pcr + h(data).digest()).digest()
+        elif kind == "violation":
+            pcr = h(pcr + ff).digest()
+        if pcr == target:
+            return k + 1, pcr
+    return -1, pcr
+
+
+def verify_against_quote(
+    state: ReplayState,
+    new_entries: ImaLog | Sequence[ImaEntry],
+    quoted_pcr10: Mapping[HashAlg, bytes],
+) -> ReplayResult:
+    """Advance ``state`` over the prefix of ``new_entries`` that the quoted PCR 10 covers.
+
+    Every quoted bank must agree. The first bank found (SHA-256 preferred) locates the prefix;
+    the others are replayed over that prefix only.
+    """
+    banks = [alg for alg in HashAlg if alg in quoted_pcr10]
+    if not banks:
+        return ReplayResult(state, 0, (Failure("ima.pcr_mismatch", "the quote holds no PCR 10"),))
+    datas, skip = _steps(new_entries)
+    primary = HashAlg.SHA256 if HashAlg.SHA256 in quoted_pcr10 else banks[0]
+    covered, last = _scan(primary, state.pcr(primary), datas, skip, quoted_pcr10[primary])
+    if covered < 0:
+        return ReplayResult(
+            state, 0, (_mismatch(primary, quoted_pcr10[primary], last, state, datas),)
+        )
+    prefix = datas[:covered]
+    pcrs = {primary: quoted_pcr10[primary]}
+    for alg in banks:
+        if alg is primary:
+            continue
+        value = replay(alg, state.pcr(alg), prefix, skip)
+        if value != quoted_pcr10[alg]:
+            return ReplayResult(
+                state, 0, (_mismatch(alg, quoted_pcr10[alg], value, state, prefix),)
+            )
+        pcrs[alg] = value
+    if isinstance(new_entries, ImaLog):
+        offset = new_entries.end_offset(covered) if covered else state.next_offset
+    else:
+        offset = state.next_offset
+    return ReplayResult(ReplayState(state.next_index + covered, offset, _frozen(pcrs)), covered)
+
+
+def _mismatch(
+    alg: HashAlg, quoted: bytes, replayed: bytes, state: ReplayState, datas: Sequence[bytes]
+) -> Failure:
+    first = state.next_index
+    return Failure(
+        "ima.pcr_mismatch",
+        f"PCR 10 ({alg.value}) is {quoted.hex()} in the quote but replaying entries "
+        f"{first}..{first + len(datas) - 1} ({len(datas)} new) never reaches it (last value "
+        f"{replayed.hex()}): the log was truncated, reordered, rewritten or has entries missing",
+    )
+
+
+# --- boot_aggregate ----------------------------------------------------------------------------
+
+
+def boot_aggregates(alg: HashAlg, pcrs: Mapping[int, bytes]) -> tuple[bytes, ...]:
+    """The values the kernel may have logged: H(PCR0..7) (SHA-1 banks and kernels < 5.8) and,
+    when PCRs 8 and 9 are known, H(PCR0..9) (non-SHA-1 banks since 5.8, which add grub's
+    command line and kernel image)."""
+    if any(i not in pcrs for i in range(8)):
+        return ()
+    h = _hasher(alg)
+    low = b"".join(pcrs[i] for i in range(8))
+    out = [h(low).digest()]
+    if 8 in pcrs and 9 in pcrs:
+        out.append(h(low + pcrs[8] + pcrs[9]).digest())
+    return tuple(out)
+
+
+def check_boot_aggregate(
+    entry: ImaEntry,
+    quoted_pcrs: Mapping[HashAlg, Mapping[int, bytes]],
+    allowed: Collection[bytes] = (),
+) -> Failure | None:
+    """The log's first entry must be ``boot_aggregate`` and match the quoted PCRs 0-7 (or 0-9) of
+    its digest's bank, or a value the policy lists (e.g. a TPM without that bank)."""
+    if entry.path != "boot_aggregate":
+        return Failure(
+            "ima.boot_aggregate_mismatch",
+            f"the log's first entry is {entry.path!r}, not boot_aggregate",
+            path=entry.path,
+        )
+    digest = entry.file_digest
+    if digest in allowed:
+        return None
+    try:
+        alg = HashAlg(entry.file_digest_alg)
+    except ValueError:
+        alg = None
+    expected = boot_aggregates(alg, quoted_pcrs.get(alg, {})) if alg else ()
+    if digest in expected:
+        return None
+    shown = ", ".join(e.hex() for e in expected) or "none (PCRs 0-7 of that bank not quoted)"
+    return Failure(
+        "ima.boot_aggregate_mismatch",
+        f"boot_aggregate is {entry.file_digest_alg}:{digest.hex()}, expected {shown}",
+        path="boot_aggregate",
+        digest=f"{entry.file_digest_alg}:{digest.hex()}",
+    )
