@@ -1,0 +1,238 @@
+"""The validating decision, table-driven on recorded AdmissionReviews and node trust views."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from attestation.nodeattestation import NodeTrust, node_trust
+from attestation.signing import public_keys_by_id
+from tests.unit.webhook_data import NOW, node_attestation, vector
+from webhook.responses import Response
+from webhook.reviews import Request, ReviewError, decode_review
+from webhook.validate import ValidationPolicy, binding_pod, validate
+
+VERIFIER_KEY = Ed25519PrivateKey.from_private_bytes(b"v" * 32)
+ROGUE_KEY = Ed25519PrivateKey.from_private_bytes(b"r" * 32)
+KEYS = public_keys_by_id([VERIFIER_KEY.public_key()])
+VERIFIER = "system:serviceaccount:trustgate-system:trustgate-verifier"
+POLICY = ValidationPolicy(VERIFIER)
+NODE = "worker-1"  # the node the recorded pods were bound to
+UNKNOWN_FILE = "ima.policy.unknown_file (/usr/bin/nc in pod upf-0)"
+
+
+def view(obj: dict[str, Any] | None) -> Mapping[str, NodeTrust]:
+    if obj is None:
+        return {}
+    trust = node_trust(obj, KEYS)
+    return {trust.node: trust}
+
+
+def copied() -> dict[str, Any]:
+    obj = node_attestation("worker-9", VERIFIER_KEY)
+    obj["metadata"]["name"] = NODE
+    return obj
+
+
+TRUSTED = view(node_attestation(NODE, VERIFIER_KEY))
+VIEWS: dict[str, Mapping[str, NodeTrust]] = {
+    "trusted": TRUSTED,
+    "untrusted": view(node_attestation(NODE, VERIFIER_KEY, state="Untrusted", reason=UNKNOWN_FILE)),
+    "pending": view(node_attestation(NODE, VERIFIER_KEY, state="Pending", reason="")),
+    "expired": view(node_attestation(NODE, VERIFIER_KEY, ttl=timedelta(seconds=5))),
+    "forged": view(node_attestation(NODE, ROGUE_KEY)),
+    "unsigned": view(node_attestation(NODE, None)),
+    "copied": view(copied()),
+    "missing": {},
+    "other-node": view(node_attestation("worker-2", VERIFIER_KEY)),
+}
+REFUSALS = {
+    "untrusted": f"node {NODE} is not attested (Untrusted): {UNKNOWN_FILE}",
+    "pending": f"node {NODE} is not attested (Pending): no reason given",
+    "expired": f"node {NODE} attestation expired at 2026-11-26T13:59:55Z",
+    "forged": f"node {NODE} NodeAttestation signature is not from the verifier",
+    "unsigned": f"node {NODE} NodeAttestation signature is not from the verifier",
+    "copied": f"node {NODE} NodeAttestation signature is not from the verifier",
+    "missing": f"node {NODE} has no NodeAttestation",
+    "other-node": f"node {NODE} has no NodeAttestation",
+}
+
+
+def pod_of(stem: str) -> dict[str, Any]:
+    obj: dict[str, Any] = vector(stem)["request"]["object"]
+    return obj
+
+
+def run(
+    review: dict[str, Any],
+    trust: Mapping[str, NodeTrust],
+    *,
+    bound_pod: dict[str, Any] | None = None,
+    policy: ValidationPolicy = POLICY,
+) -> Any:
+    request = decode_review(json.dumps(review).encode())
+    return validate(request, trust=trust, now=NOW, policy=policy, bound_pod=bound_pod)
+
+
+NODE_CHECKED = [
+    # (a) the scheduler binds an NF pod; the Binding has no labels, the looked-up pod does.
+    ("validate-pods-binding-create-upf-0", "validate-pods-create-upf-0"),
+    ("validate-pods-binding-create-amf-lgsxv", "validate-pods-create-amf-lgsxv"),
+    # (b) an NF pod created with spec.nodeName bypasses the scheduler.
+    ("validate-pods-create-smf-pinned", None),
+]
+
+
+@pytest.mark.parametrize(("stem", "pod_stem"), NODE_CHECKED)
+@pytest.mark.parametrize("trust_name", sorted(VIEWS))
+def test_nf_pod_on_a_node_needs_fresh_signed_trust(
+    stem: str, pod_stem: str | None, trust_name: str
+) -> None:
+    bound = pod_of(pod_stem) if pod_stem else None
+    response = run(vector(stem), VIEWS[trust_name], bound_pod=bound)
+    if trust_name == "trusted":
+        assert response.allowed, response.message
+        return
+    assert not response.allowed
+    assert response.code == 403
+    assert response.message.startswith(REFUSALS[trust_name])
+
+
+@pytest.mark.parametrize(
+    ("stem", "bound_stem"),
+    [
+        ("validate-pods-binding-create-nginx", "validate-pods-create-nginx"),
+        ("validate-pods-create-nginx", None),
+        ("validate-pods-create-upf-0", None),  # gated, no node yet
+        ("validate-pods-create-upf-dry-dryrun", None),
+        ("validate-pods-create-upf-gated", None),
+        ("validate-pods-delete-nginx", None),
+        ("validate-pods-update-upf-0", None),  # labels changed, none of them trustgate's
+    ],
+)
+def test_allowed_whatever_the_nodes_say(stem: str, bound_stem: str | None) -> None:
+    bound = pod_of(bound_stem) if bound_stem else None
+    for trust in VIEWS.values():
+        response = run(vector(stem), trust, bound_pod=bound)
+        assert response.allowed, (stem, response.message)
+        assert response.decision == "allowed"
+
+
+def test_binding_of_a_pod_that_cannot_be_found_fails_closed() -> None:
+    response = run(vector("validate-pods-binding-create-upf-0"), TRUSTED, bound_pod=None)
+    assert not response.allowed
+    assert response.code == 404
+    assert "5gc/upf-0 not found" in response.message
+
+
+def test_binding_pod_reference() -> None:
+    request = decode_review(json.dumps(vector("validate-pods-binding-create-upf-0")).encode())
+    assert binding_pod(request) == ("5gc", "upf-0", "7666117a-b420-449e-a2ae-d3a1c1138bde")
+    pod = decode_review(json.dumps(vector("validate-pods-create-upf-0")).encode())
+    assert binding_pod(pod) is None
+
+
+def gate_removal(username: str) -> dict[str, Any]:
+    review = vector("validate-pods-update-upf-gated")
+    review["request"]["userInfo"]["username"] = username
+    return review
+
+
+def label_change(old: dict[str, str], new: dict[str, str], where: str = "labels") -> Any:
+    review = vector("validate-pods-update-upf-0")
+    request = review["request"]
+    request["oldObject"]["metadata"][where] = old
+    request["object"]["metadata"][where] = new
+    return review
+
+
+@pytest.mark.parametrize(
+    ("review", "changed"),
+    [
+        (gate_removal("lab-admin"), "the scheduling gate trustgate.io/attestation"),
+        (gate_removal("system:serviceaccount:trustgate-system:default"), "scheduling gate"),
+        (
+            label_change({"app": "upf", "trustgate.io/network-function": "upf"}, {"app": "upf"}),
+            "label trustgate.io/network-function",
+        ),
+        # Removing every NF label at once: the old object still makes it an NF pod.
+        (
+            label_change({"trustgate.io/network-function": "upf"}, {"team": "core"}),
+            "label trustgate.io/network-function",
+        ),
+        (
+            label_change(
+                {"trustgate.io/trust-state": "pending"},
+                {"trustgate.io/trust-state": "trusted"},
+                "annotations",
+            ),
+            "annotation trustgate.io/trust-state",
+        ),
+        (
+            label_change({}, {"trustgate.io/last-verified": "now"}, "annotations"),
+            "annotation trustgate.io/last-verified",
+        ),
+    ],
+)
+def test_only_the_verifier_changes_trustgate_marks(review: dict[str, Any], changed: str) -> None:
+    response = run(review, TRUSTED)
+    assert not response.allowed
+    assert changed in response.message
+    assert "only the trustgate verifier may change" in response.message
+    review["request"]["userInfo"]["username"] = VERIFIER
+    assert run(review, TRUSTED).allowed
+
+
+def test_other_annotations_may_change() -> None:
+    review = label_change(
+        {"trustgate.io/trust-state": "pending", "a": "1"},
+        {"trustgate.io/trust-state": "pending", "a": "2"},
+        "annotations",
+    )
+    assert run(review, VIEWS["missing"]).allowed
+
+
+def test_audit_namespace_warns_instead_of_denying() -> None:
+    policy = ValidationPolicy(VERIFIER, audit_namespaces=frozenset({"5gc"}))
+    response = run(vector("validate-pods-create-smf-pinned"), VIEWS["untrusted"], policy=policy)
+    assert response.allowed
+    assert response.decision == "warned"
+    assert response.warnings == (f"trustgate audit mode, would deny: {REFUSALS['untrusted']}",)
+    response = run(gate_removal("lab-admin"), TRUSTED, policy=policy)
+    assert response.allowed
+    assert "scheduling gate" in response.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda r: r["request"]["object"].pop("target"), "object.target"),
+        (lambda r: r["request"]["object"]["target"].pop("name"), "object.target.name"),
+        (lambda r: r["request"]["object"].update(metadata={"uid": 5}), "metadata.uid"),
+        (lambda r: r["request"].update(object=None), "request.object is missing"),
+    ],
+)
+def test_malformed_binding_is_a_bad_request(mutate: Any, match: str) -> None:
+    review = vector("validate-pods-binding-create-upf-0")
+    mutate(review)
+    request = decode_review(json.dumps(review).encode())
+    with pytest.raises(ReviewError, match=match):
+        _binding_decision(request)
+
+
+def _binding_decision(request: Request) -> Response:
+    binding_pod(request)
+    bound = pod_of("validate-pods-create-upf-0")
+    return validate(request, trust=TRUSTED, now=NOW, policy=POLICY, bound_pod=bound)
+
+
+def test_malformed_node_name_is_a_bad_request() -> None:
+    review = vector("validate-pods-create-smf-pinned")
+    review["request"]["object"]["spec"]["nodeName"] = ["worker-1"]
+    with pytest.raises(ReviewError, match="nodeName"):
+        run(review, TRUSTED)
