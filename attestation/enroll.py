@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -80,7 +81,7 @@ def load_ca_bundle(pem: bytes) -> tuple[x509.Certificate, ...]:
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, Exception):  # InvalidSignature, unsupported algorithms
+    except (ValueError, TypeError, InvalidSignature):  # name mismatch, odd key, bad signature
         return False
     return True
 
@@ -137,17 +138,6 @@ def verify_ek_chain(
     return tuple(failures)
 
 
-def _same_key(cert_key: object, ek: Public) -> bool:
-    key = ek.public_key()
-    if isinstance(cert_key, rsa.RSAPublicKey) and isinstance(key, rsa.RSAPublicKey):
-        return cert_key.public_numbers() == key.public_numbers()
-    if isinstance(cert_key, ec.EllipticCurvePublicKey) and isinstance(
-        key, ec.EllipticCurvePublicKey
-    ):
-        return cert_key.public_numbers() == key.public_numbers()
-    return False
-
-
 def verify_ek(
     ek_cert_der: bytes, ek_public: bytes, ca_bundle_pem: bytes, now: datetime
 ) -> tuple[Failure, ...]:
@@ -159,7 +149,7 @@ def verify_ek(
         raise EnrollParseError(f"EK certificate: {e}") from e
     ek = _public(ek_public, "EK public")
     failures = list(verify_ek_chain(cert, load_ca_bundle(ca_bundle_pem), now))
-    if not _same_key(cert.public_key(), ek):
+    if cert.public_key() != ek.public_key():
         failures.append(
             Failure("enroll.ek_key_mismatch", "the EK certificate certifies a different key")
         )
