@@ -94,6 +94,7 @@ class TrustView:
         """List, then watch, until ``stop`` is set; relist whenever the watch ends or fails.
         The watch may block until the server's timeout before ``stop`` is noticed."""
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 objects, version = source.list()
                 self.replace(objects)
@@ -106,6 +107,8 @@ class TrustView:
                     self.apply(event_type, obj)
             except Exception:
                 log.exception("NodeAttestation list/watch failed; retrying")
+            # A watch that keeps ending at once must not turn into a busy relist loop.
+            if time.monotonic() - started < retry_seconds:
                 stop.wait(retry_seconds)
 
     def _convert(self, obj: KubeObject) -> NodeTrust | None:

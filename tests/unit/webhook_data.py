@@ -86,7 +86,13 @@ class StaticSource:
     def watch(self, resource_version: str) -> Iterable[tuple[str, Obj]]:
         self.watched_from.append(resource_version)
         events, self.events = self.events, []
-        yield from events
+        for event_type, obj in events:
+            # Like the API server: a later list reflects what was watched.
+            name = obj["metadata"]["name"]
+            self.items = [i for i in self.items if i["metadata"]["name"] != name]
+            if event_type != "DELETED":
+                self.items.append(obj)
+            yield event_type, obj
 
 
 class PodTable:
