@@ -480,7 +480,9 @@ def _ascii_row(line: bytes, end: int) -> Row:
         data = _sz(dep) + _sz(cgroup) + _dng(alg, digest) + _sz(path)
     elif template == b"ima-sig" or template == b"ima-buf":
         head, _, tail = rest.rpartition(b" ")
-        dtok, _, path = head.partition(b" ")
+        dtok, space, path = head.partition(b" ")
+        if not space:  # "digest path" with no sig column at all (evmctl prints it so)
+            dtok, path, tail = head, tail, b""
         alg, digest = _ascii_digest(dtok)
         blob = _unhex(tail, "signature" if template == b"ima-sig" else "buffer")
         data = _dng(alg, digest) + _sz(path) + _u32_pack(len(blob)) + blob
