@@ -1,0 +1,255 @@
+"""One attestation round of one node, pure: (what we knew, fresh evidence) -> (what we know now,
+the verdict).
+
+The steps follow the data: the quote proves PCR 10 (and 0-7) came from the enrolled TPM and is
+fresh; replaying the new log entries against the quoted PCR 10 proves the entries are the ones
+the kernel measured; each proven entry is attributed to its pod by its cgroup path and judged
+against that pod's network-function policy (host entries against the host policy).
+
+What sticks across rounds, and why:
+- a pod's policy failures stay until the pod is gone: the pod ran something it should not have,
+  and a later clean round does not undo that;
+- host failures and a broken log (``ima.pcr_mismatch``) stay until the node reboots: the log is
+  a hash chain, once it diverged nothing after can be trusted, and a reboot restarts it;
+- quote failures and unreachable agents last one round: the verdict of the next good quote
+  replaces them (the NodeAttestation's ``expiresAt`` covers the time in between).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from attestation.evidence import Evidence
+from attestation.ima import ImaParseError, parse_binary
+from attestation.policy import RuntimePolicy, evaluate_log
+from attestation.quote import verify_quote
+from attestation.replay import ReplayState, check_boot_aggregate, verify_against_quote
+from attestation.types import IMA_PCR, ClockInfo, Failure, HashAlg, NodeVerdict, PodRef, PodVerdict
+
+#: Failures kept per pod/host: enough to act on, bounded so a noisy pod cannot grow the state.
+MAX_KEPT_FAILURES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    """A protected pod as the verifier knows it from the API (uid is the key)."""
+
+    uid: str
+    namespace: str
+    name: str
+    network_function: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    """The loaded runtime policies: one per network function, and one for the host."""
+
+    by_network_function: Mapping[str, RuntimePolicy] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    host: RuntimePolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """What the verifier remembers about one node between rounds."""
+
+    ak_public: bytes
+    replay: ReplayState = field(default_factory=ReplayState.initial)
+    clock: ClockInfo | None = None
+    log_failure: Failure | None = None
+    host_failures: tuple[Failure, ...] = ()
+    pod_failures: Mapping[str, tuple[Failure, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    pod_measurements: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: int = 0
+
+    @property
+    def ima_offset(self) -> int:
+        """Where the next evidence request starts reading the log."""
+        return self.replay.next_offset
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    state: NodeState
+    verdict: NodeVerdict
+    #: The TPM rebooted since the last round: the log restarted, ask again from offset 0.
+    rebooted: bool = False
+
+
+def _errors(failures: tuple[Failure, ...]) -> tuple[Failure, ...]:
+    return tuple(f for f in failures if f.severity == "error")
+
+
+def _pod_verdicts(state: NodeState, pods: Mapping[str, PodInfo]) -> tuple[PodVerdict, ...]:
+    out = []
+    for uid in sorted(pods):
+        info = pods[uid]
+        failures = state.pod_failures.get(uid, ())
+        out.append(
+            PodVerdict(
+                uid=uid,
+                trusted=not _errors(failures),
+                network_function=info.network_function,
+                failures=failures,
+                measurements=state.pod_measurements.get(uid, 0),
+            )
+        )
+    return tuple(out)
+
+
+def _verdict(
+    node: str,
+    state: NodeState,
+    pods: Mapping[str, PodInfo],
+    round_failures: tuple[Failure, ...],
+    quote_digest: str,
+) -> NodeVerdict:
+    node_failures = round_failures + ((state.log_failure,) if state.log_failure else ())
+    node_failures += state.host_failures
+    return NodeVerdict(
+        node=node,
+        trusted=not _errors(node_failures),
+        failures=node_failures,
+        pods=_pod_verdicts(state, pods),
+        quote_digest=quote_digest,
+        measurements=state.replay.next_index,
+    )
+
+
+def unreachable(
+    node: str, state: NodeState, pods: Mapping[str, PodInfo], why: Failure
+) -> NodeVerdict:
+    """The verdict of a round in which no evidence came back."""
+    return _verdict(node, state, pods, (why,), "")
+
+
+def attest_round(
+    node: str,
+    state: NodeState,
+    evidence: Evidence,
+    nonce: bytes,
+    policies: PolicySet,
+    pods: Mapping[str, PodInfo],
+    *,
+    log_column_size: int = 20,
+) -> RoundResult:
+    """Judge one round. ``evidence`` answers a request for the log from ``state.ima_offset``;
+    ``pods`` are the protected pods currently bound to ``node``, by uid."""
+    quote_digest = hashlib.sha256(evidence.quote).hexdigest()
+    quote = verify_quote(
+        evidence.quote,
+        evidence.signature,
+        state.ak_public,
+        nonce,
+        evidence.pcr_values,
+        state.clock,
+    )
+    if quote.rebooted:
+        # A new boot: a new log and fresh PCRs. Host and log findings belonged to the old boot.
+        fresh = dataclasses.replace(
+            state,
+            replay=ReplayState.initial(state.replay.pcrs.keys() or (HashAlg.SHA256,)),
+            clock=quote.clock_info,
+            log_failure=None,
+            host_failures=(),
+        )
+        pending = Failure(
+            "node.rebooted",
+            "the TPM was reset (a reboot): re-attesting from the start of the new log",
+            severity="warning",
+        )
+        return RoundResult(fresh, _verdict(node, fresh, pods, (pending,), quote_digest), True)
+    if not quote.ok:
+        return RoundResult(state, _verdict(node, state, pods, quote.failures, quote_digest))
+    state = dataclasses.replace(state, clock=quote.clock_info)
+    if state.log_failure is not None:
+        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
+
+    if evidence.ima_offset != state.ima_offset:
+        why = Failure(
+            "agent.bad_response",
+            f"evidence starts at log offset {evidence.ima_offset},"
+            f" {state.ima_offset} was asked for",
+        )
+        return RoundResult(state, _verdict(node, state, pods, (why,), quote_digest))
+    try:
+        log = parse_binary(
+            evidence.ima_log, start_index=state.replay.next_index, column_size=log_column_size
+        )
+    except ImaParseError as e:
+        broken = Failure("ima.log_malformed", str(e))
+        state = dataclasses.replace(state, log_failure=broken)
+        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
+
+    quoted = {
+        bank: values[IMA_PCR] for bank, values in evidence.pcr_values.items() if IMA_PCR in values
+    }
+    replayed = verify_against_quote(state.replay, log, quoted)
+    if replayed.failures:
+        state = dataclasses.replace(state, log_failure=replayed.failures[0])
+        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
+    covered = replayed.covered
+    new_replay = dataclasses.replace(
+        replayed.state, next_offset=state.ima_offset + log.end_offset(covered)
+    )
+    host_failures = list(state.host_failures)
+    if state.replay.next_index == 0 and covered:
+        allowed = policies.host.boot_aggregates if policies.host else frozenset()
+        failure = check_boot_aggregate(log.entry(0), evidence.pcr_values, allowed)
+        if failure is not None:
+            host_failures.append(failure)
+
+    def policy_for(pod: PodRef | None) -> RuntimePolicy | None:
+        if pod is None:
+            return policies.host
+        info = pods.get(pod.uid)
+        return policies.by_network_function.get(info.network_function) if info else None
+
+    judged = evaluate_log(log, policy_for, count=covered)
+    pod_failures = dict(state.pod_failures)
+    pod_measurements = dict(state.pod_measurements)
+    warnings = state.warnings
+    for failure in judged.failures:
+        if failure.severity != "error":
+            warnings += 1
+        if failure.pod_uid is None:
+            if failure.severity == "error" and len(host_failures) < MAX_KEPT_FAILURES:
+                host_failures.append(failure)
+        else:
+            kept = pod_failures.get(failure.pod_uid, ())
+            if len(kept) < MAX_KEPT_FAILURES:
+                pod_failures[failure.pod_uid] = (*kept, failure)
+    for owner, count in judged.measurements.items():
+        if owner is not None:
+            pod_measurements[owner] = pod_measurements.get(owner, 0) + count
+    state = dataclasses.replace(
+        state,
+        replay=new_replay,
+        host_failures=tuple(host_failures),
+        pod_failures=MappingProxyType(pod_failures),
+        pod_measurements=MappingProxyType(pod_measurements),
+        warnings=warnings,
+    )
+    return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
+
+
+def forget_pods(state: NodeState, live: Mapping[str, PodInfo]) -> NodeState:
+    """Drop what is kept about pods that no longer exist on the node (bounded state)."""
+    if all(uid in live for uid in state.pod_failures) and all(
+        uid in live for uid in state.pod_measurements
+    ):
+        return state
+    return dataclasses.replace(
+        state,
+        pod_failures=MappingProxyType({u: f for u, f in state.pod_failures.items() if u in live}),
+        pod_measurements=MappingProxyType(
+            {u: n for u, n in state.pod_measurements.items() if u in live}
+        ),
+    )
