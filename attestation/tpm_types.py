@@ -142,18 +142,6 @@ def _pcr_selection(r: _Reader) -> PcrSelection:
     return tuple(out)
 
 
-def marshal_pcr_selection(selection: PcrSelection) -> bytes:
-    """TPML_PCR_SELECTION bytes (3-byte bitmaps, or longer for PCRs >= 24)."""
-    parts = [_U32.pack(len(selection))]
-    for alg, pcrs in selection:
-        size = max(3, (max(pcrs, default=0) // 8) + 1)
-        bitmap = bytearray(size)
-        for pcr in pcrs:
-            bitmap[pcr // 8] |= 1 << (pcr % 8)
-        parts.append(_U16.pack(alg.tpm_alg_id) + bytes((size,)) + bytes(bitmap))
-    return b"".join(parts)
-
-
 # --- TPMS_ATTEST (quote) -------------------------------------------------------------------------
 
 
