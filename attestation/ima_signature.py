@@ -66,8 +66,8 @@ def load_pem_key(pem: bytes) -> tuple[int, PublicKey]:
 
 
 def load_keylime_keys(text: str) -> dict[int, PublicKey]:
-    """Keylime's ``verification-keys``: JSON {keyring: JSON {"pubkeys": [base64 DER],
-    "keyids": [int]}} (sometimes itself JSON-quoted once more)."""
+    """Keylime's ``verification-keys``: a JSON keyring ``{"pubkeys": [base64 DER], "keyids":
+    [int]}``, or a JSON map of named keyrings (each possibly JSON-quoted once more)."""
     try:
         obj = json.loads(text)
         if isinstance(obj, str):
@@ -75,7 +75,9 @@ def load_keylime_keys(text: str) -> dict[int, PublicKey]:
         if not isinstance(obj, dict):
             raise ValueError("must be a JSON object of keyrings")
         out: dict[int, PublicKey] = {}
-        for ring in obj.values():
+        # keylime-policy writes one keyring; ImaKeyrings.to_string() a map of named ones
+        rings = [obj] if "pubkeys" in obj else list(obj.values())
+        for ring in rings:
             ring_obj = json.loads(ring) if isinstance(ring, str) else ring
             pubkeys = ring_obj["pubkeys"]
             keyids = ring_obj.get("keyids") or [None] * len(pubkeys)
