@@ -23,9 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from attestation.tpm_types import (
-    ALG_ECC,
     ALG_ECDSA,
-    ALG_RSA,
     ALG_RSAPSS,
     ALG_RSASSA,
     TPM_GENERATED_VALUE,
@@ -53,12 +51,22 @@ __all__ = [
 PcrValues = Mapping[HashAlg, Mapping[int, bytes]]
 
 _QUOTE_TYPE: Final = TPM_ST_ATTEST_QUOTE.to_bytes(2, "big")
+_HASHLIB: Final = {
+    HashAlg.SHA1: hashlib.sha1,
+    HashAlg.SHA256: hashlib.sha256,
+    HashAlg.SHA384: hashlib.sha384,
+    HashAlg.SHA512: hashlib.sha512,
+}
 _HASHES: Final[dict[HashAlg, hashes.HashAlgorithm]] = {
     HashAlg.SHA1: hashes.SHA1(),  # noqa: S303 - TPM banks/schemes may be SHA-1; judged elsewhere
     HashAlg.SHA256: hashes.SHA256(),
     HashAlg.SHA384: hashes.SHA384(),
     HashAlg.SHA512: hashes.SHA512(),
 }
+
+#: Built once: constructing these costs as much as the rest of the checks together.
+_ECDSA: Final = {alg: ec.ECDSA(h) for alg, h in _HASHES.items()}
+_PKCS1V15: Final = padding.PKCS1v15()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,22 +95,15 @@ class QuoteResult:
         return None if self.attest is None else self.attest.firmware_version
 
 
-@dataclass(frozen=True, slots=True)
-class _Ak:
-    key: PublicKey
-    type: int
-
-
 @lru_cache(maxsize=4096)
-def _load_ak(ak_public: bytes) -> _Ak:
-    public = parse_public(ak_public)
-    return _Ak(public.public_key(), public.type)
+def _load_ak(ak_public: bytes) -> PublicKey:
+    return parse_public(ak_public).public_key()
 
 
 def pcr_digest(alg: HashAlg, selection: PcrSelection, pcr_values: PcrValues) -> bytes:
     """H_alg(concatenation of the selected PCR values in selection order), as TPM2_Quote makes
     its pcrDigest. Raises KeyError if a selected value is missing."""
-    h = hashlib.new(alg.value)
+    h = _HASHLIB[alg]()
     for bank, pcrs in selection:
         values = pcr_values[bank]
         for pcr in pcrs:
@@ -110,27 +111,35 @@ def pcr_digest(alg: HashAlg, selection: PcrSelection, pcr_values: PcrValues) -> 
     return h.digest()
 
 
-def _signature_ok(ak: _Ak, sig: Signature, message: bytes) -> bool:
-    algorithm = _HASHES[sig.hash_alg]
+def _signature_ok(key: PublicKey, sig: Signature, message: bytes) -> bool:
     try:
         if sig.sig_alg == ALG_ECDSA:
-            if ak.type != ALG_ECC or not isinstance(ak.key, ec.EllipticCurvePublicKey):
+            if not isinstance(key, ec.EllipticCurvePublicKey):
                 return False
             der = encode_dss_signature(int.from_bytes(sig.r, "big"), int.from_bytes(sig.s, "big"))
-            ak.key.verify(der, message, ec.ECDSA(algorithm))
+            key.verify(der, message, _ECDSA[sig.hash_alg])
             return True
-        if ak.type != ALG_RSA or not isinstance(ak.key, rsa.RSAPublicKey):
+        if not isinstance(key, rsa.RSAPublicKey):
             return False
+        algorithm = _HASHES[sig.hash_alg]
         pad: padding.AsymmetricPadding
         if sig.sig_alg == ALG_RSASSA:
-            pad = padding.PKCS1v15()
+            pad = _PKCS1V15
         else:
             assert sig.sig_alg == ALG_RSAPSS
             pad = padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
-        ak.key.verify(sig.sig, message, pad, algorithm)
+        key.verify(sig.sig, message, pad, algorithm)
         return True
     except InvalidSignature:
         return False
+
+
+def _covers_exactly(selection: PcrSelection, pcr_values: PcrValues) -> bool:
+    """Fast check that the values are exactly those selected, once pcr_digest found them all
+    (selections hold no duplicate PCRs, so equal counts mean equal sets)."""
+    if len(pcr_values) != len(selection):
+        return False
+    return all(len(pcr_values[bank]) == len(pcrs) for bank, pcrs in selection)
 
 
 def _selection_failures(
@@ -234,7 +243,7 @@ def verify_quote(
     try:
         attest = parse_attest(quote_bytes)
         sig = parse_signature(signature_bytes)
-        ak = _load_ak(bytes(ak_public))
+        key = _load_ak(ak_public)
     except QuoteParseError as e:
         return QuoteResult(None, (Failure("quote.malformed", str(e)),))
 
@@ -250,16 +259,17 @@ def verify_quote(
         failures.append(
             Failure("quote.nonce_mismatch", "the quote's extraData is not the nonce sent")
         )
-    if not _signature_ok(ak, sig, quote_bytes):
+    if not _signature_ok(key, sig, quote_bytes):
         failures.append(
             Failure("quote.signature_invalid", "the signature does not verify with the AK")
         )
     selection = attest.pcr_selection
     try:
-        digest = pcr_digest(sig.hash_alg, selection, pcr_values)
+        digest: bytes | None = pcr_digest(sig.hash_alg, selection, pcr_values)
     except KeyError:
         digest = None
-    failures.extend(_selection_failures(selection, pcr_values, expected_pcrs or {}))
+    if digest is None or expected_pcrs or not _covers_exactly(selection, pcr_values):
+        failures.extend(_selection_failures(selection, pcr_values, expected_pcrs or {}))
     if digest is not None and not hmac.compare_digest(digest, attest.pcr_digest):
         failures.append(
             Failure(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -62,11 +63,14 @@ TPM_GENERATED_VALUE: Final = 0xFF544347
 TPM_ST_ATTEST_QUOTE: Final = 0x8018
 
 _HASH_NAMES: Final = {0x0004: "sha1", 0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512"}
+_HASH_BY_ID: Final = {alg_id: HashAlg(name) for alg_id, name in _HASH_NAMES.items()}
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _HDR = struct.Struct(">IH")  # magic, type
+_HDR_SIZE = struct.Struct(">IHH")  # magic, type, qualifiedSigner.size
 _CLOCK = struct.Struct(">QIIBQ")  # clock, resetCount, restartCount, safe, firmwareVersion
 _SIG_HDR = struct.Struct(">HH")  # sigAlg, hashAlg
+_SIG_HDR_SIZE = struct.Struct(">HHH")  # sigAlg, hashAlg, first TPM2B size
 _PUB_HDR = struct.Struct(">HHI")  # type, nameAlg, objectAttributes
 
 
@@ -161,8 +165,51 @@ class Attest:
 
 def parse_attest(data: bytes) -> Attest:
     """Parse a TPMS_ATTEST of a quote. Magic and type are returned, not judged: the verifier
-    reports them as failures with their own ids."""
-    r = _Reader(bytes(data), "TPMS_ATTEST")
+    reports them as failures with their own ids.
+
+    A quote is parsed on every round of every node, so well-formed input takes a straight-line
+    path with ``unpack_from`` and a cached PCR selection (nodes quote the same PCRs every time);
+    anything odd is re-parsed by the checked reader, which names the field and offset.
+    """
+    buf = data if type(data) is bytes else bytes(data)
+    try:
+        magic, typ, size = _HDR_SIZE.unpack_from(buf, 0)
+        o = 8 + size
+        signer = buf[8:o]
+        (size,) = _U16.unpack_from(buf, o)
+        extra = buf[o + 2 : o + 2 + size]
+        o += 2 + size
+        clock, reset, restart, safe, firmware = _CLOCK.unpack_from(buf, o)
+        o += _CLOCK.size
+        start = o
+        (count,) = _U32.unpack_from(buf, o)
+        o += 4
+        for _ in range(count if count <= 16 else 0):
+            o += 3 + buf[o + 2]
+        selection = _cached_selection(buf[start:o])
+        (size,) = _U16.unpack_from(buf, o)
+        digest = buf[o + 2 : o + 2 + size]
+        o += 2 + size
+    except (struct.error, IndexError, QuoteParseError):
+        return _parse_attest_checked(buf)
+    if o != len(buf) or typ != TPM_ST_ATTEST_QUOTE or safe > 1 or count > 16:
+        return _parse_attest_checked(buf)
+    return Attest(
+        magic, typ, signer, extra, ClockInfo(clock, reset, restart, bool(safe)), firmware,
+        selection, digest,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def _cached_selection(raw: bytes) -> PcrSelection:
+    r = _Reader(raw, "TPMS_ATTEST")
+    selection = _pcr_selection(r)
+    r.end()
+    return selection
+
+
+def _parse_attest_checked(buf: bytes) -> Attest:
+    r = _Reader(buf, "TPMS_ATTEST")
     if len(r.buf) < _HDR.size:
         raise r.fail("magic", f"needs {_HDR.size} bytes, {len(r.buf)} given")
     magic, typ = _HDR.unpack_from(r.buf, 0)
@@ -204,8 +251,27 @@ class Signature:
 
 
 def parse_signature(data: bytes) -> Signature:
-    """Parse a TPMT_SIGNATURE made by an RSASSA, RSAPSS or ECDSA key."""
-    r = _Reader(bytes(data), "TPMT_SIGNATURE")
+    """Parse a TPMT_SIGNATURE made by an RSASSA, RSAPSS or ECDSA key (fast path as for
+    :func:`parse_attest`)."""
+    buf = data if type(data) is bytes else bytes(data)
+    try:
+        sig_alg, hash_id, size = _SIG_HDR_SIZE.unpack_from(buf, 0)
+        alg = _HASH_BY_ID[hash_id]
+        if sig_alg == ALG_ECDSA:
+            sig_r = buf[6 : 6 + size]
+            (size_s,) = _U16.unpack_from(buf, 6 + size)
+            o = 8 + size
+            if o + size_s == len(buf):
+                return Signature(sig_alg, alg, b"", sig_r, buf[o:])
+        elif sig_alg in (ALG_RSASSA, ALG_RSAPSS) and 6 + size == len(buf):
+            return Signature(sig_alg, alg, buf[6:])
+    except (struct.error, KeyError):
+        pass
+    return _parse_signature_checked(buf)
+
+
+def _parse_signature_checked(buf: bytes) -> Signature:
+    r = _Reader(buf, "TPMT_SIGNATURE")
     if len(r.buf) < _SIG_HDR.size:
         raise r.fail("sigAlg", f"needs {_SIG_HDR.size} bytes, {len(r.buf)} given")
     sig_alg, hash_id = _SIG_HDR.unpack_from(r.buf, 0)
