@@ -1,0 +1,391 @@
+"""The real kube-apiserver and kube-scheduler calling trustgate's webhook over TLS.
+
+The webhook runs in-process under uvicorn on 127.0.0.1 with the manifests' configurations pointed
+at it by URL; its trust comes from a real NodeAttestation watch and its pod look-ups from the API
+(attestation.kube). NodeAttestations are signed with a test verifier key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import urllib.error
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from attestation.kube import Kube, KubeObject, nodeattestation_path
+from attestation.lab.pki import CertificateAuthority
+from attestation.lab.process import free_port
+from attestation.nodeattestation import format_time
+from attestation.signing import public_keys_by_id, sign_status
+from tests.support.controlplane import ClusterHandle
+from webhook.app import create_app, server_config
+from webhook.settings import WebhookSettings
+
+MANIFEST = Path(__file__).parents[2] / "manifests" / "webhook-configurations.yaml"
+VERIFIER_NS, VERIFIER_SA = "trustgate-system", "trustgate-verifier"
+KEY = Ed25519PrivateKey.generate()
+
+CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "nodeattestations.trustgate.io"},
+    "spec": {
+        "group": "trustgate.io",
+        "scope": "Cluster",
+        "names": {
+            "plural": "nodeattestations",
+            "singular": "nodeattestation",
+            "kind": "NodeAttestation",
+            "shortNames": ["na"],
+        },
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            },
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            },
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def eventually(what: str, check: Callable[[], Any], seconds: float = 60) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+class KubeNodeTrustSource:
+    """webhook.trustview.NodeTrustSource over attestation.kube."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def list(self) -> tuple[Sequence[KubeObject], str]:
+        return self.kube.list(nodeattestation_path())
+
+    def watch(self, resource_version: str) -> Iterable[tuple[str, KubeObject]]:
+        return self.kube.watch(nodeattestation_path(), resource_version)
+
+
+@dataclass
+class Webhook:
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class Env:
+    cluster: ClusterHandle
+    kube: Kube
+    ns: str
+    open_ns: str
+    webhook: Webhook
+    verifier_kubeconfig: Path
+
+    def pods(self, ns: str | None = None) -> str:
+        return f"/api/v1/namespaces/{ns or self.ns}/pods"
+
+    def create_pod(
+        self, name: str, labels: dict[str, str], ns: str | None = None, **spec: Any
+    ) -> Any:
+        body = {
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10"}],
+                **spec,
+            },
+        }
+        return self.cluster.request("POST", self.pods(ns), body)
+
+    def pod(self, name: str, ns: str | None = None) -> Any:
+        return self.cluster.request("GET", f"{self.pods(ns)}/{name}")
+
+    def attest(self, node: str, state: str = "Trusted") -> None:
+        now = datetime.now(UTC)
+        status = sign_status(
+            node,
+            {
+                "state": state,
+                "reason": "test verdict",
+                "verifiedAt": format_time(now),
+                "expiresAt": format_time(now + timedelta(minutes=10)),
+                "quoteDigest": "00" * 32,
+                "akName": "000b" + "11" * 32,
+                "failures": [],
+                "pods": [],
+                "sequence": 1,
+            },
+            KEY,
+        )
+        path = nodeattestation_path(node)
+        obj = self.kube.get(path) or self.kube.create(
+            nodeattestation_path(),
+            {
+                "apiVersion": "trustgate.io/v1alpha1",
+                "kind": "NodeAttestation",
+                "metadata": {"name": node},
+            },
+        )
+        self.kube.merge_patch(f"{path}/status", {"status": status})
+        del obj
+
+
+def _register(cluster: ClusterHandle, port: int, ca_pem: bytes) -> None:
+    for doc in yaml.safe_load_all(MANIFEST.read_text()):
+        for hook in doc["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {
+                "url": f"https://127.0.0.1:{port}{path}",
+                "caBundle": base64.b64encode(ca_pem).decode(),
+            }
+        plural = doc["kind"].lower() + "s"
+        base = f"/apis/admissionregistration.k8s.io/v1/{plural}"
+        _tolerating(404, cluster.request, "DELETE", f"{base}/{doc['metadata']['name']}")
+        cluster.request("POST", base, doc)
+
+
+def _unregister(cluster: ClusterHandle) -> None:
+    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        path = f"/apis/admissionregistration.k8s.io/v1/{kind}/trustgate"
+        _tolerating(404, cluster.request, "DELETE", path)
+
+
+def _tolerating(code: int, call: Callable[..., Any], *args: Any) -> None:
+    try:
+        call(*args)
+    except urllib.error.HTTPError as e:
+        if e.code != code:
+            raise
+
+
+@pytest.fixture(scope="module")
+def env(control_plane: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    cluster = control_plane
+    work = tmp_path_factory.mktemp("webhook")
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    _tolerating(409, cluster.request, "POST", crds, CRD)
+    kube = Kube(cluster.api_client)
+    eventually("the NodeAttestation CRD", lambda: _served(kube))
+    ns, open_ns = cluster.unique("core5g"), cluster.unique("plain")
+    cluster.ensure_namespace(ns, {"trustgate.io/protected": "true"})
+    cluster.ensure_namespace(open_ns)
+    cluster.ensure_namespace(VERIFIER_NS)
+    token = cluster.token_for(VERIFIER_NS, VERIFIER_SA)
+    cluster.kubectl(
+        "create",
+        "clusterrole",
+        "trustgate-verifier-test",
+        "--verb=get,patch,update",
+        "--resource=pods",
+        check=False,
+    )
+    cluster.kubectl(
+        "create",
+        "clusterrolebinding",
+        "trustgate-verifier-test",
+        "--clusterrole=trustgate-verifier-test",
+        f"--serviceaccount={VERIFIER_NS}:{VERIFIER_SA}",
+        check=False,
+    )
+    ca = CertificateAuthority.create(work, "webhook-test-ca")
+    cert = ca.issue(work, "webhook", "127.0.0.1", ip_addresses=("127.0.0.1",), server=True)
+    settings = WebhookSettings(
+        verifier_keys=public_keys_by_id([KEY.public_key()]),
+        verifier_username=f"system:serviceaccount:{VERIFIER_NS}:{VERIFIER_SA}",
+        host="127.0.0.1",
+        port=free_port(),
+        tls_cert_file=str(cert.cert),
+        tls_key_file=str(cert.key),
+    )
+    app = create_app(settings, trust_source=KubeNodeTrustSource(kube), pod_lookup=kube.get_pod)
+    config = server_config(app, settings)
+    config.log_level = "warning"
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    webhook = Webhook(server, thread)
+    try:
+        eventually("the webhook to start", lambda: server.started, 10)
+        eventually("the NodeAttestation view to sync", lambda: app.state.trust_view.synced, 10)
+        _register(cluster, settings.port, ca.files.cert.read_bytes())
+        e = Env(
+            cluster,
+            kube,
+            ns,
+            open_ns,
+            webhook,
+            cluster.plane.kubeconfig_for_token(token, work / "verifier.kubeconfig"),
+        )
+        eventually("the webhooks to take effect", lambda: _mutated_probe(e), 30)
+        yield e
+    finally:
+        _unregister(cluster)
+        webhook.stop()
+
+
+def _served(kube: Kube) -> bool:
+    try:
+        kube.list(nodeattestation_path())
+    except Exception:
+        return False
+    return True
+
+
+def _mutated_probe(env: Env) -> bool:
+    probe = {
+        "metadata": {"name": "probe", "labels": {"app": "upf"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+    }
+    pod = env.cluster.request("POST", env.pods() + "?dryRun=All", probe)
+    return bool(pod["spec"].get("schedulingGates"))
+
+
+def _scheduled_condition(pod: Any) -> dict[str, Any]:
+    for condition in pod.get("status", {}).get("conditions") or []:
+        if condition["type"] == "PodScheduled":
+            return dict(condition)
+    return {}
+
+
+def _events_for(env: Env, name: str) -> str:
+    events = env.cluster.request("GET", f"/api/v1/namespaces/{env.ns}/events")
+    return "\n".join(
+        e.get("message", "") for e in events["items"] if e["involvedObject"].get("name") == name
+    )
+
+
+def _remove_gate_as(env: Env, name: str, kubeconfig: Path | None) -> Any:
+    patch = json.dumps([{"op": "remove", "path": "/spec/schedulingGates/0"}])
+    return env.cluster.kubectl(
+        "-n",
+        env.ns,
+        "patch",
+        "pod",
+        name,
+        "--type=json",
+        "-p",
+        patch,
+        kubeconfig=kubeconfig,
+        check=False,
+    )
+
+
+def test_nf_pod_is_gated_until_an_attested_node_exists_then_binds_only_there(env: Env) -> None:
+    stale, good = env.cluster.unique("stale"), env.cluster.unique("good")
+    # A node labelled attested without a NodeAttestation: affinity matches, the binding must not.
+    env.cluster.add_node(stale, {"trustgate.io/attested": "true"})
+    env.create_pod("upf-a", {"app": "free5gc-upf"})
+    pod = env.pod("upf-a")
+    assert pod["spec"]["schedulingGates"] == [{"name": "trustgate.io/attestation"}]
+    assert pod["metadata"]["labels"]["trustgate.io/network-function"] == "upf"
+    assert pod["metadata"]["annotations"]["trustgate.io/trust-state"] == "pending"
+    eventually(
+        "SchedulingGated",
+        lambda: _scheduled_condition(env.pod("upf-a")).get("reason") == "SchedulingGated",
+        30,
+    )
+
+    # Nobody but the verifier may lift the gate; the kube-scheduler never does.
+    refused = _remove_gate_as(env, "upf-a", None)
+    assert refused.returncode != 0
+    assert "only the trustgate verifier may change" in refused.stderr
+    lifted = _remove_gate_as(env, "upf-a", env.verifier_kubeconfig)
+    assert lifted.returncode == 0, lifted.stderr
+
+    # The scheduler picks the stale node; the webhook refuses the binding.
+    eventually(
+        "the binding to the stale node to be refused",
+        lambda: f"node {stale} has no NodeAttestation" in _events_for(env, "upf-a"),
+        60,
+    )
+    assert not env.pod("upf-a")["spec"].get("nodeName")
+
+    # A signed Trusted verdict for another node: the pod binds there, never to the stale one.
+    env.cluster.add_node(good, {"trustgate.io/attested": "true"})
+    env.attest(good)
+    node = eventually("the pod to bind", lambda: env.pod("upf-a")["spec"].get("nodeName"), 90)
+    assert node == good
+
+
+def test_nodename_preset_on_untrusted_node_is_rejected_at_create(env: Env) -> None:
+    bad, good = env.cluster.unique("bad"), env.cluster.unique("trusted")
+    env.cluster.add_node(bad)
+    env.cluster.add_node(good)
+    env.attest(bad, "Untrusted")
+    env.attest(good)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        env.create_pod("smf-pinned", {"nf": "smf"}, nodeName=bad)
+    body = refused.value.read().decode()
+    assert refused.value.code == 403
+    assert f"node {bad} is not attested (Untrusted): test verdict" in body
+    eventually("the watch to see the trusted node", lambda: _create_pinned(env, good), 10)
+    assert env.pod("smf-ok")["spec"]["nodeName"] == good
+
+
+def _create_pinned(env: Env, node: str) -> bool:
+    try:
+        env.create_pod("smf-ok", {"nf": "smf"}, nodeName=node)
+    except urllib.error.HTTPError:
+        return False
+    return True
+
+
+def test_non_nf_pod_schedules_anywhere(env: Env) -> None:
+    plain = env.cluster.unique("plain-node")
+    env.cluster.add_node(plain, {"plain": "yes"})
+    env.create_pod("nginx", {"app": "nginx"}, nodeSelector={"plain": "yes"})
+    assert not env.pod("nginx")["spec"].get("schedulingGates")
+    assert eventually("nginx to bind", lambda: env.pod("nginx")["spec"].get("nodeName")) == plain
+
+
+def test_webhook_down_refuses_nf_pods_only(env: Env) -> None:
+    env.webhook.stop()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        env.create_pod("upf-down", {"app": "upf"})
+    assert refused.value.code == 500
+    assert "trustgate" in refused.value.read().decode()
+    # Pods that are not NFs never reach the webhook (matchConditions), in any namespace.
+    env.create_pod("web", {"app": "web"})
+    env.create_pod("web", {"app": "web"}, ns=env.open_ns)
+    assert eventually(
+        "the open namespace's pod to bind",
+        lambda: env.pod("web", env.open_ns)["spec"].get("nodeName"),
+    )
+
