@@ -217,3 +217,28 @@ def _error(method: str, path: str, e: ApiException) -> KubeError:
         except (ValueError, AttributeError):
             body = e.body
     return KubeError(f"{method} {path}: {status} {message}", status, body)
+
+
+class Resource:
+    """One collection as a list + watch source (``webhook.trustview.NodeTrustSource`` and the
+    verifier's informers take this shape)."""
+
+    def __init__(self, kube: Kube, path: str, *, label_selector: str = "") -> None:
+        self._kube = kube
+        self._path = path
+        self._selector = label_selector
+
+    def list(self) -> tuple[list[KubeObject], str]:
+        return self._kube.list(self._path, label_selector=self._selector)
+
+    def watch(self, resource_version: str) -> Iterator[WatchEvent]:
+        return self._kube.watch(self._path, resource_version, label_selector=self._selector)
+
+
+def lease_path(namespace: str, name: str = "") -> str:
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+    return f"{base}/{name}" if name else base
+
+
+def event_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/events"

@@ -1,0 +1,363 @@
+"""The verifier loop: re-attest every node, publish what changed, remove divergent pods.
+
+One asyncio task per node, woken by its pull interval or by a push from its agent; at most
+``concurrency`` rounds run at once, and every agent call has a timeout, so a hung agent delays
+only its own node. Rounds are pure (``attestation.verdict``); this module does the I/O around
+them: the agent call, the Kubernetes writes (through ``Publisher``) and the remediation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from attestation import enroll
+from attestation.evidence import EvidenceQuery
+from attestation.kube import Kube, Resource, node_path, pod_path
+from attestation.types import Failure
+from attestation.verdict import (
+    NodeState,
+    PodInfo,
+    PolicySet,
+    attest_round,
+    forget_pods,
+    unreachable,
+)
+from attestation.verifier.collector import AgentClient, CollectorError
+from attestation.verifier.informer import Informer, KubeObject, uid_key
+from attestation.verifier.metrics import VerifierMetrics
+from attestation.verifier.publisher import Publisher
+from attestation.verifier.settings import (
+    AGENT_SELECTOR,
+    NF_LABEL,
+    SCHEDULING_GATE,
+    VerifierSettings,
+)
+
+log = logging.getLogger(__name__)
+
+#: Logs larger than this are verified in a worker thread, not on the event loop.
+_INLINE_LOG_BYTES = 256 * 1024
+
+
+@dataclass
+class NodeWorker:
+    name: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    state: NodeState | None = None
+    ak_name: bytes = b""
+    task: asyncio.Task[None] | None = None
+    last_verified: float = 0.0
+    enroll_failures: tuple[Failure, ...] = ()
+
+
+def pod_info(pod: KubeObject) -> PodInfo | None:
+    meta = pod.get("metadata") or {}
+    nf = (meta.get("labels") or {}).get(NF_LABEL)
+    if not nf or not meta.get("uid"):
+        return None
+    return PodInfo(meta["uid"], meta.get("namespace", ""), meta.get("name", ""), str(nf).lower())
+
+
+class Verifier:
+    def __init__(
+        self,
+        settings: VerifierSettings,
+        kube: Kube,
+        publisher: Publisher,
+        policies: PolicySet,
+        ek_ca_bundle: bytes,
+        metrics: VerifierMetrics,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.publisher = publisher
+        self.policies = policies
+        self.ek_ca_bundle = ek_ca_bundle
+        self.metrics = metrics
+        self.workers: dict[str, NodeWorker] = {}
+        self.client = AgentClient(timeout=settings.agent_timeout)
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._stop = asyncio.Event()
+        self._active = asyncio.Event()  # leader (or no election)
+        self._informers: list[Informer] = []
+        self.nodes: Informer | None = None
+        self.pods: Informer | None = None
+        self.agent_pods: Informer | None = None
+        self._gate_wake = asyncio.Event()
+
+    # -- start / stop ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.nodes = Informer(
+            "nodes", Resource(self.kube, node_path()), loop, on_change=self._node_changed
+        )
+        self.pods = Informer(
+            "nf-pods",
+            Resource(self.kube, "/api/v1/pods", label_selector=NF_LABEL),
+            loop,
+            key=uid_key,
+            on_change=lambda _k, _o: self._gate_wake.set(),
+        )
+        self._informers = [self.nodes, self.pods]
+        if not self.settings.agents:
+            self.agent_pods = Informer(
+                "agents",
+                Resource(
+                    self.kube, pod_path(self.settings.namespace), label_selector=AGENT_SELECTOR
+                ),
+                loop,
+                on_change=lambda _k, _o: None,
+            )
+            self._informers.append(self.agent_pods)
+        for informer in self._informers:
+            informer.start()
+        await asyncio.gather(*(i.synced.wait() for i in self._informers))
+        await self.publisher.load_existing()
+        self._gate_task = asyncio.create_task(self._ungate_loop(), name="ungate")
+
+    def activate(self) -> None:
+        """Start attesting (called on becoming the leader)."""
+        self._active.set()
+        for worker in self.workers.values():
+            worker.wake.set()
+
+    def deactivate(self) -> None:
+        """Stop attesting and writing at once (leadership lost). Attestation state is dropped:
+        a future leadership starts from the cluster's NodeAttestations and re-enrolls."""
+        self._active.clear()
+        for worker in self.workers.values():
+            worker.state = None
+
+    async def close(self) -> None:
+        self._stop.set()
+        for informer in self._informers:
+            informer.stop()
+        tasks = [w.task for w in self.workers.values() if w.task] + [self._gate_task]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.publisher.close()
+        await self.client.aclose()
+
+    def push(self, node: str) -> bool:
+        """An agent says its log grew: attest that node now. False for an unknown node."""
+        worker = self.workers.get(node)
+        if worker is None:
+            return False
+        self.metrics.pushes.inc()
+        worker.wake.set()
+        return True
+
+    # -- nodes -----------------------------------------------------------------------------------
+
+    def _node_changed(self, name: str, obj: KubeObject | None) -> None:
+        if obj is None:
+            worker = self.workers.pop(name, None)
+            if worker and worker.task:
+                worker.task.cancel()
+            return
+        if name not in self.workers:
+            worker = NodeWorker(name)
+            self.workers[name] = worker
+            worker.task = asyncio.create_task(self._node_loop(worker), name=f"node:{name}")
+
+    def agent_url(self, node: str) -> str | None:
+        if self.settings.agents:
+            return self.settings.agents.get(node)
+        assert self.agent_pods is not None
+        for pod in self.agent_pods.objects.values():
+            spec, status = pod.get("spec") or {}, pod.get("status") or {}
+            if spec.get("nodeName") == node and status.get("hostIP"):
+                return f"https://{status['hostIP']}:{self.settings.agent_port}"
+        return None
+
+    def pods_on(self, node: str) -> dict[str, PodInfo]:
+        assert self.pods is not None
+        out: dict[str, PodInfo] = {}
+        for pod in self.pods.objects.values():
+            if (pod.get("spec") or {}).get("nodeName") != node:
+                continue
+            info = pod_info(pod)
+            if info is not None:
+                out[info.uid] = info
+        return out
+
+    async def _node_loop(self, worker: NodeWorker) -> None:
+        interval = self.settings.interval
+        while not self._stop.is_set():
+            if not self._active.is_set():
+                await self._active.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.wake.wait(), interval)
+            worker.wake.clear()
+            if not self._active.is_set():
+                continue
+            try:
+                async with self._semaphore:
+                    await self._round(worker)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop the node's attestation forever
+                log.exception("round for node %s failed", worker.name)
+
+    # -- one round -------------------------------------------------------------------------------
+
+    async def _round(self, worker: NodeWorker) -> None:
+        started = time.perf_counter()
+        url = self.agent_url(worker.name)
+        if url is None:
+            await self._no_evidence(worker, Failure("agent.missing", "no agent serves this node"))
+            return
+        if worker.state is None:
+            try:
+                if not await self._enroll(worker, url):
+                    return
+            except CollectorError as e:
+                await self._no_evidence(worker, Failure(e.failure_id, str(e)))
+                return
+        for _ in range(2):  # a second pass only after a reboot, to read the new log from 0
+            assert worker.state is not None
+            nonce = os.urandom(32)
+            query = EvidenceQuery(nonce=nonce, ima_offset=worker.state.ima_offset)
+            try:
+                evidence = await self.client.evidence(url, query)
+            except CollectorError as e:
+                await self._no_evidence(worker, Failure(e.failure_id, str(e)))
+                return
+            pods = self.pods_on(worker.name)
+            state = forget_pods(worker.state, pods)
+            t0 = time.perf_counter()
+            if len(evidence.ima_log) > _INLINE_LOG_BYTES:
+                result = await asyncio.to_thread(
+                    attest_round,
+                    worker.name,
+                    state,
+                    evidence,
+                    nonce,
+                    self.policies,
+                    pods,
+                    log_column_size=self.settings.log_column_size,
+                )
+            else:
+                result = attest_round(
+                    worker.name,
+                    state,
+                    evidence,
+                    nonce,
+                    self.policies,
+                    pods,
+                    log_column_size=self.settings.log_column_size,
+                )
+            self.metrics.duration.observe(time.perf_counter() - t0)
+            if result.rebooted:
+                worker.state = result.state
+                continue
+            break
+        # A bad signature may mean the agent restarted with a new AK: re-enroll (EK chain and
+        # credential activation again) before calling it an attack.
+        signature_bad = any(f.id == "quote.signature_invalid" for f in result.verdict.failures)
+        if signature_bad and await self._ak_changed(worker, url):
+            worker.state = None
+            worker.wake.set()
+            return
+        worker.state = result.state
+        self.metrics.attestations.labels("trusted" if result.verdict.trusted else "untrusted").inc()
+        worker.last_verified = time.time()
+        self.metrics.evidence_age.labels(worker.name).set(0)
+        await self.publisher.publish(worker.name, result.verdict, pods, worker.ak_name)
+        self.metrics.round_seconds.observe(time.perf_counter() - started)
+
+    async def _enroll(self, worker: NodeWorker, url: str) -> bool:
+        identity = await self.client.identity(url)
+        failures: list[Failure] = []
+        if identity.node != worker.name:
+            failures.append(
+                Failure(
+                    "enroll.node_mismatch",
+                    f"the agent says it is {identity.node!r}, not {worker.name!r}",
+                )
+            )
+        now = datetime.now(UTC)
+        try:
+            failures += enroll.verify_ek(
+                identity.ek_certificate, identity.ek_public, self.ek_ca_bundle, now
+            )
+            failures += enroll.check_ak(identity.ak_public)
+            ak_name = enroll.ak_name(identity.ak_public)
+        except enroll.EnrollParseError as e:
+            failures.append(Failure("enroll.malformed", str(e)))
+            ak_name = b""
+        if not failures:
+            secret = os.urandom(32)
+            credential = enroll.make_credential(identity.ek_public, ak_name, secret)
+            try:
+                returned = await self.client.activate(
+                    url, credential.credential_blob, credential.encrypted_secret
+                )
+            except CollectorError as e:
+                if e.failure_id != "agent.http_error":
+                    raise
+                returned = b""
+            failures += enroll.check_activation(secret, returned)
+        if failures:
+            worker.enroll_failures = tuple(failures)
+            verdict = unreachable(worker.name, NodeState(ak_public=b""), {}, failures[0])
+            verdict = type(verdict)(node=worker.name, trusted=False, failures=tuple(failures))
+            await self.publisher.publish(worker.name, verdict, self.pods_on(worker.name), ak_name)
+            self.metrics.attestations.labels("enroll_failed").inc()
+            return False
+        worker.state = NodeState(ak_public=identity.ak_public)
+        worker.ak_name = ak_name
+        worker.enroll_failures = ()
+        await self.publisher.audit(
+            {"kind": "enrolled", "node": worker.name, "akName": ak_name.hex()}
+        )
+        return True
+
+    async def _ak_changed(self, worker: NodeWorker, url: str) -> bool:
+        try:
+            identity = await self.client.identity(url)
+        except CollectorError:
+            return False
+        return enroll.ak_name(identity.ak_public) != worker.ak_name
+
+    async def _no_evidence(self, worker: NodeWorker, why: Failure) -> None:
+        """No evidence this round. The last verdict stands until it expires; then the node is
+        Unknown (untrusted): stale evidence is no evidence."""
+        self.metrics.attestations.labels("no_evidence").inc()
+        if worker.last_verified:
+            self.metrics.evidence_age.labels(worker.name).set(time.time() - worker.last_verified)
+        await self.publisher.no_evidence(worker.name, why, self.pods_on(worker.name))
+
+    # -- scheduling gates ------------------------------------------------------------------------
+
+    async def _ungate_loop(self) -> None:
+        """Lift the scheduling gate of a pending NF pod once a node is trusted and a policy for
+        its network function is loaded: until then the scheduler has nowhere safe to put it."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gate_wake.wait(), 1.0)
+            self._gate_wake.clear()
+            if not self._active.is_set() or not self.publisher.any_trusted():
+                continue
+            assert self.pods is not None
+            for pod in list(self.pods.objects.values()):
+                gates = [
+                    g.get("name") for g in (pod.get("spec") or {}).get("schedulingGates") or []
+                ]
+                info = pod_info(pod)
+                if SCHEDULING_GATE not in gates or info is None:
+                    continue
+                if info.network_function not in self.policies.by_network_function:
+                    continue
+                await self.publisher.ungate(pod, gates.index(SCHEDULING_GATE))
+
+    def wake_gates(self) -> None:
+        self._gate_wake.set()

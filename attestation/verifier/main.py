@@ -1,0 +1,92 @@
+"""Run the verifier: load settings' files, start informers, the push endpoint, leader election,
+and the per-node loops; stop cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvicorn
+
+from attestation.kube import Kube
+from attestation.serving import EmbeddedServer
+from attestation.signing import load_private_key_pem
+from attestation.verifier.auditlog import AuditLog
+from attestation.verifier.controller import Verifier
+from attestation.verifier.leader import LeaderElector
+from attestation.verifier.metrics import VerifierMetrics
+from attestation.verifier.policies import load_policy_dir
+from attestation.verifier.publisher import Publisher
+from attestation.verifier.server import create_server_app
+from attestation.verifier.settings import VerifierSettings
+
+log = logging.getLogger("trustgate.verifier")
+
+
+async def run(settings: VerifierSettings, kube: Kube, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    signing_key = load_private_key_pem(settings.signing_key.read_bytes())
+    policies = load_policy_dir(settings.policies)
+    ek_ca_bundle = settings.ek_ca_bundle.read_bytes()
+    audit = AuditLog(settings.audit_log)
+    if audit.recovered_torn_tail:
+        log.warning(
+            "audit log %s: the last record was torn by a crash (%d bytes); kept and chained",
+            settings.audit_log, audit.recovered_torn_tail,
+        )  # fmt: skip
+    metrics = VerifierMetrics()
+    publisher = Publisher(kube, settings, signing_key, audit, metrics)
+    verifier = Verifier(settings, kube, publisher, policies, ek_ca_bundle, metrics)
+    log.info(
+        "verifier %s: %d policies (%s), host policy %s, interval %.1fs, max age %.1fs",
+        settings.identity, len(policies.by_network_function),
+        ", ".join(sorted(policies.by_network_function)) or "none",
+        "loaded" if policies.host else "none", settings.interval, settings.max_age,
+    )  # fmt: skip
+    await verifier.start()
+    server = EmbeddedServer(
+        uvicorn.Config(
+            create_server_app(verifier.push, metrics, lambda: verifier.nodes is not None),
+            host=settings.listen_host,
+            port=settings.listen_port,
+            log_level="warning",
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        )
+    )
+    tasks = [asyncio.create_task(server.serve(), name="verifier-server")]
+    if settings.leader_election:
+        elector = LeaderElector(
+            kube, settings.namespace, settings.lease_name, settings.identity,
+            settings.lease_duration,
+        )  # fmt: skip
+        tasks.append(asyncio.create_task(elector.run(stop), name="leader-election"))
+        tasks.append(asyncio.create_task(_follow_leadership(elector, verifier, stop)))
+    else:
+        verifier.activate()
+    try:
+        await stop.wait()
+    finally:
+        server.should_exit = True
+        await verifier.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        audit.close()
+
+
+async def _follow_leadership(
+    elector: LeaderElector, verifier: Verifier, stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        await elector.is_leader.wait()
+        verifier.activate()
+        await elector.lost.wait()
+        verifier.deactivate()

@@ -1,0 +1,36 @@
+"""Load the runtime policies from a directory into a PolicySet, naming every bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+from attestation.policy import PolicyError, RuntimePolicy, load_policy
+from attestation.verdict import PolicySet
+
+HOST = "host"
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def load_policy_dir(directory: Path) -> PolicySet:
+    """Every ``*.yaml|*.yml|*.json`` in ``directory``: one policy per network function and at
+    most one for the host. Raises PolicyError naming the file on the first bad or duplicate one
+    (a verifier must not start with half its policies)."""
+    if not directory.is_dir():
+        raise PolicyError(f"policy directory {directory} does not exist")
+    by_nf: dict[str, RuntimePolicy] = {}
+    host: RuntimePolicy | None = None
+    for path in sorted(directory.iterdir()):
+        if path.suffix not in _SUFFIXES or not path.is_file():
+            continue
+        policy = load_policy(path.read_bytes(), source=str(path))
+        nf = policy.network_function.lower()
+        if nf == HOST:
+            if host is not None:
+                raise PolicyError(f"{path}: a second host policy (first: {host.name})")
+            host = policy
+        elif nf in by_nf:
+            raise PolicyError(f"{path}: a second policy for {nf} (first: {by_nf[nf].name})")
+        else:
+            by_nf[nf] = policy
+    return PolicySet(MappingProxyType(by_nf), host)

@@ -1,0 +1,113 @@
+"""Remove exactly the pod whose measurements diverge.
+
+Eviction (policy/v1) respects PodDisruptionBudgets: a 429 is retried with backoff and, in
+``evict-then-delete`` mode, escalated to a delete once ``eviction_deadline`` passes (a tampered
+network function must not keep running because a budget is exhausted). ``annotate-only`` (audit
+mode) records what would have happened and touches nothing. One task per pod at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from attestation.kube import Kube, KubeError, pod_path
+from attestation.verifier.settings import RemediationMode
+
+log = logging.getLogger(__name__)
+
+#: Backoff between refused evictions: 0.25 s doubling to 4 s.
+_FIRST_BACKOFF = 0.25
+_MAX_BACKOFF = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class PodTarget:
+    namespace: str
+    name: str
+    uid: str
+    reason: str
+
+
+Outcome = str  # "evicted" | "deleted" | "gone" | "audit-only" | "failed"
+Report = Callable[[PodTarget, Outcome, str], Awaitable[None]]
+
+
+class Remediator:
+    def __init__(
+        self,
+        kube: Kube,
+        mode: RemediationMode,
+        deadline: float,
+        report: Report,
+    ) -> None:
+        self._kube = kube
+        self._mode = mode
+        self._deadline = deadline
+        self._report = report
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._done: set[str] = set()
+
+    def request(self, target: PodTarget) -> None:
+        """Start removing ``target`` unless that is already under way or done."""
+        if target.uid in self._in_flight or target.uid in self._done:
+            return
+        task = asyncio.create_task(self._remove(target), name=f"remediate:{target.name}")
+        self._in_flight[target.uid] = task
+        task.add_done_callback(lambda _t: self._in_flight.pop(target.uid, None))
+
+    async def close(self) -> None:
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+
+    async def _remove(self, target: PodTarget) -> None:
+        if self._mode == "annotate-only":
+            self._done.add(target.uid)
+            await self._report(target, "audit-only", "annotate-only mode: not evicted")
+            return
+        started = time.monotonic()
+        backoff = _FIRST_BACKOFF
+        while True:
+            try:
+                await asyncio.to_thread(self._evict, target)
+            except KubeError as e:
+                if e.status == 404:
+                    self._done.add(target.uid)
+                    await self._report(target, "gone", "the pod no longer exists")
+                    return
+                if e.status != 429:
+                    await self._report(target, "failed", str(e))
+                    # not done: a later verdict asks again
+                    return
+                waited = time.monotonic() - started
+                if self._mode == "evict-then-delete" and waited >= self._deadline:
+                    await self._delete(target, f"eviction refused for {waited:.0f}s ({e})")
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            self._done.add(target.uid)
+            await self._report(target, "evicted", target.reason)
+            return
+
+    def _evict(self, target: PodTarget) -> None:
+        pod = self._kube.get_pod(target.namespace, target.name)
+        if pod is None or pod["metadata"].get("uid") != target.uid:
+            raise KubeError("pod gone", 404)
+        self._kube.evict(target.namespace, target.name)
+
+    async def _delete(self, target: PodTarget, why: str) -> None:
+        body = {"preconditions": {"uid": target.uid}, "gracePeriodSeconds": 0}
+        try:
+            await asyncio.to_thread(
+                self._kube.delete, pod_path(target.namespace, target.name), body
+            )
+        except KubeError as e:
+            await self._report(target, "failed", f"delete after refused eviction: {e}")
+            return
+        self._done.add(target.uid)
+        await self._report(target, "deleted", why)

@@ -1,0 +1,72 @@
+"""The verifier's settings: one frozen tree with named defaults, loaded once, passed down."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final, Literal
+
+RemediationMode = Literal["evict-only", "evict-then-delete", "annotate-only"]
+UntrustedNodeAction = Literal["evict", "none"]
+
+#: The labels, annotations and names that users see; keep them stable once shipped.
+ATTESTED_LABEL: Final = "trustgate.io/attested"
+UNTRUSTED_TAINT: Final = "trustgate.io/untrusted"
+NF_LABEL: Final = "trustgate.io/network-function"
+TRUST_STATE_ANNOTATION: Final = "trustgate.io/trust-state"
+LAST_VERIFIED_ANNOTATION: Final = "trustgate.io/last-verified"
+REASON_ANNOTATION: Final = "trustgate.io/reason"
+SCHEDULING_GATE: Final = "trustgate.io/attestation"
+AGENT_SELECTOR: Final = "app.kubernetes.io/name=trustgate-agent"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierSettings:
+    #: Seconds between two pull rounds of one node (push notifications come in between).
+    interval: float = 2.0
+    #: How long a verdict stays valid: ``expiresAt = verifiedAt + max_age``. A node whose agent
+    #: or verifier goes quiet becomes untrusted once it passes.
+    max_age: float = 10.0
+    #: A published status is rewritten at least this often (when nothing changed) so that
+    #: ``expiresAt`` keeps moving; default max_age / 2.
+    refresh: float | None = None
+    #: Seconds for one agent call, and how many nodes are attested at once.
+    agent_timeout: float = 3.0
+    concurrency: int = 64
+    #: Explicit node -> agent URL map (tests, the demo, clusters without the DaemonSet).
+    agents: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: Port of the agent DaemonSet (hostNetwork) when agents are discovered from its pods.
+    agent_port: int = 9443
+    #: Namespace of trustgate itself (agent pods, the leader Lease, Events about itself).
+    namespace: str = "trustgate-system"
+    #: PEM bundle of the CAs that issue TPM EK certificates (vendors' CAs; swtpm's in tests).
+    ek_ca_bundle: Path = Path("/etc/trustgate/ek-ca.pem")
+    #: Ed25519 private key that signs NodeAttestation statuses.
+    signing_key: Path = Path("/etc/trustgate/signing/key.pem")
+    #: Directory of runtime policies (YAML/JSON, ours or Keylime's), one per network function.
+    policies: Path = Path("/etc/trustgate/policies")
+    audit_log: Path = Path("/var/lib/trustgate/audit.jsonl")
+    remediation: RemediationMode = "evict-then-delete"
+    #: After this many seconds of PodDisruptionBudget refusals (HTTP 429), delete the pod.
+    eviction_deadline: float = 30.0
+    untrusted_node_action: UntrustedNodeAction = "evict"
+    #: Where agents push "the log grew" notifications, and Prometheus scrapes /metrics.
+    listen_host: str = "0.0.0.0"  # noqa: S104 - in-cluster Service; NetworkPolicy narrows it
+    listen_port: int = 8443
+    #: Optional TLS for that endpoint. Notifications carry no evidence (only "attest me now"),
+    #: so plain HTTP inside the cluster network is acceptable; set both to serve TLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Leader election (coordination.k8s.io Lease); off for a single process.
+    leader_election: bool = True
+    lease_name: str = "trustgate-verifier"
+    lease_duration: float = 10.0
+    identity: str = "verifier"
+    #: Column size of the agents' binary IMA log (20: the classic SHA-1 file).
+    log_column_size: int = 20
+
+    @property
+    def refresh_every(self) -> float:
+        return self.refresh if self.refresh is not None else self.max_age / 2

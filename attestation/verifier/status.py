@@ -1,0 +1,112 @@
+"""What a verdict looks like in Kubernetes, pure: the NodeAttestation status, the reason line,
+and the trust annotations of each protected pod. The publisher diffs these with what is there."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from attestation.nodeattestation import format_time
+from attestation.types import Failure, NodeVerdict, PodVerdict
+from attestation.verdict import PodInfo
+from attestation.verifier.settings import (
+    LAST_VERIFIED_ANNOTATION,
+    REASON_ANNOTATION,
+    TRUST_STATE_ANNOTATION,
+)
+
+PodState = Literal["trusted", "untrusted", "pending", "unknown"]
+NodeState = Literal["Trusted", "Untrusted", "Pending", "Unknown"]
+
+MAX_REASON = 1024
+
+
+def reason(failures: tuple[Failure, ...], pods: Mapping[str, PodInfo] | None = None) -> str:
+    """``<id> (<path> in pod <name>)`` for the first error, ``+N more`` for the rest; what a user
+    reads in ``kubectl get nodeattestations`` and in the webhook's denial."""
+    errors = [f for f in failures if f.severity == "error"] or list(failures)
+    if not errors:
+        return ""
+    first = errors[0]
+    where = []
+    if first.path:
+        where.append(first.path)
+    if first.pod_uid:
+        info = (pods or {}).get(first.pod_uid)
+        where.append(f"in pod {info.namespace}/{info.name}" if info else f"in pod {first.pod_uid}")
+    text = first.id + (f" ({' '.join(where)})" if where else f": {first.message}")
+    if len(errors) > 1:
+        text += f" +{len(errors) - 1} more"
+    return text[:MAX_REASON]
+
+
+@dataclass(frozen=True, slots=True)
+class PodTrustView:
+    state: PodState
+    reason: str
+
+
+def pod_trust(
+    node_state: NodeState, node_reason: str, pod: PodVerdict | None, pods: Mapping[str, PodInfo]
+) -> PodTrustView:
+    if pod is not None and not pod.trusted:
+        return PodTrustView("untrusted", reason(pod.failures, pods))
+    if node_state == "Trusted":
+        return PodTrustView("trusted", "")
+    if node_state == "Untrusted":
+        return PodTrustView("untrusted", f"node: {node_reason}"[:MAX_REASON])
+    return PodTrustView("unknown" if node_state == "Unknown" else "pending", node_reason)
+
+
+def pod_annotations(view: PodTrustView, verified_at: datetime) -> dict[str, str]:
+    return {
+        TRUST_STATE_ANNOTATION: view.state,
+        LAST_VERIFIED_ANNOTATION: format_time(verified_at),
+        REASON_ANNOTATION: view.reason,
+    }
+
+
+def node_status(
+    verdict: NodeVerdict,
+    state: NodeState,
+    node_reason: str,
+    pods: Mapping[str, PodInfo],
+    *,
+    verified_at: datetime,
+    max_age: timedelta,
+    ak_name: bytes,
+    sequence: int,
+) -> dict[str, Any]:
+    """The unsigned ``status`` of the node's NodeAttestation."""
+    pod_entries = []
+    for pv in verdict.pods:
+        info = pods.get(pv.uid)
+        if info is None:
+            continue
+        view = pod_trust(state, node_reason, pv, pods)
+        pod_entries.append(
+            {
+                "uid": pv.uid,
+                "namespace": info.namespace,
+                "name": info.name,
+                "networkFunction": info.network_function,
+                "state": view.state,
+                "reason": view.reason,
+            }
+        )
+    return {
+        "state": state,
+        "reason": node_reason,
+        "verifiedAt": format_time(verified_at),
+        "expiresAt": format_time(verified_at + max_age if state == "Trusted" else verified_at),
+        "quoteDigest": verdict.quote_digest,
+        "akName": ak_name.hex(),
+        "failures": [
+            {"id": f.id, "message": f.message[:MAX_REASON]} for f in verdict.failures[:32]
+        ],
+        "pods": pod_entries,
+        "podCount": len(pod_entries),
+        "sequence": sequence,
+    }
