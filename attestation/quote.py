@@ -10,6 +10,7 @@ accept a nonce twice. ``clock`` is the TPM's monotonic time since its last clear
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from collections.abc import Collection, Mapping
@@ -20,7 +21,6 @@ from typing import Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from attestation.tpm_types import (
     ALG_ECDSA,
@@ -30,7 +30,6 @@ from attestation.tpm_types import (
     TPM_ST_ATTEST_QUOTE,
     Attest,
     PcrSelection,
-    PublicKey,
     QuoteParseError,
     Signature,
     parse_attest,
@@ -95,31 +94,67 @@ class QuoteResult:
         return None if self.attest is None else self.attest.firmware_version
 
 
+_Ak = tuple[ec.EllipticCurvePublicKey | None, rsa.RSAPublicKey | None]
+
+
 @lru_cache(maxsize=4096)
-def _load_ak(ak_public: bytes) -> PublicKey:
-    return parse_public(ak_public).public_key()
+def _load_ak(ak_public: bytes) -> _Ak:
+    """The AK's key, typed once per AK rather than with isinstance on every quote."""
+    key = parse_public(ak_public).public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key, None
+    return None, key
 
 
 def pcr_digest(alg: HashAlg, selection: PcrSelection, pcr_values: PcrValues) -> bytes:
     """H_alg(concatenation of the selected PCR values in selection order), as TPM2_Quote makes
     its pcrDigest. Raises KeyError if a selected value is missing."""
-    h = _HASHLIB[alg]()
-    for bank, pcrs in selection:
-        values = pcr_values[bank]
-        for pcr in pcrs:
-            h.update(values[pcr])
-    return h.digest()
+    return _HASHLIB[alg](
+        b"".join(b"".join(map(pcr_values[bank].__getitem__, pcrs)) for bank, pcrs in selection)
+    ).digest()
 
 
-def _signature_ok(key: PublicKey, sig: Signature, message: bytes) -> bool:
+def _digest_if_exact(alg: HashAlg, selection: PcrSelection, pcr_values: PcrValues) -> bytes | None:
+    """pcr_digest, or None unless the values are exactly the selected ones: the common case in
+    one pass (a selection holds no PCR twice, so equal counts with every PCR found mean equal
+    sets); the caller explains any other case."""
+    if len(pcr_values) != len(selection):
+        return None
+    parts: list[bytes] = []
+    try:
+        for bank, pcrs in selection:
+            values = pcr_values[bank]
+            if len(values) != len(pcrs):
+                return None
+            parts.extend(map(values.__getitem__, pcrs))
+    except KeyError:
+        return None
+    return _HASHLIB[alg](b"".join(parts)).digest()
+
+
+def _ecdsa_der(r: bytes, s: bytes) -> bytes:
+    """The DER ECDSA-Sig-Value of a TPMS_SIGNATURE_ECDSA; r and s have at most 66 bytes (P-521),
+    so every length fits the short or the one-byte long form."""
+    r = r.lstrip(b"\0") or b"\0"
+    s = s.lstrip(b"\0") or b"\0"
+    if r[0] & 0x80:
+        r = b"\0" + r
+    if s[0] & 0x80:
+        s = b"\0" + s
+    size = 4 + len(r) + len(s)
+    head = bytes((0x30, size)) if size < 0x80 else bytes((0x30, 0x81, size))
+    return b"".join((head, bytes((2, len(r))), r, bytes((2, len(s))), s))
+
+
+def _signature_ok(ak: _Ak, sig: Signature, message: bytes) -> bool:
+    ec_key, rsa_key = ak
     try:
         if sig.sig_alg == ALG_ECDSA:
-            if not isinstance(key, ec.EllipticCurvePublicKey):
+            if ec_key is None or len(sig.r) > 66 or len(sig.s) > 66:
                 return False
-            der = encode_dss_signature(int.from_bytes(sig.r, "big"), int.from_bytes(sig.s, "big"))
-            key.verify(der, message, _ECDSA[sig.hash_alg])
+            ec_key.verify(_ecdsa_der(sig.r, sig.s), message, _ECDSA[sig.hash_alg])
             return True
-        if not isinstance(key, rsa.RSAPublicKey):
+        if rsa_key is None:
             return False
         algorithm = _HASHES[sig.hash_alg]
         pad: padding.AsymmetricPadding
@@ -128,18 +163,10 @@ def _signature_ok(key: PublicKey, sig: Signature, message: bytes) -> bool:
         else:
             assert sig.sig_alg == ALG_RSAPSS
             pad = padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
-        key.verify(sig.sig, message, pad, algorithm)
+        rsa_key.verify(sig.sig, message, pad, algorithm)
         return True
     except InvalidSignature:
         return False
-
-
-def _covers_exactly(selection: PcrSelection, pcr_values: PcrValues) -> bool:
-    """Fast check that the values are exactly those selected, once pcr_digest found them all
-    (selections hold no duplicate PCRs, so equal counts mean equal sets)."""
-    if len(pcr_values) != len(selection):
-        return False
-    return all(len(pcr_values[bank]) == len(pcrs) for bank, pcrs in selection)
 
 
 def _selection_failures(
@@ -243,7 +270,7 @@ def verify_quote(
     try:
         attest = parse_attest(quote_bytes)
         sig = parse_signature(signature_bytes)
-        key = _load_ak(ak_public)
+        ak = _load_ak(ak_public)
     except QuoteParseError as e:
         return QuoteResult(None, (Failure("quote.malformed", str(e)),))
 
@@ -259,17 +286,16 @@ def verify_quote(
         failures.append(
             Failure("quote.nonce_mismatch", "the quote's extraData is not the nonce sent")
         )
-    if not _signature_ok(key, sig, quote_bytes):
+    if not _signature_ok(ak, sig, quote_bytes):
         failures.append(
             Failure("quote.signature_invalid", "the signature does not verify with the AK")
         )
     selection = attest.pcr_selection
-    try:
-        digest: bytes | None = pcr_digest(sig.hash_alg, selection, pcr_values)
-    except KeyError:
-        digest = None
-    if digest is None or expected_pcrs or not _covers_exactly(selection, pcr_values):
+    digest = _digest_if_exact(sig.hash_alg, selection, pcr_values)
+    if digest is None or expected_pcrs:
         failures.extend(_selection_failures(selection, pcr_values, expected_pcrs or {}))
+        with contextlib.suppress(KeyError):
+            digest = pcr_digest(sig.hash_alg, selection, pcr_values)
     if digest is not None and not hmac.compare_digest(digest, attest.pcr_digest):
         failures.append(
             Failure(

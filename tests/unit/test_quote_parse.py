@@ -6,10 +6,11 @@ import contextlib
 import hashlib
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation.quote import QuoteParseError, verify_quote
+from attestation.quote import QuoteParseError, _ecdsa_der, verify_quote
 from attestation.tpm_types import (
     ALG_ECC,
     ALG_ECDSA,
@@ -110,6 +111,21 @@ def test_mutated_real_structures(sample: bytes, position: int, value: int, cut: 
             with contextlib.suppress(QuoteParseError):
                 parse_public(mutated).public_key()
         assert parsed is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(r=st.binary(max_size=66), s=st.binary(max_size=66))
+def test_ecdsa_der_matches_cryptography(r: bytes, s: bytes) -> None:
+    expected = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+    assert _ecdsa_der(r, s) == expected
+
+
+@pytest.mark.parametrize("size", [67, 300])
+def test_oversized_ecdsa_values_are_invalid_not_errors(size: int) -> None:
+    r = b"\x01" * size
+    signature = b"\x00\x18\x00\x0b" + len(r).to_bytes(2, "big") + r + b"\x00\x01\x01"
+    result = verify_quote(ECC.attest, signature, ECC.ak_public, ECC.nonce, ECC.pcr_values)
+    assert {f.id for f in result.failures} == {"quote.signature_invalid"}
 
 
 @settings(max_examples=200, deadline=None)
