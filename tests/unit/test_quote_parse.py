@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -18,6 +19,8 @@ from attestation.tpm_types import (
     ALG_RSASSA,
     ECC_NIST_P256,
     ECC_NIST_P384,
+    _parse_attest_checked,
+    _parse_signature_checked,
     parse_attest,
     parse_public,
     parse_signature,
@@ -133,3 +136,32 @@ def test_oversized_ecdsa_values_are_invalid_not_errors(size: int) -> None:
 def test_verify_quote_never_raises(attest: bytes, signature: bytes) -> None:
     result = verify_quote(attest, signature, ECC.ak_public, ECC.nonce, ECC.pcr_values)
     assert not result.ok
+
+
+def _outcome(parser: Callable[[bytes], object], data: bytes) -> object:
+    try:
+        return parser(data)
+    except QuoteParseError:
+        return QuoteParseError
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sample=st.sampled_from([ECC.attest, ECC.signature, RSA.signature]),
+    position=st.integers(min_value=0, max_value=399),
+    value=st.integers(min_value=0, max_value=255),
+    cut=st.integers(min_value=1, max_value=400),
+)
+def test_fast_paths_agree_with_checked_parsers(
+    sample: bytes, position: int, value: int, cut: int
+) -> None:
+    """The straight-line parsers accept exactly what the field-by-field readers accept."""
+    data = bytearray(sample)
+    data[position % len(data)] = value
+    mutated = bytes(data[:cut])
+    fast, checked = (
+        (parse_attest, _parse_attest_checked)
+        if sample is ECC.attest
+        else (parse_signature, _parse_signature_checked)
+    )
+    assert _outcome(fast, mutated) == _outcome(checked, mutated)
