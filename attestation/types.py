@@ -7,7 +7,7 @@ these dataclasses are what the pure core takes and returns.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -16,7 +16,7 @@ Severity = Literal["error", "warning"]
 IMA_PCR = 10
 
 
-class HashAlg(str, Enum):
+class HashAlg(StrEnum):
     """TPM hash algorithms trustgate handles, with their TPM_ALG_ID values."""
 
     SHA1 = "sha1"

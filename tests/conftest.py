@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.support.controlplane", "tests.support.swtpm"]
+pytest_plugins = ["tests.support.controlplane", "tests.support.swtpm", "tests.support.lab"]
 
 _LAYER_MARKERS = {"tpm": pytest.mark.tpm, "cluster": pytest.mark.cluster}
 

@@ -15,6 +15,8 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One line per agent request would drown what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def env_default(name: str, fallback: str | None = None) -> str | None:

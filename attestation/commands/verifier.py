@@ -19,6 +19,9 @@ def register(sub: Any) -> None:
         default={},
         help="explicit NODE=URL,... (default: discover the agent DaemonSet's pods)",
     )
+    p.add_argument(
+        "--node-selector", default="", help="label selector of the nodes to attest (default: all)"
+    )
     p.add_argument("--policies", type=Path, default=Path("/etc/trustgate/policies"))
     p.add_argument("--ek-ca", type=Path, default=Path("/etc/trustgate/ek-ca.pem"))
     p.add_argument("--signing-key", type=Path, default=Path("/etc/trustgate/signing/key.pem"))
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"verifier: {what} {path} does not exist")
     settings = VerifierSettings(
         interval=args.interval, max_age=args.max_age, agent_timeout=args.agent_timeout,
-        concurrency=args.concurrency, agents=args.agents, namespace=args.namespace,
+        concurrency=args.concurrency, agents=args.agents, node_selector=args.node_selector,
+        namespace=args.namespace,
         ek_ca_bundle=args.ek_ca, signing_key=args.signing_key, policies=args.policies,
         audit_log=args.audit_log, remediation=args.remediation,
         eviction_deadline=args.eviction_deadline,

@@ -96,7 +96,10 @@ class Verifier:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.nodes = Informer(
-            "nodes", Resource(self.kube, node_path()), loop, on_change=self._node_changed
+            "nodes",
+            Resource(self.kube, node_path(), label_selector=self.settings.node_selector),
+            loop,
+            on_change=self._node_changed,
         )
         self.pods = Informer(
             "nf-pods",

@@ -76,9 +76,12 @@ async def run(settings: VerifierSettings, kube: Kube, stop: asyncio.Event | None
     finally:
         server.should_exit = True
         await verifier.close()
-        for t in tasks:
+        serving, others = tasks[0], tasks[1:]
+        for t in others:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*others, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(serving, 5)
         audit.close()
 
 

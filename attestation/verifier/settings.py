@@ -35,6 +35,9 @@ class VerifierSettings:
     #: Seconds for one agent call, and how many nodes are attested at once.
     agent_timeout: float = 3.0
     concurrency: int = 64
+    #: Label selector of the nodes to attest (those that host 5G core pods and run the agent);
+    #: empty: every node.
+    node_selector: str = ""
     #: Explicit node -> agent URL map (tests, the demo, clusters without the DaemonSet).
     agents: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Port of the agent DaemonSet (hostNetwork) when agents are discovered from its pods.

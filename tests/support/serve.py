@@ -17,10 +17,15 @@ from attestation.lab.process import free_port
 
 @contextlib.contextmanager
 def serve(
-    app: Any, *, certfile: Path | None = None, keyfile: Path | None = None, timeout: float = 30
+    app: Any,
+    *,
+    port: int = 0,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    timeout: float = 30,
 ) -> Iterator[str]:
     """Yield the base URL while ``app`` serves; stop the server on exit."""
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

@@ -1,0 +1,147 @@
+"""The verifier against the real control plane, real swtpm nodes and real agents: per-pod
+remediation, stale evidence, reboots, signed verdicts that RBAC protects, and the audit trail."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from attestation.audit import verify_chain
+from attestation.nodeattestation import node_trust
+from attestation.signing import load_public_key_pem, public_keys_by_id
+from tests.support.controlplane import ClusterHandle
+from tests.support.lab import FILES, Lab, lab_cluster, wait_for
+from tests.support.swtpm import LocalCa
+
+NS = "5g-core-verifier"
+
+
+@pytest.fixture(scope="module")
+def lab(
+    trustgate_installed: ClusterHandle, swtpm_ca: LocalCa, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    trustgate_installed.ensure_namespace(NS)
+    workdir = tmp_path_factory.mktemp("verifier-lab")
+    with lab_cluster(trustgate_installed, swtpm_ca, workdir, ["vworker-1", "vworker-2"]) as lab:
+        for node in lab.nodes:
+            wait_for(f"{node} Trusted", _is_trusted(lab, node), timeout=60)
+        yield lab
+
+
+def _is_trusted(lab: Lab, node: str) -> Callable[[], bool]:
+    return lambda: lab.state_of(node) == "Trusted"
+
+
+def _node(lab: Lab, name: str) -> dict:  # type: ignore[type-arg]
+    return lab.cluster.request("GET", f"/api/v1/nodes/{name}")  # type: ignore[no-any-return]
+
+
+def test_nodes_attest_label_and_sign(lab: Lab) -> None:
+    keys = public_keys_by_id([load_public_key_pem(lab.signing_public_pem)])
+    for name in lab.nodes:
+        node = _node(lab, name)
+        assert node["metadata"]["labels"]["trustgate.io/attested"] == "true"
+        assert not any(
+            t["key"] == "trustgate.io/untrusted" for t in node["spec"].get("taints") or []
+        )
+        trust = node_trust(lab.nodeattestation(name) or {}, keys)
+        assert trust.defect is None
+        assert trust.state == "Trusted"
+    out = lab.cluster.kubectl("get", "nodeattestations").stdout
+    assert "vworker-1" in out
+    assert "Trusted" in out
+
+
+def test_unknown_binary_in_upf_pod_evicts_only_that_pod(lab: Lab) -> None:
+    node = lab.nodes["vworker-1"]
+    upf = lab.create_nf_pod(NS, "upf-0", "upf", "vworker-1")
+    smf = lab.create_nf_pod(NS, "smf-0", "smf", "vworker-1")
+    for path, content in FILES["upf"].items():
+        node.run_in_pod(upf, path, content)
+    node.run_in_pod(smf, "/usr/bin/smfd", FILES["smf"]["/usr/bin/smfd"])
+    wait_for("pods annotated trusted", lambda: all(
+        (lab.pod(NS, n) or {}).get("metadata", {}).get("annotations", {})
+        .get("trustgate.io/trust-state") == "trusted" for n in ("upf-0", "smf-0")))  # fmt: skip
+
+    node.run_in_pod(upf, "/usr/bin/nc", b"netcat")  # the attack
+
+    evicted = wait_for(
+        "upf-0 evicted",
+        lambda: (
+            (lab.pod(NS, "upf-0") or {"gone": True})
+            .get("metadata", {"deletionTimestamp": "gone"})
+            .get("deletionTimestamp")
+        ),
+    )
+    assert evicted
+    smf_pod = lab.pod(NS, "smf-0")
+    assert smf_pod is not None
+    assert not smf_pod["metadata"].get("deletionTimestamp")
+    assert smf_pod["metadata"]["annotations"]["trustgate.io/trust-state"] == "trusted"
+    assert lab.state_of("vworker-1") == "Trusted"  # the node itself is fine
+    upf_pod = lab.pod(NS, "upf-0")
+    if upf_pod is not None:
+        ann = upf_pod["metadata"]["annotations"]
+        assert ann["trustgate.io/trust-state"] == "untrusted"
+        assert "ima.policy.unknown_file" in ann["trustgate.io/reason"]
+        assert "/usr/bin/nc" in ann["trustgate.io/reason"]
+    reasons = {e["reason"] for e in lab.events_for(NS, "upf-0")}
+    assert {"AttestationUntrusted", "TrustgateEvicted"} <= reasons
+    records = [json.loads(line) for line in lab.audit_log.read_text().splitlines()]
+    assert any(r.get("action") == "remediate" and r.get("pod") == "upf-0"
+               and r.get("outcome") == "evicted" for r in records)  # fmt: skip
+    assert not any(r.get("pod") == "smf-0" for r in records if r["kind"] == "action")
+
+
+def test_agent_down_makes_node_unknown_after_max_age_and_recovers(lab: Lab) -> None:
+    node = lab.nodes["vworker-2"]
+    node.stop_agent()
+    wait_for("vworker-2 Unknown", lambda: lab.state_of("vworker-2") == "Unknown", timeout=20)
+    n = _node(lab, "vworker-2")
+    assert n["metadata"]["labels"]["trustgate.io/attested"] == "false"
+    assert any(t["key"] == "trustgate.io/untrusted" for t in n["spec"]["taints"])
+    assert lab.state_of("vworker-1") == "Trusted"
+    node.start_agent()
+    wait_for("vworker-2 Trusted again", lambda: lab.state_of("vworker-2") == "Trusted", timeout=20)
+    assert _node(lab, "vworker-2")["metadata"]["labels"]["trustgate.io/attested"] == "true"
+
+
+def test_nodeattestation_written_by_another_identity_is_refused(lab: Lab, tmp_path: Path) -> None:
+    token = lab.cluster.token_for("trustgate-system", "trustgate-webhook")
+    kc = lab.cluster.plane.kubeconfig_for_token(token, tmp_path / "webhook.kubeconfig")
+    patch = json.dumps({"status": {"state": "Trusted"}})
+    result = lab.cluster.kubectl(
+        "patch", "nodeattestation", "vworker-1", "--subresource=status", "--type=merge",
+        "-p", patch, kubeconfig=kc, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "forbidden" in result.stderr.lower()
+
+
+def test_forged_signature_is_not_trusted(lab: Lab) -> None:
+    obj = lab.nodeattestation("vworker-1") or {}
+    forged = dict(obj["status"])
+    forged["reason"] = "hand-edited"
+    keys = public_keys_by_id([load_public_key_pem(lab.signing_public_pem)])
+    trust = node_trust({"metadata": obj["metadata"], "status": forged}, keys)
+    assert trust.defect is not None
+    assert not trust.trusted_at(trust.verified_at)  # type: ignore[arg-type]
+    sig = dict(forged["signature"])
+    sig["value"] = base64.b64encode(b"\x00" * 64).decode()
+    forged["signature"] = sig
+    assert node_trust({"metadata": obj["metadata"], "status": forged}, keys).defect is not None
+
+
+def test_audit_chain_verifies_with_the_cli(lab: Lab) -> None:
+    result = subprocess.run(
+        [str(Path(lab.verifier.argv[0])), "audit", "verify", str(lab.audit_log)],  # type: ignore[union-attr]
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+    assert verify_chain(lab.audit_log.read_bytes()).records > 0
