@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from webhook.reviews import API_VERSION, KIND, PatchOp, ResponseWire, ReviewResponseWire
@@ -66,7 +66,3 @@ def complete(uid: str, response: Response) -> ReviewResponseWire:
     if response.warnings:
         out["warnings"] = list(response.warnings)
     return {"apiVersion": API_VERSION, "kind": KIND, "response": out}
-
-
-def with_warnings(response: Response, warnings: tuple[str, ...]) -> Response:
-    return replace(response, warnings=(*response.warnings, *warnings)) if warnings else response

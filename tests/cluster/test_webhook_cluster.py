@@ -155,16 +155,14 @@ class Env:
             KEY,
         )
         path = nodeattestation_path(node)
-        obj = self.kube.get(path) or self.kube.create(
-            nodeattestation_path(),
-            {
+        if self.kube.get(path) is None:
+            body = {
                 "apiVersion": "trustgate.io/v1alpha1",
                 "kind": "NodeAttestation",
                 "metadata": {"name": node},
-            },
-        )
+            }
+            self.kube.create(nodeattestation_path(), body)
         self.kube.merge_patch(f"{path}/status", {"status": status})
-        del obj
 
 
 def _register(cluster: ClusterHandle, port: int, ca_pem: bytes) -> None:
@@ -388,4 +386,3 @@ def test_webhook_down_refuses_nf_pods_only(env: Env) -> None:
         "the open namespace's pod to bind",
         lambda: env.pod("web", env.open_ns)["spec"].get("nodeName"),
     )
-
