@@ -1,0 +1,195 @@
+"""The whole system on one machine: the real control plane with trustgate's manifests, simulated
+worker nodes (swtpm + kernel-like IMA log + real agent), and the verifier and webhook as real
+processes running with the manifests' ServiceAccount tokens. Used by `trustgate demo`."""
+
+from __future__ import annotations
+
+import base64
+import time
+import urllib.error
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attestation.lab.controlplane import ControlPlane
+from attestation.lab.node import SimNode, trustgate_exe
+from attestation.lab.pki import CertificateAuthority
+from attestation.lab.process import ManagedProcess, free_port, tcp_open
+from attestation.lab.swtpm import LocalCa
+from attestation.signing import generate_private_key, private_key_to_pem, public_key_to_pem
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+NAMESPACE = "trustgate-system"
+NODE_LABEL = ("trustgate.io/5g-core", "true")
+
+
+def manifests_dir() -> Path:
+    if not (MANIFESTS / "crds").is_dir():
+        raise FileNotFoundError(
+            f"trustgate's manifests are not at {MANIFESTS}: run from a checkout"
+        )
+    return MANIFESTS
+
+
+class LabCluster:
+    def __init__(self, workdir: Path, *, log: Callable[[str], None] = print) -> None:
+        self.workdir = workdir
+        self.log = log
+        self.plane = ControlPlane(workdir / "control-plane", log=log)
+        self.tls_ca: CertificateAuthority | None = None
+        self.tpm_ca: LocalCa | None = None
+        self.nodes: dict[str, SimNode] = {}
+        self.verifier: ManagedProcess | None = None
+        self.webhook: ManagedProcess | None = None
+        self.verifier_port = free_port()
+        self.webhook_port = free_port()
+        self.signing_key = workdir / "verifier-signing.pem"
+        self.verifier_public_key = workdir / "verifier-public.pem"
+        self.audit_log = workdir / "audit.jsonl"
+        self.policies = workdir / "policies"
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.plane.start()
+        self.tls_ca = CertificateAuthority.create(self.workdir / "lab-tls", "trustgate-lab-tls")
+        self.log("creating the TPM manufacturer's CA (swtpm-localca, private to this lab)")
+        self.tpm_ca = LocalCa.create(self.workdir / "tpm-ca")
+        key = generate_private_key()
+        self.signing_key.write_bytes(private_key_to_pem(key))
+        self.signing_key.chmod(0o600)
+        self.verifier_public_key.write_bytes(public_key_to_pem(key.public_key()))
+
+    def install(self) -> None:
+        """Namespace, CRDs and RBAC from manifests/, server-side applied."""
+        m = manifests_dir()
+        self.plane.kubectl(
+            "apply", "--server-side", "-f", str(m / "namespace.yaml"), "-f", str(m / "crds"),
+            "-f", str(m / "rbac.yaml"),
+        )  # fmt: skip
+        self.plane.kubectl(
+            "wait", "--for=condition=Established", "--timeout=30s",
+            "crd/nodeattestations.trustgate.io",
+        )  # fmt: skip
+
+    def add_node(self, name: str, host_files: Mapping[str, bytes]) -> SimNode:
+        assert self.tpm_ca is not None
+        assert self.tls_ca is not None
+        notify = f"http://127.0.0.1:{self.verifier_port}/v1/notify"
+        node = SimNode.create(name, self.workdir / "nodes" / name, self.tpm_ca, self.tls_ca, notify)
+        node.boot(dict(host_files))
+        self.plane.add_node(name, {NODE_LABEL[0]: NODE_LABEL[1]})
+        node.start_agent()
+        self.nodes[name] = node
+        return node
+
+    def write_policies(self, documents: Mapping[str, Mapping[str, Any]]) -> None:
+        self.policies.mkdir(parents=True, exist_ok=True)
+        for name, doc in documents.items():
+            (self.policies / f"{name}.yaml").write_text(yaml.safe_dump(dict(doc), sort_keys=False))
+
+    def _service_account_kubeconfig(self, name: str) -> Path:
+        token = self.plane.token_for(NAMESPACE, name)
+        return self.plane.kubeconfig_for_token(token, self.workdir / f"{name}.kubeconfig")
+
+    def start_verifier(self, *, interval: float, max_age: float) -> None:
+        argv = [
+            trustgate_exe(), "verifier",
+            "--kubeconfig", str(self._service_account_kubeconfig("trustgate-verifier")),
+            "--agents", ",".join(f"{n}={node.agent_url}" for n, node in self.nodes.items()),
+            "--node-selector", "=".join(NODE_LABEL),
+            "--policies", str(self.policies), "--ek-ca", str(self.tpm_ca.ca_bundle),  # type: ignore[union-attr]
+            "--signing-key", str(self.signing_key), "--audit-log", str(self.audit_log),
+            "--interval", str(interval), "--max-age", str(max_age),
+            "--listen", f"127.0.0.1:{self.verifier_port}", "--no-leader-election",
+            "--identity", "verifier-0", "--namespace", NAMESPACE,
+        ]  # fmt: skip
+        self.verifier = ManagedProcess("verifier", argv, self.workdir / "logs" / "verifier.log")
+        self.verifier.start()
+        self.verifier.wait_until(
+            lambda: tcp_open("127.0.0.1", self.verifier_port), 60, "verifier listening"
+        )
+
+    def start_webhook(self) -> None:
+        assert self.tls_ca is not None
+        cert = self.tls_ca.issue(
+            self.workdir / "webhook-tls", "webhook", "trustgate-webhook",
+            ip_addresses=("127.0.0.1",), server=True,
+        )  # fmt: skip
+        argv = [
+            trustgate_exe(), "webhook",
+            "--kubeconfig", str(self._service_account_kubeconfig("trustgate-webhook")),
+            "--verifier-key", str(self.verifier_public_key),
+            "--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
+            "--host", "127.0.0.1", "--port", str(self.webhook_port),
+        ]  # fmt: skip
+        self.webhook = ManagedProcess("webhook", argv, self.workdir / "logs" / "webhook.log")
+        self.webhook.start()
+        self.webhook.wait_until(
+            lambda: tcp_open("127.0.0.1", self.webhook_port), 60, "webhook listening"
+        )
+        self._register_webhooks(self.tls_ca.files.cert.read_bytes())
+
+    def _register_webhooks(self, ca_pem: bytes) -> None:
+        """The manifests' webhook configurations, pointed at the local process by URL (a
+        cluster points them at the Service instead)."""
+        docs = yaml.safe_load_all((manifests_dir() / "webhook-configurations.yaml").read_text())
+        for doc in docs:
+            if not doc:
+                continue
+            for hook in doc["webhooks"]:
+                path = hook["clientConfig"]["service"]["path"]
+                hook["clientConfig"] = {
+                    "url": f"https://127.0.0.1:{self.webhook_port}{path}",
+                    "caBundle": base64.b64encode(ca_pem).decode(),
+                }
+            base = f"/apis/admissionregistration.k8s.io/v1/{doc['kind'].lower()}s"
+            try:
+                self.plane.request("DELETE", f"{base}/{doc['metadata']['name']}")
+            except urllib.error.HTTPError as e:
+                if e.code != 404:
+                    raise
+            self.plane.request("POST", base, doc)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, path: str) -> Any:
+        try:
+            return self.plane.request("GET", path)
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+
+    def nodeattestation_state(self, node: str) -> str | None:
+        obj = self.get(f"/apis/trustgate.io/v1alpha1/nodeattestations/{node}")
+        state = ((obj or {}).get("status") or {}).get("state")
+        return str(state) if state else None
+
+    def pods(self, namespace: str) -> list[dict[str, Any]]:
+        return list((self.get(f"/api/v1/namespaces/{namespace}/pods") or {}).get("items") or [])
+
+    # -- teardown --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for proc in (self.webhook, self.verifier):
+            if proc is not None:
+                proc.stop()
+        for node in self.nodes.values():
+            node.shutdown()
+        self.plane.stop()
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
+    """Poll ``check`` until truthy; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not within {timeout:.0f}s (last seen: {last!r})")
