@@ -5,11 +5,15 @@ is used, and anything malformed raises :class:`ImaParseError` naming the entry a
 A read can end in the middle of an entry (the kernel appends while the agent reads), so a short
 trailing entry is not an error: parsing stops before it and ``next_offset`` points at its start.
 
-Why columns and not a list of :class:`ImaEntry`: building one frozen dataclass per entry costs more
-than the two SHA-256 calls that replay needs, and a node's log holds 10^5-10^6 entries. So the
-parser keeps one plain tuple per entry (raw bytes, no decoding) and :class:`ImaLog` hands out
-:class:`ImaEntry` values on demand; replay, attribution and policy read the raw rows. Paths are
-checked to be UTF-8 in one C-level call per batch instead of one decode per entry.
+Speed: a node's log holds 10^5-10^6 entries and the verifier re-reads the new ones every round.
+Building one frozen :class:`ImaEntry` per entry costs more than the two SHA-256 calls replay needs,
+so :class:`ImaLog` keeps *columns* of raw bytes (no decoding) and hands out entries on demand;
+replay, attribution and policy read the columns. A log is homogeneous (one template, one digest
+algorithm), so once an ``ima-ng`` or ``ima-cgpath`` entry has been parsed in full, the entries that
+follow are read speculatively with one precompiled struct per fixed run of fields and every length
+cross-checked; an entry that does not fit that shape exactly goes through the general parser, which
+names what is wrong. (A regular-expression run matcher was tried: no faster for ima-ng, 30% slower
+for ima-cgpath, as every captured group costs as much as a struct field.)
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Final, overload
 
 from attestation.types import IMA_PCR, ImaEntry
@@ -34,8 +39,9 @@ MAX_FIELD = 64 * 1024
 MAX_TEMPLATE_DATA = 256 * 1024
 MAX_DIGEST = 64
 
-#: Row layout: one tuple per entry, indices below. Raw bytes; ``data`` is the template data
-#: exactly as every PCR bank hashes it (for ``ima``: digest || name zero-padded to 256 bytes).
+#: Row layout of the general parser: one tuple per entry, indices below. Raw bytes; ``data`` is the
+#: template data exactly as every PCR bank hashes it (for ``ima``: digest || name zero-padded to
+#: 256 bytes).
 R_PCR: Final = 0
 R_COLUMN: Final = 1
 R_TEMPLATE: Final = 2
@@ -58,9 +64,9 @@ _LEGACY_PAD: Final = MAX_LEGACY_NAME + 1
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Parsing allocates a tuple and a few bytes objects per entry and keeps them all: the cyclic
-    GC would rescan the growing batch again and again (20-30% of the parse time) for objects
-    that can hold no cycles. Paused only for the loop, and only if it was on."""
+    """Parsing allocates several objects per entry and keeps them all: the cyclic GC would rescan
+    the growing batch again and again (20-30% of the parse time) for objects that can hold no
+    cycles. Paused only while parsing, and only if it was on."""
     was_on = gc.isenabled()
     gc.disable()
     try:
@@ -86,14 +92,24 @@ class _Bad(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ImaLog(Sequence[ImaEntry]):
-    """A parsed stretch of the log: entries ``start_index .. next_index-1``.
+    """A parsed stretch of the log: entries ``start_index .. next_index-1``, as columns.
 
-    ``rows`` are the raw per-entry tuples (see ``R_*``); ``skip`` maps a row position to why PCR
-    10 replay treats it specially (``"violation"``: extends all-0xFF; ``"pcr"``: extends another
-    PCR). ``next_offset`` is where the next read starts (the start of a partial trailing entry).
+    Each column holds one raw value per entry (``cgroups``/``signatures`` hold None where the
+    template has no such field; ``ends`` the byte offset just after each entry). ``skip`` maps a
+    position to why PCR 10 replay treats it specially (``"violation"``: extends all-0xFF;
+    ``"pcr"``: extends another PCR). ``next_offset`` is where the next read starts.
     """
 
-    rows: tuple[Row, ...]
+    pcrs: tuple[int, ...]
+    columns: tuple[bytes, ...]
+    templates: tuple[bytes, ...]
+    datas: tuple[bytes, ...]
+    algs: tuple[bytes, ...]
+    digests: tuple[bytes, ...]
+    paths: tuple[bytes, ...]
+    cgroups: tuple[bytes | None, ...]
+    signatures: tuple[bytes | None, ...]
+    ends: tuple[int, ...]
     start_index: int
     start_offset: int
     next_offset: int
@@ -102,10 +118,10 @@ class ImaLog(Sequence[ImaEntry]):
 
     @property
     def next_index(self) -> int:
-        return self.start_index + len(self.rows)
+        return self.start_index + len(self.ends)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.ends)
 
     @overload
     def __getitem__(self, i: int) -> ImaEntry: ...
@@ -113,21 +129,73 @@ class ImaLog(Sequence[ImaEntry]):
     def __getitem__(self, i: slice) -> Sequence[ImaEntry]: ...
     def __getitem__(self, i: int | slice) -> ImaEntry | Sequence[ImaEntry]:
         if isinstance(i, slice):
-            return [self.entry(k) for k in range(*i.indices(len(self.rows)))]
+            return [self.entry(k) for k in range(*i.indices(len(self)))]
         if i < 0:
-            i += len(self.rows)
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
         return self.entry(i)
 
     def __iter__(self) -> Iterator[ImaEntry]:
-        return (self.entry(k) for k in range(len(self.rows)))
+        return (self.entry(k) for k in range(len(self)))
+
+    def row(self, k: int) -> Row:
+        return (self.pcrs[k], self.columns[k], self.templates[k], self.datas[k], self.algs[k],
+                self.digests[k], self.paths[k], self.cgroups[k], self.signatures[k],
+                self.ends[k])  # fmt: skip
 
     def entry(self, position: int) -> ImaEntry:
         """Materialise the entry at ``position`` (0-based within this batch)."""
-        return row_to_entry(self.rows[position], self.start_index + position)
+        return row_to_entry(self.row(position), self.start_index + position)
 
     def end_offset(self, count: int) -> int:
         """The byte offset just after the first ``count`` entries of this batch."""
-        return self.rows[count - 1][R_END] if count else self.start_offset
+        return self.ends[count - 1] if count else self.start_offset
+
+
+class _Columns:
+    """Column lists being filled: one entry at a time, or a whole regex-matched run at once."""
+
+    def __init__(self) -> None:
+        self.pcrs: list[int] = []
+        self.columns: list[bytes] = []
+        self.templates: list[bytes] = []
+        self.datas: list[bytes] = []
+        self.algs: list[bytes] = []
+        self.digests: list[bytes] = []
+        self.paths: list[bytes] = []
+        self.cgroups: list[bytes | None] = []
+        self.signatures: list[bytes | None] = []
+        self.ends: list[int] = []
+
+    def add(self, row: Row) -> None:
+        self.pcrs.append(row[R_PCR])
+        self.columns.append(row[R_COLUMN])
+        self.templates.append(row[R_TEMPLATE])
+        self.datas.append(row[R_DATA])
+        self.algs.append(row[R_ALG])
+        self.digests.append(row[R_DIGEST])
+        self.paths.append(row[R_PATH])
+        self.cgroups.append(row[R_CGROUP])
+        self.signatures.append(row[R_SIG])
+        self.ends.append(row[R_END])
+
+    def freeze(
+        self, start_index: int, start_offset: int, next_offset: int, column_size: int
+    ) -> ImaLog:
+        skip: list[tuple[int, str]] = []
+        zero = bytes(column_size)
+        if zero in self.columns:
+            skip += [(k, "violation") for k, c in enumerate(self.columns) if c == zero]
+        if self.pcrs.count(IMA_PCR) != len(self.pcrs):
+            bad = {k for k, _ in skip}
+            skip += [(k, "pcr") for k, p in enumerate(self.pcrs) if p != IMA_PCR and k not in bad]
+        return ImaLog(
+            tuple(self.pcrs), tuple(self.columns), tuple(self.templates), tuple(self.datas),
+            tuple(self.algs), tuple(self.digests), tuple(self.paths), tuple(self.cgroups),
+            tuple(self.signatures), tuple(self.ends), start_index, start_offset, next_offset,
+            column_size, tuple(sorted(skip)),
+        )  # fmt: skip
 
 
 def row_to_entry(row: Row, index: int) -> ImaEntry:
@@ -236,9 +304,6 @@ _FIELD_PARSERS: Final = {
 }
 
 
-# --- binary ------------------------------------------------------------------------------------
-
-
 def _slow_entry(buf: bytes, pos: int, column_size: int) -> Row | None:
     """Parse the entry at ``pos`` in full generality; None if the buffer ends inside it."""
     n = len(buf)
@@ -281,6 +346,33 @@ def _slow_entry(buf: bytes, pos: int, column_size: int) -> Row | None:
     return (pcr, column, template, data, alg, digest, path, cgroup, sig, end)
 
 
+# --- binary ------------------------------------------------------------------------------------
+
+
+_FAST: Final = (b"", b"ima-ng", b"ima-cgpath")  # mode -> template of the fast runs
+
+
+class _Shape:
+    """The fixed layout of one (template, digest algorithm, column size): precompiled structs
+    that read an entry's fixed runs of fields in one call each, and the constants they must
+    match. Learned from the first entry of that shape that the general parser accepted."""
+
+    def __init__(self, alg: bytes, digest_size: int, column_size: int) -> None:
+        self.alg = alg
+        self.prefix = alg + b":\x00"
+        self.dfl = len(self.prefix) + digest_size
+        tail = f"I{len(self.prefix)}s{digest_size}sI"
+        ng = struct.Struct(f"<I{column_size}sI6sI{tail}")
+        self.ng_from, self.ng_size = ng.unpack_from, ng.size
+        self.ng_data = 4 + column_size + 4 + 6 + 4
+        self.ng_fixed = 4 + self.dfl + 4
+        cg1 = struct.Struct(f"<I{column_size}sI10sII")
+        self.cg1_from, self.cg1_size = cg1.unpack_from, cg1.size
+        self.cg_data = 4 + column_size + 4 + 10 + 4
+        cg2 = struct.Struct("<" + tail)
+        self.cg2_from, self.cg2_size = cg2.unpack_from, cg2.size
+
+
 def parse_binary(
     buf: bytes, *, offset: int = 0, start_index: int = 0, column_size: int = 20
 ) -> ImaLog:
@@ -289,31 +381,26 @@ def parse_binary(
 
     Entry layout: ``u32 pcr || column || u32 name_len || name || u32 data_len || data`` (all
     little-endian; the ``ima`` template has no ``data_len`` and an unpadded ``u32 len || name``).
-
-    Speed: a log is homogeneous (one template, one digest algorithm), so once an ``ima-ng`` or
-    ``ima-cgpath`` entry has been parsed in full, the following ones are read speculatively with
-    one precompiled struct per fixed run of fields, and every length is cross-checked; any entry
-    that does not fit that shape exactly goes through the general parser instead.
     """
     if column_size not in (20, 32, 48, 64):
         raise ValueError(f"column size {column_size} is not a digest size")
-    zero = bytes(column_size)
-    rows: list[Row] = []
-    append = rows.append
-    skip: list[tuple[int, str]] = []
+    cols = _Columns()
     n = len(buf)
     pos = offset
-    # learned fast shapes (see docstring): 0 none, 1 ima-ng, 2 ima-cgpath
-    mode = 0
-    alg = b""
+    shape: _Shape | None = None
+    mode = 0  # 1: ima-ng runs, 2: ima-cgpath runs (of ``shape``), 0: general parser only
+    pending = 0  # fast entries whose constant columns (pcr, template, alg, sig) are not filled
+    col_add, data_add, digest_add = cols.columns.append, cols.datas.append, cols.digests.append
+    path_add, cg_add, end_add = cols.paths.append, cols.cgroups.append, cols.ends.append
+    max_name = MAX_PATH + 1
+    # the current shape's readers and constants, as locals (set with ``shape``)
     ng_from = cg1_from = cg2_from = _u32_from
     ng_size = ng_data = ng_fixed = cg1_size = cg_data = cg2_size = dfl = 0
-    prefix = b""
-    u32 = _u32_from
-    max_name = MAX_PATH + 1
+    prefix = last_cg = b""
     with _gc_paused():
         while pos < n:
-            # Fast shapes first. Locals only in here: this loop runs once per measurement.
+            # Fast shapes: locals only, one struct call per fixed run of fields, every length
+            # cross-checked; anything unexpected falls through to the general parser.
             if mode == 1:
                 try:
                     pcr, col, nlen, tname, dlen, dflen, pfx, digest, plen = ng_from(buf, pos)
@@ -322,7 +409,8 @@ def parse_binary(
                 else:
                     end = pos + ng_size + plen
                     if (
-                        nlen == 6
+                        pcr == 10
+                        and nlen == 6
                         and tname == b"ima-ng"
                         and dflen == dfl
                         and pfx == prefix
@@ -331,17 +419,20 @@ def parse_binary(
                         and end <= n
                         and buf[end - 1] == 0
                     ):
-                        if pcr != 10 or col == zero:
-                            skip.append((len(rows), "pcr" if col != zero else "violation"))
-                        append((pcr, col, tname, buf[pos + ng_data : end], alg, digest,
-                                buf[end - plen : end - 1], None, None, end))  # fmt: skip
+                        col_add(col)
+                        data_add(buf[pos + ng_data : end])
+                        digest_add(digest)
+                        path_add(buf[end - plen : end - 1])
+                        cg_add(None)
+                        end_add(end)
+                        pending += 1
                         pos = end
                         continue
             elif mode == 2:
                 try:
                     pcr, col, nlen, tname, dlen, deplen = cg1_from(buf, pos)
                     q = pos + cg1_size + deplen
-                    (cglen,) = u32(buf, q)
+                    (cglen,) = _u32_from(buf, q)
                     r = q + 4 + cglen
                     dflen, pfx, digest, plen = cg2_from(buf, r)
                 except struct.error:
@@ -349,11 +440,12 @@ def parse_binary(
                 else:
                     end = r + cg2_size + plen
                     if (
-                        nlen == 10
+                        pcr == 10
+                        and nlen == 10
                         and tname == b"ima-cgpath"
                         and dflen == dfl
                         and pfx == prefix
-                        and 0 < deplen <= MAX_FIELD
+                        and 0 < deplen < MAX_FIELD
                         and 0 < cglen <= max_name
                         and 0 < plen <= max_name
                         and end <= n
@@ -362,65 +454,77 @@ def parse_binary(
                         and buf[r - 1] == 0
                         and buf[end - 1] == 0
                     ):
-                        if pcr != 10 or col == zero:
-                            skip.append((len(rows), "pcr" if col != zero else "violation"))
-                        cg = buf[q + 4 : r - 1]
-                        append((pcr, col, tname, buf[pos + cg_data : end], alg, digest,
-                                buf[end - plen : end - 1], cg, None, end))  # fmt: skip
+                        col_add(col)
+                        data_add(buf[pos + cg_data : end])
+                        digest_add(digest)
+                        path_add(buf[end - plen : end - 1])
+                        # runs of one cgroup share one bytes object: its hash is computed once
+                        # for all the dict lookups attribution and policy do on it
+                        if cglen - 1 == len(last_cg) and buf.startswith(last_cg, q + 4):
+                            cg_add(last_cg)
+                        else:
+                            last_cg = buf[q + 4 : r - 1]
+                            cg_add(last_cg)
+                        end_add(end)
+                        pending += 1
                         pos = end
                         continue
+            if pending:
+                assert shape is not None
+                _fill(cols, pending, _FAST[mode], shape.alg)
+                pending = 0
             try:
                 row = _slow_entry(buf, pos, column_size)
             except _Bad as e:
-                raise ImaParseError(start_index + len(rows), pos, str(e)) from None
+                raise ImaParseError(start_index + len(cols.ends), pos, str(e)) from None
             if row is None:
                 break
-            tpl = row[R_TEMPLATE]
-            if tpl in (b"ima-ng", b"ima-cgpath") and (mode == 0 or row[R_ALG] != alg):
-                alg = row[R_ALG]
-                prefix = alg + b":\x00"
-                dfl = len(prefix) + len(row[R_DIGEST])
-                tail = f"I{len(prefix)}s{len(row[R_DIGEST])}sI"
-                ng = struct.Struct(f"<I{column_size}sI6sI{tail}")
-                ng_from, ng_size = ng.unpack_from, ng.size
-                ng_data = 4 + column_size + 4 + 6 + 4
-                ng_fixed = 4 + dfl + 4
-                cg1 = struct.Struct(f"<I{column_size}sI10sII")
-                cg1_from, cg1_size = cg1.unpack_from, cg1.size
-                cg_data = 4 + column_size + 4 + 10 + 4
-                cg2 = struct.Struct("<" + tail)
-                cg2_from, cg2_size = cg2.unpack_from, cg2.size
-            if tpl == b"ima-ng" and row[R_ALG] == alg:
-                mode = 1
-            elif tpl == b"ima-cgpath" and row[R_ALG] == alg:
-                mode = 2
-            if row[R_PCR] != IMA_PCR or row[R_COLUMN] == zero:
-                skip.append((len(rows), "pcr" if row[R_COLUMN] != zero else "violation"))
-            append(row)
+            cols.add(row)
             pos = row[R_END]
-    _check_text(rows, start_index, offset)
-    return ImaLog(tuple(rows), start_index, offset, pos, column_size, tuple(skip))
+            tpl, alg, digest = row[R_TEMPLATE], row[R_ALG], row[R_DIGEST]
+            mode = _FAST.index(tpl) if tpl in _FAST else 0
+            if mode and (shape is None or dfl != len(alg) + 2 + len(digest) or shape.alg != alg):
+                shape = _Shape(alg, len(digest), column_size)
+                ng_from, ng_size, ng_data, ng_fixed = (
+                    shape.ng_from,
+                    shape.ng_size,
+                    shape.ng_data,
+                    shape.ng_fixed,
+                )
+                cg1_from, cg1_size, cg_data = shape.cg1_from, shape.cg1_size, shape.cg_data
+                cg2_from, cg2_size = shape.cg2_from, shape.cg2_size
+                dfl, prefix = shape.dfl, shape.prefix
+        if pending:
+            assert shape is not None
+            _fill(cols, pending, _FAST[mode], shape.alg)
+    _check_text(cols, start_index, offset)
+    return cols.freeze(start_index, offset, pos, column_size)
 
 
-def _check_text(rows: list[Row], start_index: int, start_offset: int) -> None:
+def _fill(cols: _Columns, count: int, template: bytes, alg: bytes) -> None:
+    """The columns that are the same for every entry of a fast run, filled once per run."""
+    cols.pcrs += repeat(IMA_PCR, count)
+    cols.templates += repeat(template, count)
+    cols.algs += repeat(alg, count)
+    cols.signatures += repeat(None, count)
+
+
+def _check_text(cols: _Columns, start_index: int, start_offset: int) -> None:
     """All paths and cgroup paths must be UTF-8: one decode of the NUL-joined batch (NUL never
     occurs inside a multi-byte sequence, so the join is valid iff every part is); find the culprit
     only when it fails."""
     try:
-        b"\x00".join([r[R_PATH] for r in rows]).decode("utf-8")
-        b"\x00".join([r[R_CGROUP] or b"" for r in rows]).decode("utf-8")
+        b"\x00".join(cols.paths).decode("utf-8")
+        b"\x00".join(filter(None, cols.cgroups)).decode("utf-8")
     except UnicodeDecodeError:
-        for k, row in enumerate(rows):
-            for what, value in (("path", row[R_PATH]), ("cg-path", row[R_CGROUP] or b"")):
+        for k, (path, cg) in enumerate(zip(cols.paths, cols.cgroups, strict=True)):
+            for what, value in (("path", path), ("cg-path", cg or b"")):
                 try:
                     value.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    where = rows[k - 1][R_END] if k else start_offset
-                    raise ImaParseError(
-                        start_index + k,
-                        where,
-                        f"{what} is not UTF-8 ({e.reason} at byte {e.start})",
-                    ) from None
+                    where = cols.ends[k - 1] if k else start_offset
+                    why = f"{what} is not UTF-8 ({e.reason} at byte {e.start})"
+                    raise ImaParseError(start_index + k, where, why) from None
 
 
 # --- ASCII -------------------------------------------------------------------------------------
@@ -508,8 +612,7 @@ def parse_ascii(buf: bytes, *, offset: int = 0, start_index: int = 0) -> ImaLog:
     Paths may contain spaces: each template splits only as often as it has fields before the path.
     A last line without its newline is a partial entry and is left for the next read.
     """
-    rows: list[Row] = []
-    skip: list[tuple[int, str]] = []
+    cols = _Columns()
     pos = offset
     index = start_index
     n = len(buf)
@@ -529,15 +632,11 @@ def parse_ascii(buf: bytes, *, offset: int = 0, start_index: int = 0) -> ImaLog:
         except _Bad as e:
             raise ImaParseError(index, pos, str(e)) from None
         column_size = size
-        if not any(row[R_COLUMN]):
-            skip.append((index - start_index, "violation"))
-        elif row[R_PCR] != IMA_PCR:
-            skip.append((index - start_index, "pcr"))
-        rows.append(row)
+        cols.add(row)
         pos = nl + 1
         index += 1
-    _check_text(rows, start_index, offset)
-    return ImaLog(tuple(rows), start_index, offset, pos, column_size or 20, tuple(skip))
+    _check_text(cols, start_index, offset)
+    return cols.freeze(start_index, offset, pos, column_size or 20)
 
 
 def render_ascii_line(entry: ImaEntry) -> str:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import methodcaller
 from types import MappingProxyType
 
-from attestation.ima import R_DATA, ImaLog
+from attestation.ima import ImaLog
 from attestation.types import IMA_PCR, Failure, HashAlg, ImaEntry
 
 _Hash = Callable[[bytes], "hashlib._Hash"]
@@ -28,6 +28,9 @@ def _hasher(alg: HashAlg) -> _Hash:
     # The named constructors (hashlib.sha256) skip hashlib.new()'s name lookup on every call.
     h: _Hash = getattr(hashlib, alg.value)
     return h
+
+
+_digest = methodcaller("digest")
 
 
 def _frozen(pcrs: Mapping[HashAlg, bytes]) -> Mapping[HashAlg, bytes]:
@@ -68,7 +71,7 @@ def _steps(entries: ImaLog | Sequence[ImaEntry]) -> tuple[Sequence[bytes], Mappi
     """Template data per entry, and the positions that do not extend H(data): ``violation``
     (extends all-0xFF) and ``pcr`` (the kernel's ``pcr=`` rule sent it to another PCR)."""
     if isinstance(entries, ImaLog):
-        return list(map(itemgetter(R_DATA), entries.rows)), dict(entries.skip)
+        return entries.datas, dict(entries.skip)
     skip: dict[int, str] = {}
     for k, entry in enumerate(entries):
         if entry.is_violation:
@@ -85,8 +88,8 @@ def replay(
     h = _hasher(alg)
     pcr = start
     if not skip:
-        for data in datas:
-            pcr = h(pcr + h(data).digest()).digest()
+        for digest in map(_digest, map(h, datas)):
+            pcr = h(pcr + digest).digest()
         return pcr
     ff = b"\xff" * alg.digest_size
     for k, data in enumerate(datas):
@@ -108,8 +111,9 @@ def _scan(
         return 0, pcr
     h = _hasher(alg)
     if not skip:
-        for k, data in enumerate(datas, 1):
-            pcr = h(pcr + h(data).digest()).digest()
+        # H(template data) for the whole batch in C (map), only the chain in Python
+        for k, digest in enumerate(map(_digest, map(h, datas)), 1):
+            pcr = h(pcr + digest).digest()
             if pcr == target:
                 return k, pcr
         return -1, pcr

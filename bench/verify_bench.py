@@ -36,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from attestation.ima import R_DATA, parse_ascii, parse_binary  # noqa: E402
+from attestation.ima import parse_ascii, parse_binary  # noqa: E402
 from attestation.policy import RuntimePolicy, evaluate_log, policy_from_document  # noqa: E402
 from attestation.replay import ReplayState, verify_against_quote  # noqa: E402
 from attestation.types import HashAlg, PodRef  # noqa: E402
@@ -201,7 +201,7 @@ def ima_section(sizes: list[int], with_keylime: bool) -> dict[str, Any]:
             count = n + 1  # + boot_aggregate
             policy = _policy(built)
             quoted = built.pcr10[HashAlg.SHA256]
-            datas = [row[R_DATA] for row in parse_binary(built.binary, column_size=32).rows]
+            datas = list(parse_binary(built.binary, column_size=32).datas)
             row: dict[str, Any] = {"entries": count}
             hashes_only = partial(floor, datas)
             binary = partial(ours, built.binary, ascii_form=False, quoted=quoted, policy=policy)

@@ -67,7 +67,7 @@ def test_ascii_rebuilds_the_same_template_data(tmp_path: Path) -> None:
     w = _writer(tmp_path)
     binary = parse_binary(w.binary())
     text = parse_ascii(w.ascii())
-    assert [r[3] for r in text.rows] == [r[3] for r in binary.rows]
+    assert list(text.datas) == list(binary.datas)
     assert list(text) == list(binary)
     assert text.next_offset == len(w.ascii())
 
@@ -77,7 +77,7 @@ def test_render_ascii_round_trips(tmp_path: Path) -> None:
     log = parse_binary(w.binary())
     text = "".join(render_ascii_line(e) + "\n" for e in log).encode()
     assert text == w.ascii()
-    assert [r[3] for r in parse_ascii(text).rows] == [r[3] for r in log.rows]
+    assert list(parse_ascii(text).datas) == list(log.datas)
 
 
 def test_legacy_ima_template_hashes_the_padded_name() -> None:
@@ -100,7 +100,7 @@ def test_evmctl_vector_parses_in_both_forms() -> None:
     text = parse_ascii((VECTORS / "ima_evm.ascii").read_bytes())
     meta = json.loads((VECTORS / "ima_evm.json").read_text())
     assert len(binary) == len(text) == meta["entries"]
-    assert [r[3] for r in binary.rows] == [r[3] for r in text.rows]
+    assert list(binary.datas) == list(text.datas)
     assert binary[4].path == "/etc/upf/with space.yaml"
     assert binary[1].signature == (VECTORS / "ima_upf.sig").read_bytes()
     assert binary[5].is_violation
@@ -207,7 +207,7 @@ def test_generated_benchmark_log_parses_in_both_templates() -> None:
         binary = parse_binary(built.binary, column_size=32)
         text = parse_ascii(built.ascii)
         assert len(binary) == len(text) == 301
-        assert [r[3] for r in binary.rows] == [r[3] for r in text.rows]
+        assert list(binary.datas) == list(text.datas)
 
 
 @settings(max_examples=400, deadline=None)
