@@ -353,24 +353,34 @@ _FAST: Final = (b"", b"ima-ng", b"ima-cgpath")  # mode -> template of the fast r
 
 
 class _Shape:
-    """The fixed layout of one (template, digest algorithm, column size): precompiled structs
-    that read an entry's fixed runs of fields in one call each, and the constants they must
-    match. Learned from the first entry of that shape that the general parser accepted."""
+    """The fixed layout of one digest algorithm and column size: precompiled structs that read
+    an entry's fixed runs of fields in one call each, and the constant bytes they must match
+    (template name with its length, digest field length with ``alg:\\0``). Learned from an entry
+    the general parser accepted."""
 
     def __init__(self, alg: bytes, digest_size: int, column_size: int) -> None:
         self.alg = alg
-        self.prefix = alg + b":\x00"
-        self.dfl = len(self.prefix) + digest_size
-        tail = f"I{len(self.prefix)}s{digest_size}sI"
-        ng = struct.Struct(f"<I{column_size}sI6sI{tail}")
+        prefix = alg + b":\x00"
+        self.dfl = len(prefix) + digest_size
+        #: d-ng's length and the algorithm prefix, as they precede every digest
+        self.dng = _u32_pack(self.dfl) + prefix
+        d, ds = len(self.dng), digest_size
+        ng = struct.Struct(f"<I{column_size}s10sI{d}s{ds}sI")
         self.ng_from, self.ng_size = ng.unpack_from, ng.size
-        self.ng_data = 4 + column_size + 4 + 6 + 4
-        self.ng_fixed = 4 + self.dfl + 4
-        cg1 = struct.Struct(f"<I{column_size}sI10sII")
-        self.cg1_from, self.cg1_size = cg1.unpack_from, cg1.size
-        self.cg_data = 4 + column_size + 4 + 10 + 4
-        cg2 = struct.Struct("<" + tail)
-        self.cg2_from, self.cg2_size = cg2.unpack_from, cg2.size
+        self.ng_data = 4 + column_size + 10 + 4
+        self.ng_fixed = d + ds + 4
+        head = struct.Struct(f"<I{column_size}s14sI")  # ima-cgpath up to data_len
+        self.cg_head_from, self.cg_data = head.unpack_from, head.size
+        dep = struct.Struct(f"<I{column_size}s14sII")  # ... and dep's length
+        self.cg1_from, self.cg1_size = dep.unpack_from, dep.size
+        tail = struct.Struct(f"<{d}s{ds}sI")  # d-ng length + prefix, digest, n-ng length
+        self.cg2_from, self.cg2_size = tail.unpack_from, tail.size
+        digest = struct.Struct(f"<{ds}sI")  # digest, n-ng length
+        self.dig_from, self.dig_size = digest.unpack_from, digest.size
+
+
+_NG_NAME: Final = _u32_pack(6) + b"ima-ng"
+_CG_NAME: Final = _u32_pack(10) + b"ima-cgpath"
 
 
 def parse_binary(
@@ -394,26 +404,24 @@ def parse_binary(
     path_add, cg_add, end_add = cols.paths.append, cols.cgroups.append, cols.ends.append
     max_name = MAX_PATH + 1
     # the current shape's readers and constants, as locals (set with ``shape``)
-    ng_from = cg1_from = cg2_from = _u32_from
-    ng_size = ng_data = ng_fixed = cg1_size = cg_data = cg2_size = dfl = 0
-    prefix = last_cg = b""
+    ng_from = cg_head_from = cg1_from = cg2_from = dig_from = _u32_from
+    ng_size = ng_data = ng_fixed = cg_data = cg1_size = cg2_size = dig_size = 0
+    dng = last_mid = last_cg = b""
     with _gc_paused():
         while pos < n:
             # Fast shapes: locals only, one struct call per fixed run of fields, every length
             # cross-checked; anything unexpected falls through to the general parser.
             if mode == 1:
                 try:
-                    pcr, col, nlen, tname, dlen, dflen, pfx, digest, plen = ng_from(buf, pos)
+                    pcr, col, name, dlen, dng_, digest, plen = ng_from(buf, pos)
                 except struct.error:
                     pass
                 else:
                     end = pos + ng_size + plen
                     if (
                         pcr == 10
-                        and nlen == 6
-                        and tname == b"ima-ng"
-                        and dflen == dfl
-                        and pfx == prefix
+                        and name == _NG_NAME
+                        and dng_ == dng
                         and dlen == ng_fixed + plen
                         and 0 < plen <= max_name
                         and end <= n
@@ -429,42 +437,67 @@ def parse_binary(
                         pos = end
                         continue
             elif mode == 2:
+                # Shortcut: the entries of one process tree repeat dep, cg-path and the digest
+                # prefix byte for byte; if this entry's middle equals the last validated one,
+                # only the header and the digest/path need reading and checking.
+                mid = pos + cg_data
+                if last_mid and buf.startswith(last_mid, mid):
+                    try:
+                        pcr, col, name, dlen = cg_head_from(buf, pos)
+                        digest, plen = dig_from(buf, mid + len(last_mid))
+                    except struct.error:
+                        pass
+                    else:
+                        end = mid + len(last_mid) + dig_size + plen
+                        if (
+                            pcr == 10
+                            and name == _CG_NAME
+                            and 0 < plen <= max_name
+                            and end <= n
+                            and dlen == end - mid
+                            and buf[end - 1] == 0
+                        ):
+                            col_add(col)
+                            data_add(buf[mid:end])
+                            digest_add(digest)
+                            path_add(buf[end - plen : end - 1])
+                            cg_add(last_cg)
+                            end_add(end)
+                            pending += 1
+                            pos = end
+                            continue
                 try:
-                    pcr, col, nlen, tname, dlen, deplen = cg1_from(buf, pos)
+                    pcr, col, name, dlen, deplen = cg1_from(buf, pos)
                     q = pos + cg1_size + deplen
                     (cglen,) = _u32_from(buf, q)
                     r = q + 4 + cglen
-                    dflen, pfx, digest, plen = cg2_from(buf, r)
+                    dng_, digest, plen = cg2_from(buf, r)
                 except struct.error:
                     pass
                 else:
                     end = r + cg2_size + plen
                     if (
                         pcr == 10
-                        and nlen == 10
-                        and tname == b"ima-cgpath"
-                        and dflen == dfl
-                        and pfx == prefix
+                        and name == _CG_NAME
+                        and dng_ == dng
                         and 0 < deplen < MAX_FIELD
                         and 0 < cglen <= max_name
                         and 0 < plen <= max_name
                         and end <= n
-                        and dlen == end - pos - cg_data
+                        and dlen == end - mid
                         and buf[q - 1] == 0
                         and buf[r - 1] == 0
                         and buf[end - 1] == 0
                     ):
                         col_add(col)
-                        data_add(buf[pos + cg_data : end])
+                        data_add(buf[mid:end])
                         digest_add(digest)
                         path_add(buf[end - plen : end - 1])
-                        # runs of one cgroup share one bytes object: its hash is computed once
-                        # for all the dict lookups attribution and policy do on it
-                        if cglen - 1 == len(last_cg) and buf.startswith(last_cg, q + 4):
-                            cg_add(last_cg)
-                        else:
-                            last_cg = buf[q + 4 : r - 1]
-                            cg_add(last_cg)
+                        # one bytes object per run of a cgroup: its hash is computed once for
+                        # all the dict lookups attribution and policy do on it
+                        last_cg = buf[q + 4 : r - 1]
+                        cg_add(last_cg)
+                        last_mid = buf[mid : r + len(dng)]
                         end_add(end)
                         pending += 1
                         pos = end
@@ -483,17 +516,20 @@ def parse_binary(
             pos = row[R_END]
             tpl, alg, digest = row[R_TEMPLATE], row[R_ALG], row[R_DIGEST]
             mode = _FAST.index(tpl) if tpl in _FAST else 0
-            if mode and (shape is None or dfl != len(alg) + 2 + len(digest) or shape.alg != alg):
+            if mode and (
+                shape is None or shape.dfl != len(alg) + 2 + len(digest) or shape.alg != alg
+            ):
                 shape = _Shape(alg, len(digest), column_size)
-                ng_from, ng_size, ng_data, ng_fixed = (
-                    shape.ng_from,
-                    shape.ng_size,
-                    shape.ng_data,
-                    shape.ng_fixed,
-                )
-                cg1_from, cg1_size, cg_data = shape.cg1_from, shape.cg1_size, shape.cg_data
-                cg2_from, cg2_size = shape.cg2_from, shape.cg2_size
-                dfl, prefix = shape.dfl, shape.prefix
+                ng_from, ng_size, ng_data, ng_fixed, dng = (
+                    shape.ng_from, shape.ng_size, shape.ng_data, shape.ng_fixed, shape.dng
+                )  # fmt: skip
+                cg_head_from, cg_data, dig_from, dig_size = (
+                    shape.cg_head_from, shape.cg_data, shape.dig_from, shape.dig_size
+                )  # fmt: skip
+                cg1_from, cg1_size, cg2_from, cg2_size = (
+                    shape.cg1_from, shape.cg1_size, shape.cg2_from, shape.cg2_size
+                )  # fmt: skip
+                last_mid = last_cg = b""
         if pending:
             assert shape is not None
             _fill(cols, pending, _FAST[mode], shape.alg)

@@ -17,7 +17,7 @@ from attestation.ima import (
     parse_binary,
     render_ascii_line,
 )
-from attestation.types import HashAlg
+from attestation.types import HashAlg, ImaEntry
 from tests.support.ima_writer import (
     Digest,
     ImaWriter,
@@ -263,3 +263,46 @@ def test_mutated_valid_logs_parse_or_fail_cleanly(
     mutated[flip % len(raw)] ^= 0x41
     with contextlib.suppress(ImaParseError):
         parse_binary(bytes(mutated))
+
+
+def _one_by_one(raw: bytes, column_size: int = 20) -> list[ImaEntry]:
+    """The general parser alone: every entry parsed by a call of its own (a call reads its first
+    entry in full; the fast shapes only take over after that)."""
+    log = parse_binary(raw, column_size=column_size)
+    out: list[ImaEntry] = []
+    start = log.start_offset
+    for k, end in enumerate(log.ends):
+        single = parse_binary(raw[:end], offset=start, start_index=k, column_size=column_size)
+        assert len(single) == 1
+        out.append(single[0])
+        start = end
+    return out
+
+
+@pytest.mark.parametrize("template", ["ima-ng", "ima-cgpath"])
+def test_fast_shapes_agree_with_the_general_parser(template: str) -> None:
+    built = build_log(400, template=template, pod_share=0.3)
+    assert list(parse_binary(built.binary, column_size=32)) == _one_by_one(built.binary, 32)
+
+
+def test_mixed_templates_agree_with_the_general_parser(tmp_path: Path) -> None:
+    raw = _writer(tmp_path).binary()
+    assert list(parse_binary(raw)) == _one_by_one(raw)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["ima-ng", "ima-cgpath"]),
+    st.lists(st.tuples(st.integers(0, 4000), st.integers(1, 255)), min_size=1, max_size=4),
+)
+def test_whatever_the_fast_path_accepts_the_general_parser_accepts(
+    template: str, flips: list[tuple[int, int]]
+) -> None:
+    raw = bytearray(build_log(12, template=template, pod_share=0.5).binary)
+    for where, mask in flips:
+        raw[where % len(raw)] ^= mask
+    try:
+        log = parse_binary(bytes(raw), column_size=32)
+    except ImaParseError:
+        return
+    assert list(log) == _one_by_one(bytes(raw), 32)
