@@ -36,9 +36,10 @@ IMAGES: dict[str, dict[str, bytes]] = {
         "/usr/bin/kubelet": b"kubelet v1.34.4",
         "/usr/sbin/runc": b"runc 1.2.5",
     },
-    "amf": {"/usr/bin/open5gs-amfd": b"open5gs-amfd 2.7.2", "/usr/lib/libogscore.so": b"ogs"},
+    # the samples' images: oai-amf, open5gs-smf, towards5gs free5gc-upf
+    "amf": {"/openair-amf/bin/oai_amf": b"oai-amf v2.1.0", "/usr/lib/libsctp.so.1": b"sctp"},
     "smf": {"/usr/bin/open5gs-smfd": b"open5gs-smfd 2.7.2", "/usr/lib/libogscore.so": b"ogs"},
-    "upf": {"/usr/bin/open5gs-upfd": b"open5gs-upfd 2.7.2", "/usr/lib/libgtp5g.so": b"gtp5g"},
+    "upf": {"/free5gc/upf": b"free5gc-upf v3.3.0", "/usr/lib/libgtp5g.so": b"gtp5g 0.8"},
 }
 ATTACK = ("/usr/bin/nc", b"a netcat the attacker dropped into the container")
 
@@ -64,7 +65,6 @@ class Demo:
 
     def step(self, title: str) -> None:
         print(f"\n== {title}", flush=True)
-        self.timeline.mark(title.split(":")[0][:28])
 
     def check(self, ok: bool, what: str) -> None:
         if not ok:
@@ -102,6 +102,7 @@ class Demo:
         self.step("1: nodes enroll (EK chain + credential activation) and attest")
         for name in NODES:
             wait_for(f"{name} Trusted", self._is_trusted(name), 60)
+        self.timeline.mark("nodes attested")
         self.check(True, "all three nodes Trusted, signed by the verifier")
         self.show("get", "nodeattestations")
         self.show("get", "nodes", "-L", "trustgate.io/attested")
@@ -109,6 +110,7 @@ class Demo:
         self.step("2: AMF, SMF and UPF are deployed: they schedule only onto attested nodes")
         self.kubectl("apply", "-k", str(manifests_dir() / "samples"))
         pods = self._wait_nf_pods_bound({"amf", "smf", "upf"})
+        self.timeline.mark("NF pods bound")
         for pod in pods.values():
             meta = pod["metadata"]
             self.check(
@@ -129,6 +131,7 @@ class Demo:
         )
         attacked_at = datetime.now(UTC)
         node.run_in_pod(upf["metadata"]["uid"], *ATTACK)
+        self.timeline.mark("nc runs in UPF")
         evicted = wait_for("the UPF pod evicted", lambda: self._deleting(upf), 15, every=0.02)
         latency = self._eviction_latency(upf["metadata"]["uid"], attacked_at)
         self.timeline.mark("UPF evicted")
@@ -155,10 +158,12 @@ class Demo:
 
         self.step("4: worker-3's agent stops: its evidence goes stale")
         self.lab.nodes["worker-3"].stop_agent()
+        self.timeline.mark("worker-3 agent stops")
         stopped = time.monotonic()
         wait_for("worker-3 no longer trusted", lambda: self.lab.nodeattestation_state("worker-3")
                  not in (None, "Trusted"), self.max_age + 3 * self.interval + 10)  # fmt: skip
         waited = time.monotonic() - stopped
+        self.timeline.mark("worker-3 untrusted")
         self.check(waited <= self.max_age + 2 * self.interval + 5,
                    f"worker-3 {self.lab.nodeattestation_state('worker-3')} after {waited:.1f}s "
                    f"(max-age {self.max_age:g}s)")  # fmt: skip
@@ -174,7 +179,9 @@ class Demo:
         before = {p["metadata"]["uid"] for p in self.lab.pods(NAMESPACE)}
         amf = self._deployment_of("amf")
         self.kubectl("scale", "deployment", amf, "-n", NAMESPACE, "--replicas=4")
+        self.timeline.mark("AMF scaled to 4")
         new = wait_for("3 new AMF pods bound", lambda: self._new_bound("amf", before, 3), 60)
+        self._start_containers({f"amf-{k}": p for k, p in enumerate(new)})
         self.check(
             all(p["spec"]["nodeName"] != "worker-3" for p in new),
             "new AMF pods avoid worker-3: "
@@ -191,6 +198,7 @@ class Demo:
         )
         print(f"$ trustgate audit verify {self.lab.audit_log}\n{result.stdout.strip()}")
         self.check(result.returncode == 0, "audit chain verifies")
+        time.sleep(1.0)  # let the timeline catch the last annotations
         self.timeline.stop()
         png = self.out / "timeline.png"
         self.timeline.draw(png, "trustgate demo: node and pod trust over time")
@@ -265,7 +273,7 @@ class Demo:
     def _start_containers(self, pods: dict[str, dict[str, Any]]) -> None:
         for nf, pod in pods.items():
             node = self.lab.nodes[pod["spec"]["nodeName"]]
-            for path, content in IMAGES[nf].items():
+            for path, content in IMAGES[nf.split("-")[0]].items():
                 node.run_in_pod(pod["metadata"]["uid"], path, content)
 
         def all_trusted() -> bool:

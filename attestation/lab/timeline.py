@@ -35,7 +35,8 @@ class Timeline:
         self.marks.append((self.now(), label))
 
     def record(self, sample: Callable[[], Sample], every: float = 0.2) -> None:
-        """Sample in the background until :meth:`stop`."""
+        """Sample in the background until :meth:`stop`; the plot's time 0 is now."""
+        self.started = time.monotonic()
 
         def run() -> None:
             while not self._stop.is_set():
@@ -81,17 +82,34 @@ class Timeline:
             for t0, t1, state in spans:
                 if state != "none":
                     ax.barh(y, t1 - t0, left=t0, height=0.6, color=COLOURS.get(state, "#5b8def"))
-        for t, label in self.marks:
+        for k, (t, label) in enumerate(self.marks):
             ax.axvline(t, color="#333333", linewidth=0.8, linestyle="--")
-            ax.text(t, len(rows) - 0.3, " " + label, rotation=90, va="top", ha="left", fontsize=7)
+            ax.annotate(
+                label,
+                (t, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, 4 + 10 * (k % 3)),
+                textcoords="offset points",
+                fontsize=7,
+                ha="left",
+                va="bottom",
+                annotation_clip=False,
+            )
         ax.set_yticks(range(len(rows)), rows, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlabel("seconds since the demo started")
+        ax.set_xlabel("seconds since the verifier started")
         ax.set_xlim(0, max(end, 1))
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10, pad=30)
         legend = [Patch(color=COLOURS[s], label=s) for s in
                   ("trusted", "untrusted", "unknown", "pending", "evicted")]  # fmt: skip
-        ax.legend(handles=legend, loc="lower right", fontsize=7, ncol=5)
+        ax.legend(
+            handles=legend,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.12),
+            fontsize=7,
+            ncol=5,
+            frameon=False,
+        )
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
