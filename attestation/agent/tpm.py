@@ -4,7 +4,11 @@ Every operation opens its own ESAPI context under one lock and flushes every tra
 before returning. That costs a connection per call but survives what a long-lived context does
 not: a TPM reset (transient objects vanish), a restarted resource manager, and swtpm, which has no
 resource manager, runs out of object slots after ~3 leaked handles, and serves one connection at
-a time. The AK lives outside the TPM as a wrapped blob (child of the EK) and is loaded per call.
+a time. The AK lives outside the TPM as a wrapped blob (child of the EK). Loading it takes an EK
+policy session and TPM2_Load (~80% of a quote's cost), so the first load is followed by
+TPM2_ContextSave and later calls TPM2_ContextLoad that saved context (one command, no session).
+A TPM reset invalidates saved object contexts (their integrity key covers the reset count):
+ContextLoad then fails and the AK is loaded from its blob again.
 
 TSS errors become :class:`TpmError` with the decoded return code; the agent answers 503.
 """
@@ -28,6 +32,7 @@ from tpm2_pytss import (
     TPM2B_PUBLIC,
     TPML_DIGEST,
     TPML_PCR_SELECTION,
+    TPMS_CONTEXT,
     TPMT_PUBLIC,
     TPMT_SIG_SCHEME,
     TPMT_SYM_DEF,
@@ -144,6 +149,8 @@ class Tpm:
         self._ak = ak
         self._lock = threading.Lock()
         self._ek_pub: Public | None = None
+        #: The loaded AK's TPMS_CONTEXT (marshalled), from its first load; see the module doc.
+        self._ak_context: bytes | None = None
 
     @contextlib.contextmanager
     def _esys(self) -> Iterator[ESAPI]:
@@ -229,6 +236,7 @@ class Tpm:
             with self._ek_policy(esys, ek) as session:
                 private, public, _, _, _ = esys.create(ek, None, template, session1=session)
         self._ak = AkBlob(bytes(public.publicArea.marshal()), bytes(private.marshal()))
+        self._ak_context = None
         return self._ak
 
     @property
@@ -246,12 +254,26 @@ class Tpm:
         return parse_public(self.ak.public).name
 
     @contextlib.contextmanager
-    def _loaded_ak(self, esys: ESAPI, ek: ESYS_TR) -> Iterator[ESYS_TR]:
+    def _loaded_ak(self, esys: ESAPI) -> Iterator[ESYS_TR]:
+        """The AK loaded for one operation, flushed after it: from the saved context when it
+        still loads, else from the blob under an EK policy session (and its context saved)."""
         blob = self.ak
-        public = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC.unmarshal(blob.public)[0])
-        private = TPM2B_PRIVATE.unmarshal(blob.private)[0]
-        with self._ek_policy(esys, ek) as session:
-            handle = esys.load(ek, private, public, session1=session)
+        handle: ESYS_TR | None = None
+        if self._ak_context is not None:
+            try:
+                handle = esys.context_load(TPMS_CONTEXT.unmarshal(self._ak_context)[0])
+            except TSS2_Exception:
+                self._ak_context = None  # a TPM reset (or another TPM): load the blob again
+        if handle is None:
+            ek = self._ek(esys)
+            public = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC.unmarshal(blob.public)[0])
+            private = TPM2B_PRIVATE.unmarshal(blob.private)[0]
+            with self._ek_policy(esys, ek) as session:
+                handle = esys.load(ek, private, public, session1=session)
+            try:
+                self._ak_context = bytes(esys.context_save(handle).marshal())
+            except TSS2_Exception:
+                self._ak_context = None  # only slower: the next call loads the blob again
         try:
             yield handle
         finally:
@@ -288,21 +310,19 @@ class Tpm:
         if not pcrs or not banks:
             raise ValueError("a quote needs at least one PCR and one bank")
         selection = TPML_PCR_SELECTION.parse(_selection_text(pcrs, banks))
-        with self._esys() as esys:
-            ek = self._ek(esys)
-            with self._loaded_ak(esys, ek) as ak:
-                for _ in range(QUOTE_ATTEMPTS):
-                    attest_2b, signature = esys.quote(
-                        ak, selection, nonce, TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
-                    )
-                    attest = bytes(attest_2b)
-                    sig = bytes(signature.marshal())
-                    values = self._read_pcrs(esys, pcrs, banks)
-                    parsed = parse_attest(attest)
-                    quoted: PcrSelection = parsed.pcr_selection
-                    digest = pcr_digest(parse_signature(sig).hash_alg, quoted, values)
-                    if digest == parsed.pcr_digest:
-                        return TpmQuote(attest, sig, values)
+        with self._esys() as esys, self._loaded_ak(esys) as ak:
+            for _ in range(QUOTE_ATTEMPTS):
+                attest_2b, signature = esys.quote(
+                    ak, selection, nonce, TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
+                )
+                attest = bytes(attest_2b)
+                sig = bytes(signature.marshal())
+                values = self._read_pcrs(esys, pcrs, banks)
+                parsed = parse_attest(attest)
+                quoted: PcrSelection = parsed.pcr_selection
+                digest = pcr_digest(parse_signature(sig).hash_alg, quoted, values)
+                if digest == parsed.pcr_digest:
+                    return TpmQuote(attest, sig, values)
         raise TpmError(f"PCRs kept changing during {QUOTE_ATTEMPTS} quote attempts")
 
     # --- enrollment -----------------------------------------------------------------------------
@@ -323,7 +343,7 @@ class Tpm:
             raise ValueError("malformed credential: trailing bytes")
         with self._esys() as esys:
             ek = self._ek(esys)
-            with self._loaded_ak(esys, ek) as ak, self._ek_policy(esys, ek) as session:
+            with self._loaded_ak(esys) as ak, self._ek_policy(esys, ek) as session:
                 cert_info = esys.activate_credential(
                     ak, ek, blob, secret, session1=ESYS_TR.PASSWORD, session2=session
                 )
