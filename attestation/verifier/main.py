@@ -51,9 +51,21 @@ async def run(settings: VerifierSettings, kube: Kube, stop: asyncio.Event | None
         "loaded" if policies.host else "none", settings.interval, settings.max_age,
     )  # fmt: skip
     await verifier.start()
+    elector: LeaderElector | None = None
+    if settings.leader_election:
+        elector = LeaderElector(
+            kube, settings.namespace, settings.lease_name, settings.identity,
+            settings.lease_duration,
+        )  # fmt: skip
+
+    def ready() -> bool:
+        # Only the leader is ready: the Service then sends agents' pushes to the replica that
+        # acts on them, and a standby's pushes are not silently dropped.
+        return verifier.nodes is not None and (elector is None or elector.is_leader.is_set())
+
     server = EmbeddedServer(
         uvicorn.Config(
-            create_server_app(verifier.push, metrics, lambda: verifier.nodes is not None),
+            create_server_app(verifier.push, metrics, ready),
             host=settings.listen_host,
             port=settings.listen_port,
             log_level="warning",
@@ -62,11 +74,7 @@ async def run(settings: VerifierSettings, kube: Kube, stop: asyncio.Event | None
         )
     )
     tasks = [asyncio.create_task(server.serve(), name="verifier-server")]
-    if settings.leader_election:
-        elector = LeaderElector(
-            kube, settings.namespace, settings.lease_name, settings.identity,
-            settings.lease_duration,
-        )  # fmt: skip
+    if elector is not None:
         tasks.append(asyncio.create_task(elector.run(stop), name="leader-election"))
         tasks.append(asyncio.create_task(_follow_leadership(elector, verifier, stop)))
     else:

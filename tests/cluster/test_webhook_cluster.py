@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import urllib.error
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ import uvicorn
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.kube import Kube, KubeObject, nodeattestation_path
+from attestation.kube import Kube, Resource, nodeattestation_path
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import free_port
 from attestation.nodeattestation import format_time
@@ -36,45 +36,6 @@ MANIFEST = Path(__file__).parents[2] / "manifests" / "webhook-configurations.yam
 VERIFIER_NS, VERIFIER_SA = "trustgate-system", "trustgate-verifier"
 KEY = Ed25519PrivateKey.generate()
 
-CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "nodeattestations.trustgate.io"},
-    "spec": {
-        "group": "trustgate.io",
-        "scope": "Cluster",
-        "names": {
-            "plural": "nodeattestations",
-            "singular": "nodeattestation",
-            "kind": "NodeAttestation",
-            "shortNames": ["na"],
-        },
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            },
-                            "status": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            },
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
-
 
 def eventually(what: str, check: Callable[[], Any], seconds: float = 60) -> Any:
     deadline = time.monotonic() + seconds
@@ -85,19 +46,6 @@ def eventually(what: str, check: Callable[[], Any], seconds: float = 60) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
-
-
-class KubeNodeTrustSource:
-    """webhook.trustview.NodeTrustSource over attestation.kube."""
-
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
-
-    def list(self) -> tuple[Sequence[KubeObject], str]:
-        return self.kube.list(nodeattestation_path())
-
-    def watch(self, resource_version: str) -> Iterable[tuple[str, KubeObject]]:
-        return self.kube.watch(nodeattestation_path(), resource_version)
 
 
 @dataclass
@@ -194,11 +142,11 @@ def _tolerating(code: int, call: Callable[..., Any], *args: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def env(control_plane: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    cluster = control_plane
+def env(
+    trustgate_installed: ClusterHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    cluster = trustgate_installed
     work = tmp_path_factory.mktemp("webhook")
-    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    _tolerating(409, cluster.request, "POST", crds, CRD)
     kube = Kube(cluster.api_client)
     eventually("the NodeAttestation CRD", lambda: _served(kube))
     ns, open_ns = cluster.unique("core5g"), cluster.unique("plain")
@@ -232,7 +180,9 @@ def env(control_plane: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) 
         tls_cert_file=str(cert.cert),
         tls_key_file=str(cert.key),
     )
-    app = create_app(settings, trust_source=KubeNodeTrustSource(kube), pod_lookup=kube.get_pod)
+    app = create_app(
+        settings, trust_source=Resource(kube, nodeattestation_path()), pod_lookup=kube.get_pod
+    )
     config = server_config(app, settings)
     config.log_level = "warning"
     server = uvicorn.Server(config)

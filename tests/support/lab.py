@@ -20,11 +20,11 @@ import yaml
 
 from attestation.agent.app import create_app
 from attestation.agent.settings import AgentSettings
+from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
 from attestation.lab.process import ManagedProcess, free_port
 from attestation.signing import generate_private_key, private_key_to_pem, public_key_to_pem
 from attestation.types import HashAlg
 from tests.support.controlplane import ClusterHandle
-from tests.support.ima_writer import ImaWriter, systemd_pod_cgroup
 from tests.support.serve import serve
 from tests.support.swtpm import LocalCa, SwTpm
 

@@ -23,9 +23,9 @@ from attestation.evidence import (
     encode_activate_request,
     encode_evidence_request,
 )
+from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
 from attestation.quote import verify_quote
 from attestation.types import HashAlg
-from tests.support.ima_writer import ImaWriter, systemd_pod_cgroup
 from tests.support.serve import serve
 from tests.support.swtpm import SwTpm
 

@@ -12,10 +12,10 @@ import pytest
 
 from attestation.agent.tpm import Tpm
 from attestation.evidence import Evidence
+from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
 from attestation.policy import RuntimePolicy, policy_from_document
 from attestation.types import HashAlg
 from attestation.verdict import NodeState, PodInfo, PolicySet, RoundResult, attest_round
-from tests.support.ima_writer import ImaWriter, systemd_pod_cgroup
 from tests.support.swtpm import SwTpm
 
 UPF = PodInfo("1a2b3c4d-0000-4000-8000-00000000a001", "5g-core", "upf-0", "upf")

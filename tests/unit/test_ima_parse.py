@@ -17,14 +17,14 @@ from attestation.ima import (
     parse_binary,
     render_ascii_line,
 )
-from attestation.types import HashAlg, ImaEntry
-from tests.support.ima_writer import (
+from attestation.lab.ima_writer import (
     Digest,
     ImaWriter,
     build_log,
     encode_legacy_ima,
     systemd_pod_cgroup,
 )
+from attestation.types import HashAlg, ImaEntry
 
 VECTORS = Path(__file__).parent / "vectors"
 POD_CG = systemd_pod_cgroup("4f2d1c3b-5a6e-47f8-9b0c-1d2e3f405162", "ab" * 32)

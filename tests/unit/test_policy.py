@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from attestation.ima import parse_binary
+from attestation.lab.ima_writer import Digest, ImaWriter, systemd_pod_cgroup
 from attestation.policy import (
     PolicyError,
     RuntimePolicy,
@@ -22,7 +23,6 @@ from attestation.policy import (
     policy_from_document,
 )
 from attestation.types import ImaEntry, PodRef
-from tests.support.ima_writer import Digest, ImaWriter, systemd_pod_cgroup
 
 VECTORS = Path(__file__).parent / "vectors"
 UPF = hashlib.sha256(b"upf v1").hexdigest()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from attestation.ima import ImaLog, parse_binary
+from attestation.lab.ima_writer import Digest, ImaWriter
 from attestation.replay import (
     ReplayState,
     boot_aggregates,
@@ -18,7 +19,6 @@ from attestation.replay import (
     verify_against_quote,
 )
 from attestation.types import HashAlg
-from tests.support.ima_writer import Digest, ImaWriter
 
 VECTORS = Path(__file__).parent / "vectors"
 BANKS = (HashAlg.SHA1, HashAlg.SHA256)
