@@ -37,10 +37,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from attestation.ima import parse_ascii, parse_binary  # noqa: E402
+from attestation.lab.ima_writer import BuiltLog, build_log  # noqa: E402
 from attestation.policy import RuntimePolicy, evaluate_log, policy_from_document  # noqa: E402
 from attestation.replay import ReplayState, verify_against_quote  # noqa: E402
 from attestation.types import HashAlg, PodRef  # noqa: E402
-from tests.support.ima_writer import BuiltLog, build_log  # noqa: E402
 
 KEYLIME_VENV = HERE / ".venv-keylime"
 KEYLIME_PIN = "keylime==7.14.*"
