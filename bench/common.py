@@ -14,9 +14,15 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from attestation.lab.controlplane import ControlPlane
+from tests.support.lab import FILES, policy_document
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench" / "out"
@@ -69,3 +75,49 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")
     return path
+
+
+# --- a real control plane with trustgate installed ------------------------------------------
+
+
+def install_trustgate(plane: ControlPlane) -> None:
+    """The namespace, CRD and RBAC from manifests/ (as tests/support/lab.py's fixture does)."""
+    manifests = ROOT / "manifests"
+    plane.kubectl(
+        "apply", "--server-side", "-f", str(manifests / "namespace.yaml"),
+        "-f", str(manifests / "crds"), "-f", str(manifests / "rbac.yaml"),
+    )  # fmt: skip
+    plane.kubectl(
+        "wait", "--for=condition=Established", "--timeout=30s",
+        "crd/nodeattestations.trustgate.io",
+    )  # fmt: skip
+
+
+def write_policies(directory: Path) -> None:
+    """The runtime policies the lab's simulated nodes satisfy (tests/support/lab.py FILES)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for nf in FILES:
+        (directory / f"{nf}.yaml").write_text(yaml.safe_dump(policy_document(nf)))
+
+
+def verifier_kubeconfig(plane: ControlPlane, workdir: Path) -> Path:
+    """A kubeconfig holding the verifier ServiceAccount's token: RBAC as deployed applies."""
+    token = plane.token_for("trustgate-system", "trustgate-verifier")
+    return plane.kubeconfig_for_token(token, workdir / "verifier.kubeconfig")
+
+
+def poll(what: str, check: Callable[[], Any], timeout: float, every: float = 0.02) -> Any:
+    """Poll ``check`` until it returns something truthy, with a deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+        return bool(resp.status == 200)
