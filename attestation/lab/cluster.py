@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import time
 import urllib.error
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,26 @@ def manifests_dir() -> Path:
 
 
 class LabCluster:
-    def __init__(self, workdir: Path, *, log: Callable[[str], None] = print) -> None:
+    """``plane``: an already running control plane to share (tests); by default the lab starts
+    and stops its own (the demo). ``node_label`` marks this lab's nodes: the verifier attests only
+    those, so labs sharing one control plane do not see each other's nodes."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        plane: ControlPlane | None = None,
+        *,
+        node_label: tuple[str, str] = NODE_LABEL,
+        tpm_ca: LocalCa | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.workdir = workdir
         self.log = log
-        self.plane = ControlPlane(workdir / "control-plane", log=log)
+        self._owns_plane = plane is None
+        self.plane = plane or ControlPlane(workdir / "control-plane", log=log)
+        self.node_label = node_label
         self.tls_ca: CertificateAuthority | None = None
-        self.tpm_ca: LocalCa | None = None
+        self.tpm_ca: LocalCa | None = tpm_ca
         self.nodes: dict[str, SimNode] = {}
         self.verifier: ManagedProcess | None = None
         self.webhook: ManagedProcess | None = None
@@ -54,10 +68,12 @@ class LabCluster:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.plane.start()
+        if self._owns_plane:
+            self.plane.start()
         self.tls_ca = CertificateAuthority.create(self.workdir / "lab-tls", "trustgate-lab-tls")
-        self.log("creating the TPM manufacturer's CA (swtpm-localca, private to this lab)")
-        self.tpm_ca = LocalCa.create(self.workdir / "tpm-ca")
+        if self.tpm_ca is None:
+            self.log("creating the TPM manufacturer's CA (swtpm-localca, private to this lab)")
+            self.tpm_ca = LocalCa.create(self.workdir / "tpm-ca")
         key = generate_private_key()
         self.signing_key.write_bytes(private_key_to_pem(key))
         self.signing_key.chmod(0o600)
@@ -75,13 +91,13 @@ class LabCluster:
             "crd/nodeattestations.trustgate.io",
         )  # fmt: skip
 
-    def add_node(self, name: str, host_files: Mapping[str, bytes]) -> SimNode:
+    def add_node(self, name: str, host_files: Mapping[str, bytes], *, push: bool = True) -> SimNode:
         assert self.tpm_ca is not None
         assert self.tls_ca is not None
-        notify = f"http://127.0.0.1:{self.verifier_port}/v1/notify"
+        notify = f"http://127.0.0.1:{self.verifier_port}/v1/notify" if push else None
         node = SimNode.create(name, self.workdir / "nodes" / name, self.tpm_ca, self.tls_ca, notify)
         node.boot(dict(host_files))
-        self.plane.add_node(name, {NODE_LABEL[0]: NODE_LABEL[1]})
+        self.plane.add_node(name, {self.node_label[0]: self.node_label[1]})
         node.start_agent()
         self.nodes[name] = node
         return node
@@ -95,17 +111,19 @@ class LabCluster:
         token = self.plane.token_for(NAMESPACE, name)
         return self.plane.kubeconfig_for_token(token, self.workdir / f"{name}.kubeconfig")
 
-    def start_verifier(self, *, interval: float, max_age: float) -> None:
+    def start_verifier(
+        self, *, interval: float, max_age: float, extra_args: Sequence[str] = ()
+    ) -> None:
         argv = [
             trustgate_exe(), "verifier",
             "--kubeconfig", str(self._service_account_kubeconfig("trustgate-verifier")),
             "--agents", ",".join(f"{n}={node.agent_url}" for n, node in self.nodes.items()),
-            "--node-selector", "=".join(NODE_LABEL),
+            "--node-selector", "=".join(self.node_label),
             "--policies", str(self.policies), "--ek-ca", str(self.tpm_ca.ca_bundle),  # type: ignore[union-attr]
             "--signing-key", str(self.signing_key), "--audit-log", str(self.audit_log),
             "--interval", str(interval), "--max-age", str(max_age),
             "--listen", f"127.0.0.1:{self.verifier_port}", "--no-leader-election",
-            "--identity", "verifier-0", "--namespace", NAMESPACE,
+            "--identity", "verifier-0", "--namespace", NAMESPACE, *extra_args,
         ]  # fmt: skip
         self.verifier = ManagedProcess("verifier", argv, self.workdir / "logs" / "verifier.log")
         self.verifier.start()
@@ -174,13 +192,29 @@ class LabCluster:
 
     # -- teardown --------------------------------------------------------------------------------
 
+    def unregister_webhooks(self) -> None:
+        """Remove the webhook configurations: with failurePolicy Fail they would refuse NF pods
+        (and, in protected namespaces, bindings) once the webhook process is gone."""
+        for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+            try:
+                self.plane.request(
+                    "DELETE", f"/apis/admissionregistration.k8s.io/v1/{kind}/trustgate"
+                )
+            except urllib.error.HTTPError as e:
+                if e.code != 404:
+                    raise
+
     def stop(self) -> None:
-        for proc in (self.webhook, self.verifier):
-            if proc is not None:
-                proc.stop()
+        if self.webhook is not None:
+            if not self._owns_plane:
+                self.unregister_webhooks()
+            self.webhook.stop()
+        if self.verifier is not None:
+            self.verifier.stop()
         for node in self.nodes.values():
             node.shutdown()
-        self.plane.stop()
+        if self._owns_plane:
+            self.plane.stop()
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:

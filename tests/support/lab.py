@@ -1,35 +1,30 @@
-"""A small attested cluster for cluster-layer tests: trustgate's manifests installed in the real
-control plane, simulated nodes (each a real swtpm, an IMA log written like the kernel's, and a
-real agent over HTTP), and the verifier as a real process running with its ServiceAccount."""
+"""Attested clusters for cluster-layer tests, on the session's control plane.
+
+``lab_cluster`` builds on attestation.lab.cluster.LabCluster (the same pieces `make demo` runs):
+simulated nodes, each a real swtpm, an IMA log written like the kernel's and a real
+`trustgate agent` process, and the verifier (and optionally the webhook) as real processes with
+their manifests' ServiceAccount tokens. Each lab labels its own nodes, so labs sharing the control
+plane do not see each other's nodes.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
-import sys
 import time
 import urllib.error
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from attestation.agent.app import create_app
-from attestation.agent.settings import AgentSettings
-from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
-from attestation.lab.process import ManagedProcess, free_port
-from attestation.signing import generate_private_key, private_key_to_pem, public_key_to_pem
-from attestation.types import HashAlg
+from attestation.lab.cluster import MANIFESTS, LabCluster
+from attestation.lab.node import SimNode
+from attestation.lab.process import ManagedProcess
+from attestation.lab.swtpm import LocalCa
 from tests.support.controlplane import ClusterHandle
-from tests.support.serve import serve
-from tests.support.swtpm import LocalCa, SwTpm
-
-REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO / "manifests"
 
 #: What the simulated nodes run, and so what the example policies allow.
 FILES: dict[str, dict[str, bytes]] = {
@@ -82,82 +77,45 @@ def trustgate_installed(control_plane: ClusterHandle) -> ClusterHandle:
 
 
 @dataclass
-class SimNode:
-    """A node with a real TPM, a kernel-like IMA log and a real agent."""
+class Lab:
+    """What a cluster test holds: the shared control plane and this lab's system."""
 
-    name: str
-    tpm: SwTpm
-    writer: ImaWriter
-    workdir: Path
-    notify_url: str
-    port: int = field(default_factory=free_port)
-    _agent: contextlib.ExitStack | None = None
+    cluster: ClusterHandle
+    system: LabCluster
 
     @property
-    def agent_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def nodes(self) -> dict[str, SimNode]:
+        return self.system.nodes
 
-    def start_agent(self) -> None:
-        settings = AgentSettings(
-            node_name=self.name, tcti=self.tpm.tcti, ima_log=self.writer.log_path,
-            state_dir=self.workdir / "agent-state", notify_url=self.notify_url,
-        )  # fmt: skip
-        stack = contextlib.ExitStack()
-        stack.enter_context(serve(create_app(settings), port=self.port))
-        self._agent = stack
+    @property
+    def audit_log(self) -> Path:
+        return self.system.audit_log
 
-    def stop_agent(self) -> None:
-        if self._agent is not None:
-            self._agent.close()
-            self._agent = None
+    @property
+    def signing_public_pem(self) -> bytes:
+        return self.system.verifier_public_key.read_bytes()
 
-    def boot(self) -> None:
-        pcrs = self.tpm.read_pcrs(list(range(8)), (HashAlg.SHA256,))[HashAlg.SHA256]
-        self.writer.boot_aggregate(pcrs)
-        for path, content in FILES["host"].items():
-            self.writer.measure(path, content)
+    @property
+    def verifier(self) -> ManagedProcess | None:
+        return self.system.verifier
 
-    def run_in_pod(self, pod_uid: str, path: str, content: bytes, container: str = "c0") -> None:
-        self.writer.measure(path, content, cgroup_path=systemd_pod_cgroup(pod_uid, container))
-
-
-@dataclass
-class Lab:
-    cluster: ClusterHandle
-    workdir: Path
-    selector: tuple[str, str]
-    nodes: dict[str, SimNode]
-    verifier_port: int
-    audit_log: Path
-    signing_public_pem: bytes
-    verifier: ManagedProcess | None = None
-
-    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _get(self, path: str) -> dict[str, Any] | None:
         try:
-            pod: dict[str, Any] = self.cluster.request(
-                "GET", f"/api/v1/namespaces/{namespace}/pods/{name}"
-            )
-            return pod
-        except urllib.error.HTTPError as e:
-            if e.code != 404:
-                raise
-            return None
-
-    def nodeattestation(self, node: str) -> dict[str, Any] | None:
-        try:
-            obj: dict[str, Any] = self.cluster.request(
-                "GET", f"/apis/trustgate.io/v1alpha1/nodeattestations/{node}"
-            )
+            obj: dict[str, Any] = self.cluster.request("GET", path)
             return obj
         except urllib.error.HTTPError as e:
             if e.code != 404:
                 raise
             return None
 
+    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+
+    def nodeattestation(self, node: str) -> dict[str, Any] | None:
+        return self._get(f"/apis/trustgate.io/v1alpha1/nodeattestations/{node}")
+
     def state_of(self, node: str) -> str | None:
-        obj = self.nodeattestation(node)
-        state = (obj or {}).get("status", {}).get("state")
-        return str(state) if state else None
+        return self.system.nodeattestation_state(node)
 
     def create_nf_pod(self, namespace: str, name: str, nf: str, node: str) -> str:
         pod = self.cluster.request("POST", f"/api/v1/namespaces/{namespace}/pods", {
@@ -174,68 +132,30 @@ class Lab:
         return list(events.get("items") or [])
 
 
-def _trustgate_exe() -> str:
-    exe = shutil.which("trustgate", path=str(Path(sys.executable).parent))
-    assert exe, "the trustgate console script is not installed in this venv (make setup)"
-    return exe
-
-
 @contextlib.contextmanager
 def lab_cluster(
     cluster: ClusterHandle,
     ca: LocalCa,
     workdir: Path,
-    node_names: list[str],
+    node_names: Sequence[str],
     *,
     interval: float = 0.5,
     max_age: float = 3.0,
-    extra_args: Mapping[str, str] | None = None,
+    webhook: bool = False,
+    push: bool = True,
+    verifier_args: Sequence[str] = ("--eviction-deadline", "5"),
 ) -> Iterator[Lab]:
-    """Start len(node_names) simulated nodes and the verifier; tear everything down after."""
-    selector = ("trustgate.test/lab", workdir.name.replace("_", "-")[-50:].strip("-"))
-    verifier_port = free_port()
-    notify = f"http://127.0.0.1:{verifier_port}/v1/notify"
-    policies = workdir / "policies"
-    policies.mkdir()
-    for nf in FILES:
-        (policies / f"{nf}.yaml").write_text(yaml.safe_dump(policy_document(nf)))
-    key = generate_private_key()
-    (workdir / "signing.pem").write_bytes(private_key_to_pem(key))
-    nodes: dict[str, SimNode] = {}
-    lab = Lab(cluster, workdir, selector, nodes, verifier_port, workdir / "audit.jsonl",
-              public_key_to_pem(key.public_key()))  # fmt: skip
+    """Start the simulated nodes, the verifier (and the webhook); tear everything down after."""
+    label = ("trustgate.test/lab", workdir.name.replace("_", "-")[-50:].strip("-"))
+    system = LabCluster(workdir, cluster.plane, node_label=label, tpm_ca=ca, log=lambda _m: None)
     try:
+        system.start()
+        system.write_policies({nf: policy_document(nf) for nf in FILES})
         for name in node_names:
-            nd = workdir / name
-            nd.mkdir()
-            tpm = SwTpm(ca, nd)
-            tpm.start()
-            writer = ImaWriter(nd / "binary_runtime_measurements", extend=tpm.extend_pcr,
-                               template="ima-cgpath")  # fmt: skip
-            node = SimNode(name, tpm, writer, nd, notify)
-            node.boot()
-            nodes[name] = node
-            cluster.add_node(name, {selector[0]: selector[1]})
-            node.start_agent()
-        token = cluster.token_for("trustgate-system", "trustgate-verifier")
-        kubeconfig = cluster.plane.kubeconfig_for_token(token, workdir / "verifier.kubeconfig")
-        argv = [
-            _trustgate_exe(), "verifier", "--kubeconfig", str(kubeconfig),
-            "--agents", ",".join(f"{n}={nodes[n].agent_url}" for n in node_names),
-            "--node-selector", f"{selector[0]}={selector[1]}",
-            "--policies", str(policies), "--ek-ca", str(ca.ca_bundle),
-            "--signing-key", str(workdir / "signing.pem"), "--audit-log", str(lab.audit_log),
-            "--interval", str(interval), "--max-age", str(max_age),
-            "--listen", f"127.0.0.1:{verifier_port}", "--no-leader-election",
-            "--identity", f"verifier-{selector[1]}", "--eviction-deadline", "5",
-        ]  # fmt: skip
-        for k, v in (extra_args or {}).items():
-            argv += [k, v]
-        lab.verifier = ManagedProcess("verifier", argv, workdir / "verifier.log").start()
-        yield lab
+            system.add_node(name, FILES["host"], push=push)
+        if webhook:
+            system.start_webhook()
+        system.start_verifier(interval=interval, max_age=max_age, extra_args=verifier_args)
+        yield Lab(cluster, system)
     finally:
-        if lab.verifier is not None:
-            lab.verifier.stop()
-        for node in nodes.values():
-            node.stop_agent()
-            node.tpm.stop(orderly=False)
+        system.stop()
