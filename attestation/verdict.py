@@ -123,13 +123,6 @@ def _verdict(
     )
 
 
-def unreachable(
-    node: str, state: NodeState, pods: Mapping[str, PodInfo], why: Failure
-) -> NodeVerdict:
-    """The verdict of a round in which no evidence came back."""
-    return _verdict(node, state, pods, (why,), "")
-
-
 def attest_round(
     node: str,
     state: NodeState,

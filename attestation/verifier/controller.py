@@ -19,14 +19,13 @@ from datetime import UTC, datetime
 from attestation import enroll
 from attestation.evidence import EvidenceQuery
 from attestation.kube import Kube, Resource, node_path, pod_path
-from attestation.types import Failure
+from attestation.types import Failure, NodeVerdict
 from attestation.verdict import (
     NodeState,
     PodInfo,
     PolicySet,
     attest_round,
     forget_pods,
-    unreachable,
 )
 from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.informer import Informer, KubeObject, uid_key
@@ -53,7 +52,6 @@ class NodeWorker:
     ak_name: bytes = b""
     task: asyncio.Task[None] | None = None
     last_verified: float = 0.0
-    enroll_failures: tuple[Failure, ...] = ()
 
 
 def pod_info(pod: KubeObject) -> PodInfo | None:
@@ -310,15 +308,12 @@ class Verifier:
                 returned = b""
             failures += enroll.check_activation(secret, returned)
         if failures:
-            worker.enroll_failures = tuple(failures)
-            verdict = unreachable(worker.name, NodeState(ak_public=b""), {}, failures[0])
-            verdict = type(verdict)(node=worker.name, trusted=False, failures=tuple(failures))
+            verdict = NodeVerdict(node=worker.name, trusted=False, failures=tuple(failures))
             await self.publisher.publish(worker.name, verdict, self.pods_on(worker.name), ak_name)
             self.metrics.attestations.labels("enroll_failed").inc()
             return False
         worker.state = NodeState(ak_public=identity.ak_public)
         worker.ak_name = ak_name
-        worker.enroll_failures = ()
         await self.publisher.audit(
             {"kind": "enrolled", "node": worker.name, "akName": ak_name.hex()}
         )
