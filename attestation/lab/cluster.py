@@ -55,7 +55,9 @@ class LabCluster:
         self.tls_ca: CertificateAuthority | None = None
         self.tpm_ca: LocalCa | None = tpm_ca
         self.nodes: dict[str, SimNode] = {}
-        self.verifier: ManagedProcess | None = None
+        self.verifiers: list[ManagedProcess] = []
+        #: Override where the verifier reaches a node's agent (a hostile proxy in attack tests).
+        self.agent_urls: dict[str, str] = {}
         self.webhook: ManagedProcess | None = None
         self.verifier_port = free_port()
         self.webhook_port = free_port()
@@ -112,24 +114,44 @@ class LabCluster:
         return self.plane.kubeconfig_for_token(token, self.workdir / f"{name}.kubeconfig")
 
     def start_verifier(
-        self, *, interval: float, max_age: float, extra_args: Sequence[str] = ()
-    ) -> None:
+        self,
+        *,
+        interval: float,
+        max_age: float,
+        extra_args: Sequence[str] = (),
+        replica: int = 0,
+        leader_election: bool = False,
+    ) -> ManagedProcess:
+        """Start verifier replica ``replica`` (its own push port and audit log after the first;
+        agents push to replica 0's port). With ``leader_election`` replicas share a Lease."""
+        port = self.verifier_port if replica == 0 else free_port()
+        audit = self.audit_log if replica == 0 else self.audit_log.with_suffix(f".{replica}.jsonl")
         argv = [
             trustgate_exe(), "verifier",
             "--kubeconfig", str(self._service_account_kubeconfig("trustgate-verifier")),
-            "--agents", ",".join(f"{n}={node.agent_url}" for n, node in self.nodes.items()),
+            "--agents", ",".join(f"{n}={self.agent_urls.get(n, node.agent_url)}"
+                                 for n, node in self.nodes.items()),
             "--node-selector", "=".join(self.node_label),
             "--policies", str(self.policies), "--ek-ca", str(self.tpm_ca.ca_bundle),  # type: ignore[union-attr]
-            "--signing-key", str(self.signing_key), "--audit-log", str(self.audit_log),
+            "--signing-key", str(self.signing_key), "--audit-log", str(audit),
             "--interval", str(interval), "--max-age", str(max_age),
-            "--listen", f"127.0.0.1:{self.verifier_port}", "--no-leader-election",
-            "--identity", "verifier-0", "--namespace", NAMESPACE, *extra_args,
+            "--listen", f"127.0.0.1:{port}", "--identity", f"verifier-{replica}",
+            "--namespace", NAMESPACE, "--lease-duration", "6", *extra_args,
         ]  # fmt: skip
-        self.verifier = ManagedProcess("verifier", argv, self.workdir / "logs" / "verifier.log")
-        self.verifier.start()
-        self.verifier.wait_until(
-            lambda: tcp_open("127.0.0.1", self.verifier_port), 60, "verifier listening"
+        if not leader_election:
+            argv.append("--no-leader-election")
+        proc = ManagedProcess(
+            f"verifier-{replica}", argv, self.workdir / "logs" / f"verifier-{replica}.log"
         )
+        proc.start()
+        proc.wait_until(lambda: tcp_open("127.0.0.1", port), 60, "verifier listening")
+        self.verifiers.append(proc)
+        return proc
+
+    @property
+    def verifier(self) -> ManagedProcess | None:
+        """The first verifier replica."""
+        return self.verifiers[0] if self.verifiers else None
 
     def start_webhook(self) -> None:
         assert self.tls_ca is not None
@@ -209,8 +231,8 @@ class LabCluster:
             if not self._owns_plane:
                 self.unregister_webhooks()
             self.webhook.stop()
-        if self.verifier is not None:
-            self.verifier.stop()
+        for verifier in self.verifiers:
+            verifier.stop()
         for node in self.nodes.values():
             node.shutdown()
         if self._owns_plane:

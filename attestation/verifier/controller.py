@@ -212,6 +212,7 @@ class Verifier:
 
     async def _round(self, worker: NodeWorker) -> None:
         started = time.perf_counter()
+        await self.publisher.pending(worker.name)
         url = self.agent_url(worker.name)
         if url is None:
             await self._no_evidence(worker, Failure("agent.missing", "no agent serves this node"))

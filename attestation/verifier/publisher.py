@@ -122,6 +122,15 @@ class Publisher:
         state: NodeState = "Trusted" if verdict.trusted else "Untrusted"
         await self._publish(node, state, reason(verdict.failures, pods), verdict, pods, ak_name)
 
+    async def pending(self, node: str) -> None:
+        """A node seen for the first time starts untrusted (label false, tainted) until its
+        first verdict, so nothing lands on it in between."""
+        if node in self.published:
+            return
+        why = Failure("node.pending", "awaiting the first attestation", severity="warning")
+        verdict = NodeVerdict(node=node, trusted=False, failures=(why,))
+        await self._publish(node, "Pending", "awaiting the first attestation", verdict, {}, b"")
+
     async def no_evidence(self, node: str, why: Failure, pods: Mapping[str, PodInfo]) -> None:
         now = datetime.now(UTC)
         prev = self.published.get(node)

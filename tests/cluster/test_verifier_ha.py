@@ -1,0 +1,133 @@
+"""The verifier's operational behaviour against the real control plane: leader election and
+take-over, PodDisruptionBudget-refused evictions escalated to delete, new nodes starting
+untrusted, metrics."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from attestation.nodeattestation import parse_time
+from tests.support.controlplane import ClusterHandle
+from tests.support.lab import FILES, Lab, lab_cluster, wait_for
+from tests.support.swtpm import LocalCa
+
+NS = "5g-core-ha"
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/trustgate-system/leases/trustgate-verifier"
+
+
+def _lease_holder(lab: Lab) -> str | None:
+    lease = lab._get(LEASE)
+    return None if lease is None else (lease.get("spec") or {}).get("holderIdentity")
+
+
+def _verified_at(lab: Lab, node: str) -> Any:
+    obj = lab.nodeattestation(node) or {}
+    return parse_time(obj["status"]["verifiedAt"], "verifiedAt")
+
+
+def test_standby_takes_over_within_15s_of_losing_the_leader(
+    trustgate_installed: ClusterHandle, swtpm_ca: LocalCa, tmp_path: Path
+) -> None:
+    with lab_cluster(trustgate_installed, swtpm_ca, tmp_path, ["ha-1"], interval=0.5) as lab:
+        # lab_cluster started replica 0 without election; replace it with two electing replicas
+        lab.system.verifiers.pop().stop()
+        replicas = [
+            lab.system.start_verifier(interval=0.5, max_age=3.0, replica=r, leader_election=True)
+            for r in (1, 2)
+        ]
+        leader = wait_for("a leader", lambda: _lease_holder(lab), 30)
+        wait_for("ha-1 Trusted", lambda: lab.state_of("ha-1") == "Trusted", 30)
+        victim = replicas[0] if leader == "verifier-1" else replicas[1]
+        survivor = "verifier-2" if leader == "verifier-1" else "verifier-1"
+        victim.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for("the standby holds the lease", lambda: _lease_holder(lab) == survivor, 20)
+        stamp = _verified_at(lab, "ha-1")
+        wait_for("the new leader writes verdicts", lambda: _verified_at(lab, "ha-1") > stamp, 15)
+        took = time.monotonic() - killed
+        assert took < 15, f"take-over took {took:.1f}s"
+        assert lab.state_of("ha-1") == "Trusted"
+
+
+@pytest.fixture(scope="module")
+def lab(
+    trustgate_installed: ClusterHandle, swtpm_ca: LocalCa, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    trustgate_installed.ensure_namespace(NS)
+    workdir = tmp_path_factory.mktemp("verifier-ops")
+    with lab_cluster(trustgate_installed, swtpm_ca, workdir, ["ops-1"]) as lab:
+        wait_for("ops-1 Trusted", lambda: lab.state_of("ops-1") == "Trusted", 60)
+        yield lab
+
+
+def test_eviction_refused_by_a_budget_is_escalated_to_delete(lab: Lab) -> None:
+    uid = lab.create_nf_pod(NS, "upf-pdb", "upf", "ops-1")
+    lab.cluster.request("POST", f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets", {
+        "metadata": {"name": "upf-pdb"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"nf": "upf"}}},
+    })  # fmt: skip
+    # Eviction ignores budgets for pods that never ran: play the kubelet and report it Running
+    # and Ready, so the budget (minAvailable 1 of 1) really refuses.
+    lab.cluster.request(
+        "PATCH", f"/api/v1/namespaces/{NS}/pods/upf-pdb/status",
+        {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+        content_type="application/strategic-merge-patch+json",
+    )  # fmt: skip
+
+    def budget_exhausted() -> bool:
+        pdb = lab.cluster.request(
+            "GET", f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/upf-pdb"
+        )
+        status = pdb.get("status") or {}
+        return status.get("currentHealthy") == 1 and status.get("disruptionsAllowed") == 0
+
+    wait_for("the budget to count the pod", budget_exhausted, 30)
+    lab.nodes["ops-1"].run_in_pod(uid, "/usr/bin/upfd", FILES["upf"]["/usr/bin/upfd"])
+    lab.nodes["ops-1"].run_in_pod(uid, "/usr/bin/nc", b"netcat")
+
+    def outcome() -> str | None:
+        for line in lab.audit_log.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("action") == "remediate" and record.get("uid") == uid:
+                return str(record["outcome"])
+        return None
+
+    # The lab's verifier escalates after 5 s of 429s (--eviction-deadline 5).
+    assert wait_for("the pod removed despite the budget", outcome, 30) == "deleted"
+    pod = lab.pod(NS, "upf-pdb")
+    assert pod is None or pod["metadata"].get("deletionTimestamp")
+    reasons = {e["reason"] for e in lab.events_for(NS, "upf-pdb")}
+    assert "TrustgateDeleted" in reasons
+
+
+def test_a_new_node_starts_untrusted(lab: Lab) -> None:
+    name = lab.cluster.unique("ops-new")
+    lab.cluster.add_node(name, {lab.system.node_label[0]: lab.system.node_label[1]})
+
+    def flagged() -> bool:
+        node = lab.cluster.request("GET", f"/api/v1/nodes/{name}")
+        labels = node["metadata"].get("labels") or {}
+        taints = node["spec"].get("taints") or []
+        return labels.get("trustgate.io/attested") == "false" and any(
+            t["key"] == "trustgate.io/untrusted" for t in taints
+        )
+
+    wait_for(f"{name} labelled untrusted and tainted", flagged, 15)
+    assert lab.state_of(name) in ("Pending", "Unknown")
+
+
+def test_metrics_count_rounds(lab: Lab) -> None:
+    url = f"http://127.0.0.1:{lab.system.verifier_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    assert 'trustgate_attestations_total{result="trusted"}' in text
+    assert "trustgate_verification_seconds_bucket" in text
+    assert 'trustgate_evidence_age_seconds{node="ops-1"}' in text
