@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -242,3 +242,61 @@ def lease_path(namespace: str, name: str = "") -> str:
 
 def event_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/events"
+
+
+def secret_path(namespace: str, name: str = "") -> str:
+    base = f"/api/v1/namespaces/{namespace}/secrets"
+    return f"{base}/{name}" if name else base
+
+
+def webhook_configuration_path(kind: str, name: str = "") -> str:
+    """``kind`` is ``mutating`` or ``validating``."""
+    if kind not in ("mutating", "validating"):
+        raise ValueError(f"webhook configuration kind must be mutating or validating, not {kind!r}")
+    base = f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations"
+    return f"{base}/{name}" if name else base
+
+
+class NamedSecret:
+    """One Secret by name, as ``webhook.tls.SecretStore``: a 409 (it exists already, or the
+    resourceVersion we replace is stale) comes back as None for the caller to re-read."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
+        self._kube = kube
+        self.namespace = namespace
+        self.name = name
+
+    def get(self) -> KubeObject | None:
+        return self._kube.get(secret_path(self.namespace, self.name))
+
+    def create(self, body: Mapping[str, Any]) -> KubeObject | None:
+        return _none_on_conflict(self._kube.create, secret_path(self.namespace), body)
+
+    def replace(self, body: Mapping[str, Any]) -> KubeObject | None:
+        return _none_on_conflict(self._kube.replace, secret_path(self.namespace, self.name), body)
+
+
+class WebhookConfigurations:
+    """The Mutating- and ValidatingWebhookConfiguration of one name, as
+    ``webhook.tls.WebhookConfigurationStore``."""
+
+    def __init__(self, kube: Kube, name: str) -> None:
+        self._kube = kube
+        self.name = name
+
+    def get(self, kind: str) -> KubeObject | None:
+        return self._kube.get(webhook_configuration_path(kind, self.name))
+
+    def patch(self, kind: str, ops: Sequence[Mapping[str, Any]]) -> None:
+        self._kube.json_patch(webhook_configuration_path(kind, self.name), ops)
+
+
+def _none_on_conflict(
+    verb: Callable[[str, Mapping[str, Any]], KubeObject], path: str, body: Mapping[str, Any]
+) -> KubeObject | None:
+    try:
+        return verb(path, body)
+    except KubeError as e:
+        if e.status == 409:
+            return None
+        raise

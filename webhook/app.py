@@ -9,6 +9,8 @@ failurePolicy Fail), while any unexpected error while deciding becomes an Admiss
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -28,6 +30,7 @@ from webhook.protect import network_function
 from webhook.responses import Response, complete, errored
 from webhook.reviews import Request, ReviewError, decode_review
 from webhook.settings import WebhookSettings
+from webhook.tls import SelfManagedTls
 from webhook.trustview import NodeTrustSource, PodCache, PodLookup, TrustView
 from webhook.validate import ValidationPolicy, binding_pod, validate
 
@@ -54,8 +57,11 @@ def create_app(
     *,
     trust_source: NodeTrustSource,
     pod_lookup: PodLookup,
+    tls: SelfManagedTls | None = None,
     clock: Callable[[], datetime] = _utcnow,
 ) -> FastAPI:
+    """``tls``: the self-managed certificate (``webhook.tls``), prepared before the server
+    starts; the lifespan runs its caBundle and renewal checks, and readiness waits for them."""
     rules = settings.protection
     policy = ValidationPolicy(settings.verifier_username, rules, settings.audit_namespaces)
     view = TrustView(settings.verifier_keys)
@@ -78,10 +84,15 @@ def create_app(
             daemon=True,  # a watch blocked in the API server must not hold up shutdown
         )
         watcher.start()
+        renewals = asyncio.create_task(tls.run()) if tls is not None else None
         try:
             yield
         finally:
             stop.set()
+            if renewals is not None:
+                renewals.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewals
             watcher.join(timeout=1.0)
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -128,9 +139,11 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> HttpResponse:
-        if view.synced:
-            return HttpResponse(b"ok", media_type="text/plain")
-        return HttpResponse(b"NodeAttestations not synced yet", 503, media_type="text/plain")
+        if not view.synced:
+            return HttpResponse(b"NodeAttestations not synced yet", 503, media_type="text/plain")
+        if tls is not None and not tls.ready:
+            return HttpResponse(b"caBundle not in place yet", 503, media_type="text/plain")
+        return HttpResponse(b"ok", media_type="text/plain")
 
     @app.get("/metrics")
     async def metrics_route() -> HttpResponse:
@@ -175,16 +188,24 @@ def _error_body(message: str) -> bytes:
     return json.dumps({"message": message}).encode()
 
 
-def server_config(app: FastAPI, settings: WebhookSettings) -> uvicorn.Config:
-    """uvicorn over TLS: the API server only calls webhooks over HTTPS."""
-    if not (settings.tls_cert_file and settings.tls_key_file):
-        raise ValueError("the webhook needs tls_cert_file and tls_key_file")
+def server_config(
+    app: FastAPI, settings: WebhookSettings, *, tls: SelfManagedTls | None = None
+) -> uvicorn.Config:
+    """uvicorn over TLS: the API server only calls webhooks over HTTPS. With ``tls`` (prepared),
+    its files and its context factory, which keeps the SSLContext for renewals."""
+    if tls is not None:
+        cert, key = str(tls.cert_file), str(tls.key_file)
+    elif settings.tls_cert_file and settings.tls_key_file:
+        cert, key = settings.tls_cert_file, settings.tls_key_file
+    else:
+        raise ValueError("the webhook needs tls_cert_file and tls_key_file, or self-managed TLS")
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        ssl_certfile=settings.tls_cert_file,
-        ssl_keyfile=settings.tls_key_file,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
+        ssl_context_factory=tls.ssl_context_factory if tls is not None else None,
         log_level="info",
         timeout_keep_alive=30,  # the API server reuses connections across reviews
         lifespan="on",

@@ -12,12 +12,31 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation.signing import load_public_key_pem, public_keys_by_id
+from webhook.certs import CertPolicy
 from webhook.protect import ProtectionRules
 
 #: The verifier's ServiceAccount as the API server names it in ``userInfo.username``.
 DEFAULT_VERIFIER_USERNAME = "system:serviceaccount:trustgate-system:trustgate-verifier"
 #: An AdmissionReview of a large pod is tens of KiB; 1 MiB leaves room and bounds memory.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class SelfTlsSettings:
+    """The webhook keeps its own CA and serving certificate in the Secret ``namespace/secret_name``
+    and their CA bundle in every webhook of the configurations named ``webhook_configuration``
+    (see ``webhook.tls``)."""
+
+    policy: CertPolicy
+    namespace: str = "trustgate-system"
+    secret_name: str = "trustgate-webhook-tls"  # noqa: S105 - a name, not a secret
+    webhook_configuration: str = "trustgate"
+    #: Each replica re-reads the Secret (another one may have renewed it) and re-checks the
+    #: caBundles this often: it bounds how long a configuration re-created without a caBundle
+    #: stays broken, and costs three GETs.
+    check_interval_seconds: float = 600.0
+    #: After a failed check, or while a configuration is missing.
+    retry_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +61,8 @@ class WebhookSettings:
     port: int = 8443
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    #: When set, the webhook manages its own certificate and tls_*_file are ignored.
+    self_tls: SelfTlsSettings | None = None
 
 
 def verifier_keys_from_pem(pems: Iterable[bytes]) -> dict[str, Ed25519PublicKey]:
