@@ -239,7 +239,7 @@ class LabCluster:
             self.plane.stop()
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.05) -> Any:
     """Poll ``check`` until truthy; raise TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout
     last: Any = None

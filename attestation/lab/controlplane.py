@@ -25,7 +25,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from attestation.lab.pki import CertificateAuthority
+from attestation.lab.pki import CertFiles, CertificateAuthority
 from attestation.lab.process import ManagedProcess, ProcessError, free_port
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.34.4")
@@ -241,71 +241,53 @@ class ControlPlane:
         )
 
     def _start_scheduler(self) -> None:
-        kc = self.workdir / "scheduler.kubeconfig"
-        self._write_kubeconfig(
-            kc,
-            user={
-                "client-certificate": str(self.scheduler_cert.cert),
-                "client-key": str(self.scheduler_cert.key),
-            },
-        )
-        port = free_port()
-        proc = self._spawn(
-            "kube-scheduler",
-            [
-                str(self.bin.kube_scheduler),
-                f"--kubeconfig={kc}",
-                f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                "--v=1",
-            ],
-        )
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        proc.wait_until(
-            lambda: _http_get(f"https://127.0.0.1:{port}/healthz", ctx) == b"ok",
-            30,
-            "kube-scheduler healthy",
-        )
+        self._start_component("kube-scheduler", self.bin.kube_scheduler, self.scheduler_cert, [])
 
     def _start_controller_manager(self) -> None:
-        kc = self.workdir / "controller-manager.kubeconfig"
-        self._write_kubeconfig(
-            kc,
-            user={
-                "client-certificate": str(self.kcm_cert.cert),
-                "client-key": str(self.kcm_cert.key),
-            },
-        )
-        port = free_port()
-        proc = self._spawn(
+        self._start_component(
             "kube-controller-manager",
+            self.bin.kube_controller_manager,
+            self.kcm_cert,
             [
-                str(self.bin.kube_controller_manager),
-                f"--kubeconfig={kc}",
-                f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}",
                 f"--service-account-private-key-file={self.sa_key}",
                 f"--root-ca-file={self.ca.files.cert}",
                 "--use-service-account-credentials=false",
                 f"--controllers={','.join(CONTROLLERS)}",
+            ],
+        )
+
+    def _start_component(
+        self, name: str, binary: Path, cert: CertFiles, flags: Sequence[str]
+    ) -> None:
+        """A controller-style component: its own client certificate, no leader election, a
+        secure health port we poll until it answers."""
+        kc = self.workdir / f"{name}.kubeconfig"
+        self._write_kubeconfig(
+            kc, user={"client-certificate": str(cert.cert), "client-key": str(cert.key)}
+        )
+        port = free_port()
+        proc = self._spawn(
+            name,
+            [
+                str(binary),
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                *flags,
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",
                 "--v=1",
             ],
         )
+        # The health port serves a self-signed certificate: only liveness is checked here.
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         proc.wait_until(
             lambda: _http_get(f"https://127.0.0.1:{port}/healthz", ctx) == b"ok",
             30,
-            "kube-controller-manager healthy",
+            f"{name} healthy",
         )
 
     # -- clients -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -236,27 +237,13 @@ class Verifier:
             pods = self.pods_on(worker.name)
             state = forget_pods(worker.state, pods)
             t0 = time.perf_counter()
-            if len(evidence.ima_log) > _INLINE_LOG_BYTES:
-                result = await asyncio.to_thread(
-                    attest_round,
-                    worker.name,
-                    state,
-                    evidence,
-                    nonce,
-                    self.policies,
-                    pods,
-                    log_column_size=self.settings.log_column_size,
-                )
-            else:
-                result = attest_round(
-                    worker.name,
-                    state,
-                    evidence,
-                    nonce,
-                    self.policies,
-                    pods,
-                    log_column_size=self.settings.log_column_size,
-                )
+            judge = functools.partial(
+                attest_round, worker.name, state, evidence, nonce, self.policies, pods,
+                log_column_size=self.settings.log_column_size,
+            )  # fmt: skip
+            # A long log (the first round of a busy node) would stall every other node's round.
+            big = len(evidence.ima_log) > _INLINE_LOG_BYTES
+            result = await asyncio.to_thread(judge) if big else judge()
             self.metrics.duration.observe(time.perf_counter() - t0)
             if result.rebooted:
                 worker.state = result.state

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
 import urllib.error
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from attestation.lab.cluster import MANIFESTS, LabCluster
+from attestation.lab.cluster import MANIFESTS, LabCluster, wait_for
 from attestation.lab.node import SimNode
 from attestation.lab.process import ManagedProcess
 from attestation.lab.swtpm import LocalCa
 from tests.support.controlplane import ClusterHandle
+
+__all__ = ["FILES", "Lab", "lab_cluster", "policy_document", "trustgate_installed", "wait_for"]
 
 #: What the simulated nodes run, and so what the example policies allow.
 FILES: dict[str, dict[str, bytes]] = {
@@ -48,18 +49,6 @@ def policy_document(nf: str) -> dict[str, Any]:
             "excludes": ["^/tmp/"],
         },
     }
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="session")
@@ -144,8 +133,12 @@ def lab_cluster(
     webhook: bool = False,
     push: bool = True,
     verifier_args: Sequence[str] = ("--eviction-deadline", "5"),
+    agent_urls: Callable[[Mapping[str, SimNode]], Mapping[str, str]] | None = None,
 ) -> Iterator[Lab]:
-    """Start the simulated nodes, the verifier (and the webhook); tear everything down after."""
+    """Start the simulated nodes, the verifier (and the webhook); tear everything down after.
+
+    ``agent_urls`` is called once the nodes' agents run, before the verifier starts; the URLs it
+    returns replace those nodes' agents in the verifier's ``--agents`` (a hostile proxy, say)."""
     label = ("trustgate.test/lab", workdir.name.replace("_", "-")[-50:].strip("-"))
     system = LabCluster(workdir, cluster.plane, node_label=label, tpm_ca=ca, log=lambda _m: None)
     try:
@@ -155,6 +148,11 @@ def lab_cluster(
             system.add_node(name, FILES["host"], push=push)
         if webhook:
             system.start_webhook()
+        if agent_urls is not None:
+            urls = {n: node.agent_url for n, node in system.nodes.items()}
+            urls.update(agent_urls(system.nodes))
+            agents = ",".join(f"{n}={u}" for n, u in urls.items())
+            verifier_args = (*verifier_args, "--agents", agents)  # the last --agents wins
         system.start_verifier(interval=interval, max_age=max_age, extra_args=verifier_args)
         yield Lab(cluster, system)
     finally:
