@@ -30,8 +30,12 @@ fi
 stamp=.venv/.trustgate-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   step "installing trustgate and its dev extra into .venv (tpm2-pytss compiles against libtss2: ~1 min)"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  log=.venv/pip-install.log
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } >"$log" 2>&1; then
+    cat "$log"
+    echo "pip install failed (full log: $log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 else
   step "Python environment up to date (.venv)"

@@ -22,6 +22,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--node-selector", default="", help="label selector of the nodes to attest (default: all)"
     )
+    p.add_argument(
+        "--agent-port",
+        type=int,
+        default=9443,
+        help="the agent DaemonSet's hostPort, when agents are discovered",
+    )
     p.add_argument("--policies", type=Path, default=Path("/etc/trustgate/policies"))
     p.add_argument("--ek-ca", type=Path, default=Path("/etc/trustgate/ek-ca.pem"))
     p.add_argument("--signing-key", type=Path, default=Path("/etc/trustgate/signing/key.pem"))
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"verifier: {what} {path} does not exist")
     settings = VerifierSettings(
         interval=args.interval, max_age=args.max_age, agent_timeout=args.agent_timeout,
-        concurrency=args.concurrency, agents=args.agents, node_selector=args.node_selector,
+        concurrency=args.concurrency, agents=args.agents, node_selector=args.node_selector, agent_port=args.agent_port,
         namespace=args.namespace,
         ek_ca_bundle=args.ek_ca, signing_key=args.signing_key, policies=args.policies,
         audit_log=args.audit_log, remediation=args.remediation,
