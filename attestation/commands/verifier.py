@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"verifier: {what} {path} does not exist")
     settings = VerifierSettings(
         interval=args.interval, max_age=args.max_age, agent_timeout=args.agent_timeout,
-        concurrency=args.concurrency, agents=args.agents, node_selector=args.node_selector, agent_port=args.agent_port,
+        concurrency=args.concurrency, agents=args.agents, node_selector=args.node_selector,
+        agent_port=args.agent_port,
         namespace=args.namespace,
         ek_ca_bundle=args.ek_ca, signing_key=args.signing_key, policies=args.policies,
         audit_log=args.audit_log, remediation=args.remediation,
