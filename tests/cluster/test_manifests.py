@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.error
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,15 @@ import pytest
 import yaml
 
 from attestation.cli import build_parser
-from attestation.kube import Kube, KubeError, load_api_client
+from attestation.kube import Kube, KubeError, WebhookConfigurations, load_api_client
 from attestation.signing import load_private_key_pem, load_public_key_pem
 from attestation.verifier.policies import load_policy_dir
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, wait_for
+from webhook.cabundle import ca_bundle_in_place, ca_bundle_patch
+from webhook.certs import CertPolicy, create
 from webhook.protect import ProtectionRules, network_function
+from webhook.tls import KINDS
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -172,6 +176,24 @@ CAN_I = [
     ("trustgate-webhook", ["patch", "pods", "-n", "5g-core"], False),
     ("trustgate-webhook", ["patch", "nodes"], False),
     ("trustgate-webhook", ["get", "secrets", "-n", SYSTEM_NS], False),
+    # Self-managed TLS: its own Secret and the two configurations' caBundle, nothing more.
+    ("trustgate-webhook", ["get", "secrets/trustgate-webhook-tls", "-n", SYSTEM_NS], True),
+    ("trustgate-webhook", ["update", "secrets/trustgate-webhook-tls", "-n", SYSTEM_NS], True),
+    ("trustgate-webhook", ["create", "secrets", "-n", SYSTEM_NS], True),  # see rbac.yaml
+    ("trustgate-webhook", ["get", "secrets/trustgate-signing-key", "-n", SYSTEM_NS], False),
+    ("trustgate-webhook", ["update", "secrets/trustgate-signing-key", "-n", SYSTEM_NS], False),
+    ("trustgate-webhook", ["list", "secrets", "-n", SYSTEM_NS], False),
+    ("trustgate-webhook", ["watch", "secrets", "-n", SYSTEM_NS], False),
+    ("trustgate-webhook", ["delete", "secrets/trustgate-webhook-tls", "-n", SYSTEM_NS], False),
+    ("trustgate-webhook", ["get", "secrets/trustgate-webhook-tls", "-n", "5g-core"], False),
+    ("trustgate-webhook", ["create", "secrets", "-n", "5g-core"], False),
+    ("trustgate-webhook", ["get", "mutatingwebhookconfigurations/trustgate"], True),
+    ("trustgate-webhook", ["patch", "mutatingwebhookconfigurations/trustgate"], True),
+    ("trustgate-webhook", ["patch", "validatingwebhookconfigurations/trustgate"], True),
+    ("trustgate-webhook", ["patch", "mutatingwebhookconfigurations/other"], False),
+    ("trustgate-webhook", ["list", "validatingwebhookconfigurations"], False),
+    ("trustgate-webhook", ["delete", "validatingwebhookconfigurations/trustgate"], False),
+    ("trustgate-webhook", ["create", "mutatingwebhookconfigurations"], False),
     ("trustgate-agent", ["get", "pods", "-n", SYSTEM_NS], False),
     ("trustgate-agent", ["get", "nodes"], False),
     ("trustgate-agent", ["get", "nodeattestations.trustgate.io"], False),
@@ -247,6 +269,34 @@ def test_without_its_eviction_rule_the_verifiers_eviction_is_refused(
         _delete_namespace(cluster, ns)
 
 
+def test_reapplying_the_base_keeps_the_ca_bundle_the_webhook_wrote(
+    installed: ClusterHandle, tmp_path: Path
+) -> None:
+    """The manifests carry no caBundle, so the webhook's write (its ServiceAccount, a JSON patch)
+    survives the operator re-applying them, server-side or client-side."""
+    cluster = installed
+    cluster.kubectl("apply", "--server-side", "-k", str(MANIFESTS))
+    kube = Kube(load_api_client(_kubeconfig_for(cluster, "trustgate-webhook", tmp_path)))
+    configurations = WebhookConfigurations(kube, "trustgate")
+    bundle = create(CertPolicy(("trustgate-webhook.trustgate-system.svc",)), datetime.now(UTC))
+    try:
+        for kind in KINDS:
+            configuration = configurations.get(kind)
+            assert configuration is not None
+            ops = ca_bundle_patch(configuration, bundle.ca_bundle)
+            assert ops, f"{kind}: the base must not carry a caBundle"
+            configurations.patch(kind, ops)
+        cluster.kubectl("apply", "--server-side", "-k", str(MANIFESTS))
+        cluster.kubectl("apply", "-f", str(MANIFESTS / "webhook-configurations.yaml"))
+        cluster.kubectl("apply", "--server-side", "-k", str(MANIFESTS))
+        for kind in KINDS:
+            after = configurations.get(kind)
+            assert after is not None
+            assert ca_bundle_in_place(after, bundle.ca_bundle), kind
+    finally:
+        kube.close()
+
+
 def _delete_namespace(cluster: ClusterHandle, ns: str) -> None:
     try:
         cluster.request("DELETE", f"/api/v1/namespaces/{ns}")
@@ -275,7 +325,20 @@ def test_base_and_cert_manager_component_render(
         "resources": [os.path.relpath(MANIFESTS, site)],
         "components": [os.path.relpath(MANIFESTS / "overlays" / "cert-manager", site)],
     }))  # fmt: skip
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        config = _find(base, kind, "trustgate")
+        assert all("caBundle" not in hook["clientConfig"] for hook in config["webhooks"])
+    webhook = _find(base, "Deployment", "trustgate-webhook")["spec"]["template"]["spec"]
+    assert "--self-signed-tls" in webhook["containers"][0]["args"]
+    assert all("secret" not in volume for volume in webhook["volumes"])
+
     docs = _render(site, control_plane)
+    webhook = _find(docs, "Deployment", "trustgate-webhook")["spec"]["template"]["spec"]
+    args = webhook["containers"][0]["args"]
+    assert "--self-signed-tls" not in args
+    assert "--tls-cert=/etc/trustgate/tls/tls.crt" in args
+    tls = next(v for v in webhook["volumes"] if v["name"] == "tls")
+    assert tls["secret"]["secretName"] == "trustgate-webhook-tls"
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         config = _find(docs, kind, "trustgate")
         annotations = config["metadata"]["annotations"]
