@@ -34,6 +34,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -250,10 +251,12 @@ def verifier_process(
     buckets: int, interval: float, max_age: float, tag: str,
 ) -> Iterator[ManagedProcess]:  # fmt: skip
     port = free_port()
+    profile = os.environ.get("SCALE_BENCH_PROFILE")  # a path: run the verifier under cProfile
+    prefix = [sys.executable, "-m", "cProfile", "-o", f"{profile}.{tag}"] if profile else []
     agents = ",".join(f"{n}={farm_url}/nodes/{n}" for n in names)
     argv = [
-        trustgate_exe(), "verifier", "--kubeconfig", str(verifier_kubeconfig(plane, workdir)),
-        "--agents", agents,
+        *prefix, trustgate_exe(), "verifier",
+        "--kubeconfig", str(verifier_kubeconfig(plane, workdir)), "--agents", agents,
         "--node-selector", f"{BUCKET_LABEL} in ({','.join(map(str, range(buckets)))})",
         "--policies", str(workdir / "policies"), "--ek-ca", str(ca.ca_bundle),
         "--signing-key", str(workdir / "signing.pem"),
