@@ -103,6 +103,14 @@ def create(policy: CertPolicy, now: datetime) -> TlsMaterial:
     return TlsMaterial(_pem(ca_cert), _key_pem(ca_key), _pem(cert), _key_pem(key))
 
 
+def reissue(material: TlsMaterial, policy: CertPolicy, now: datetime) -> TlsMaterial:
+    """A new serving certificate from the current CA, bundle unchanged, whether due or not (an
+    operator's forced renewal; tests seed a certificate that is about to expire)."""
+    ca_key = _load_key(material.ca_key, "CA key")
+    cert, key = _issue(material.ca_certs[0], ca_key, policy, now)
+    return TlsMaterial(material.ca_bundle, material.ca_key, _pem(cert), _key_pem(key))
+
+
 def renewal_due(material: TlsMaterial, policy: CertPolicy, now: datetime) -> str | None:
     """Why ``material`` must change at ``now``, or None. Raises :class:`CertError` when it does
     not parse or fit together (the caller then starts over with ``create``)."""

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from webhook.certs import CertError, CertPolicy, TlsMaterial, create, renew, renewal_due
+from webhook.certs import CertError, CertPolicy, TlsMaterial, create, reissue, renew, renewal_due
 from webhook.tlssecret import TlsSecretError, material_from_secret, secret_for
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -284,3 +284,14 @@ def test_secret_round_trip_keeps_metadata_and_never_mutates(material: TlsMateria
 def test_secret_without_the_entries_is_refused(data: dict[str, str], message: str) -> None:
     with pytest.raises(TlsSecretError, match=message):
         material_from_secret({"metadata": {"name": "s"}, "data": data})
+
+
+def test_reissue_keeps_the_ca_and_follows_the_policy(material: TlsMaterial) -> None:
+    short = replace(POLICY, serving_validity=timedelta(days=2), serving_renew_before=DAY)
+    seeded = reissue(material, short, T0)
+    assert seeded.ca_bundle == material.ca_bundle
+    assert seeded.cert != material.cert
+    assert seeded.serving_cert.not_valid_after_utc == T0 + 2 * DAY
+    assert renewal_due(seeded, POLICY, T0) == (  # due under the normal 30-day window
+        f"serving certificate expires {(T0 + 2 * DAY).isoformat()}"
+    )

@@ -1,0 +1,328 @@
+"""Self-managed TLS against the real kube-apiserver: `trustgate webhook --self-signed-tls`
+processes with the webhook ServiceAccount's token create the Secret, patch the caBundle into the
+manifests' configurations (registered by URL, without one), and the API server then calls them
+over TLS; a second replica serves the same certificate; a certificate seeded close to expiry is
+renewed by the replicas racing on the Secret and the API server accepts the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from attestation.kube import (
+    Kube,
+    NamedSecret,
+    WebhookConfigurations,
+    secret_path,
+    webhook_configuration_path,
+)
+from attestation.lab.node import trustgate_exe
+from attestation.lab.process import ManagedProcess, free_port, tcp_open
+from attestation.signing import public_key_to_pem
+from tests.support.controlplane import ClusterHandle
+from tests.support.lab import wait_for
+from webhook.cabundle import ca_bundle_in_place
+from webhook.certs import CertPolicy, TlsMaterial, reissue, renewal_due
+from webhook.settings import SelfTlsSettings
+from webhook.tls import KINDS, SelfManagedTls
+from webhook.tlssecret import material_from_secret, secret_for
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+NS, SA, SECRET = "trustgate-system", "trustgate-webhook", "trustgate-webhook-tls"
+DNS = f"{SA}.{NS}.svc"
+POLICY = CertPolicy(dns_names=(DNS, f"{DNS}.cluster.local"), ip_addresses=("127.0.0.1",))
+
+
+@dataclass
+class Env:
+    cluster: ClusterHandle
+    work: Path
+    ns: str
+    argv: list[str]
+    replicas: list[ManagedProcess] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+
+    def start_replica(self, port: int | None = None) -> int:
+        port = port or free_port()
+        name = f"webhook-{len(self.replicas)}"
+        process = ManagedProcess(
+            name, [*self.argv, "--port", str(port)], self.work / "logs" / f"{name}.log"
+        )
+        self.replicas.append(process.start())
+        self.ports.append(port)
+        process.wait_until(lambda: tcp_open("127.0.0.1", port), 60, "listening")
+        return port
+
+    def secret(self) -> dict[str, Any] | None:
+        return _get(self.cluster, secret_path(NS, SECRET))
+
+    def material(self) -> TlsMaterial:
+        secret = self.secret()
+        assert secret is not None
+        return material_from_secret(secret)
+
+    def configuration(self, kind: str) -> dict[str, Any]:
+        config = _get(self.cluster, webhook_configuration_path(kind, "trustgate"))
+        assert config is not None
+        return config
+
+    def create_nf_pod(self, name: str) -> dict[str, Any]:
+        pod: dict[str, Any] = self.cluster.request("POST", f"/api/v1/namespaces/{self.ns}/pods", {
+            "metadata": {"name": name, "labels": {"app": "free5gc-upf"}},
+            "spec": {"containers": [{"name": "upf", "image": "free5gc/upf"}]},
+        })  # fmt: skip
+        return pod
+
+    def point_webhooks_at(self, port: int) -> None:
+        """A URL the API server has not used yet: its next call opens a new TLS connection."""
+        for kind in KINDS:
+            ops = [
+                {"op": "replace", "path": f"/webhooks/{i}/clientConfig/url", "value": url}
+                for i, url in enumerate(_urls(self.configuration(kind), port))
+            ]
+            self.cluster.plane.request(
+                "PATCH", webhook_configuration_path(kind, "trustgate"), ops,
+                content_type="application/json-patch+json",
+            )  # fmt: skip
+
+
+def _urls(config: dict[str, Any], port: int) -> list[str]:
+    out = []
+    for hook in config["webhooks"]:
+        path = hook["clientConfig"]["url"].split("/", 3)[3]
+        out.append(f"https://127.0.0.1:{port}/{path}")
+    return out
+
+
+def _get(cluster: ClusterHandle, path: str) -> dict[str, Any] | None:
+    try:
+        obj: dict[str, Any] = cluster.request("GET", path)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+    return obj
+
+
+def _delete(cluster: ClusterHandle, path: str) -> None:
+    try:
+        cluster.request("DELETE", path)
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise
+
+
+def _register_without_ca_bundle(cluster: ClusterHandle, port: int) -> None:
+    """The manifests' configurations, pointed at the first replica by URL, with no caBundle."""
+    for doc in yaml.safe_load_all((MANIFESTS / "webhook-configurations.yaml").read_text()):
+        for hook in doc["webhooks"]:
+            assert "caBundle" not in hook["clientConfig"]
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}"}
+        kind = "mutating" if doc["kind"].startswith("Mutating") else "validating"
+        _delete(cluster, webhook_configuration_path(kind, "trustgate"))
+        cluster.request("POST", webhook_configuration_path(kind), doc)
+
+
+def _unregister(cluster: ClusterHandle) -> None:
+    for kind in KINDS:
+        _delete(cluster, webhook_configuration_path(kind, "trustgate"))
+
+
+def served_cert(port: int) -> x509.Certificate:
+    """What a new TLS connection to the replica gets (no verification: we compare bytes)."""
+    pem = ssl.get_server_certificate(("127.0.0.1", port), timeout=5)
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def readyz(port: int, bundle: bytes) -> int:
+    context = ssl.create_default_context(cadata=bundle.decode())
+    try:
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{port}/readyz", context=context, timeout=5
+        ) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.fixture(scope="module")
+def env(
+    trustgate_installed: ClusterHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    cluster = trustgate_installed
+    work = tmp_path_factory.mktemp("webhook-tls")
+    ns = cluster.unique("tls-core")
+    cluster.ensure_namespace(ns, {"trustgate.io/protected": "true"})
+    key = work / "verifier.pub"
+    key.write_bytes(public_key_to_pem(Ed25519PrivateKey.generate().public_key()))
+    token = cluster.token_for(NS, SA)
+    kubeconfig = cluster.plane.kubeconfig_for_token(token, work / "webhook.kubeconfig")
+    argv = [
+        trustgate_exe(), "webhook", "--kubeconfig", str(kubeconfig), "--verifier-key", str(key),
+        "--self-signed-tls", "--tls-namespace", NS, "--tls-ip-san", "127.0.0.1",
+        "--tls-check-interval", "1s", "--host", "127.0.0.1",
+    ]  # fmt: skip
+    _delete(cluster, secret_path(NS, SECRET))
+    e = Env(cluster, work, ns, argv)
+    try:
+        yield e
+    finally:
+        _unregister(cluster)  # failurePolicy Fail would break later tests' NF pods
+        for process in e.replicas:
+            process.stop()
+        _delete(cluster, secret_path(NS, SECRET))
+        _delete(cluster, f"/api/v1/namespaces/{ns}")
+
+
+def _eventually(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
+    return wait_for(what, check, timeout=timeout, every=0.1)
+
+
+def test_first_replica_creates_the_secret_patches_ca_bundle_and_is_called(env: Env) -> None:
+    # Registered first, without a caBundle: until the webhook patches it, the API server cannot
+    # trust any certificate, and failurePolicy Fail refuses NF pods.
+    port = free_port()
+    _register_without_ca_bundle(env.cluster, port)
+    with pytest.raises(urllib.error.HTTPError):
+        env.create_nf_pod("upf-before")
+
+    env.start_replica(port)
+    secret = env.secret()
+    assert secret is not None
+    assert secret["type"] == "kubernetes.io/tls"
+    material = material_from_secret(secret)
+    assert renewal_due(material, POLICY, datetime.now(UTC)) is None
+    assert served_cert(port) == material.serving_cert
+
+    _eventually(
+        "caBundle in both configurations",
+        lambda: all(ca_bundle_in_place(env.configuration(k), material.ca_bundle) for k in KINDS),
+    )
+    assert _eventually("ready", lambda: readyz(port, material.ca_bundle) == 200)
+
+    pod = _eventually("the API server to call the webhook", lambda: _try_create(env, "upf-a"))
+    assert pod["metadata"]["labels"]["trustgate.io/network-function"] == "upf"
+    assert pod["spec"]["schedulingGates"] == [{"name": "trustgate.io/attestation"}]
+
+
+def _try_create(env: Env, name: str) -> dict[str, Any] | None:
+    try:
+        return env.create_nf_pod(name)
+    except urllib.error.HTTPError:
+        return None
+
+
+def test_second_replica_serves_the_same_certificate(env: Env) -> None:
+    before = env.secret()
+    assert before is not None
+    port = env.start_replica()
+    material = env.material()
+    assert served_cert(port) == served_cert(env.ports[0]) == material.serving_cert
+    assert _eventually("second replica ready", lambda: readyz(port, material.ca_bundle) == 200)
+    after = env.secret()
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    env.point_webhooks_at(port)
+    pod = _eventually(
+        "the API server to call the second replica", lambda: _try_create(env, "upf-b")
+    )
+    assert pod["spec"]["schedulingGates"] == [{"name": "trustgate.io/attestation"}]
+
+
+def test_a_certificate_close_to_expiry_is_renewed_and_still_accepted(env: Env) -> None:
+    original = env.material()
+    now = datetime.now(UTC)
+    short = CertPolicy(
+        dns_names=POLICY.dns_names, ip_addresses=POLICY.ip_addresses,
+        serving_validity=timedelta(days=2), serving_renew_before=timedelta(days=1),
+    )  # fmt: skip
+    seeded = reissue(original, short, now)
+    current = env.secret()
+    env.cluster.request(
+        "PUT", secret_path(NS, SECRET), secret_for(seeded, NS, SECRET, current=current)
+    )
+
+    def renewed() -> TlsMaterial | None:
+        material = env.material()
+        return material if material.cert not in (original.cert, seeded.cert) else None
+
+    material = _eventually("a replica to renew the serving certificate", renewed)
+    assert material.ca_bundle == original.ca_bundle  # same CA: no caBundle change needed
+    left = material.serving_cert.not_valid_after_utc - datetime.now(UTC)
+    assert left > timedelta(days=89)
+    for port in env.ports:
+        _eventually(
+            f"replica on {port} to serve the renewed certificate",
+            lambda p=port: served_cert(p) == material.serving_cert,  # type: ignore[misc]
+        )
+
+    # The API server's connections to both replicas may still carry the old certificate; a
+    # replica it has not called yet makes it handshake with the renewed one.
+    port = env.start_replica()
+    assert served_cert(port) == material.serving_cert
+    env.point_webhooks_at(port)
+    pod = _eventually("the API server to accept the renewed certificate",
+                      lambda: _try_create(env, "upf-c"))  # fmt: skip
+    assert pod["metadata"]["labels"]["trustgate.io/network-function"] == "upf"
+    for kind in KINDS:
+        assert ca_bundle_in_place(env.configuration(kind), material.ca_bundle)
+
+
+class StaleFirstRead:
+    """The real Secret store, whose first ``get`` answers what it saw before another replica
+    wrote: the race a replica loses, made deterministic. Everything else is the API server."""
+
+    def __init__(self, store: NamedSecret, stale: dict[str, Any] | None) -> None:
+        self._store, self._stale, self.reads = store, stale, 0
+
+    def get(self) -> dict[str, Any] | None:
+        self.reads += 1
+        return self._stale if self.reads == 1 else self._store.get()
+
+    def create(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self._store.create(body)
+
+    def replace(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self._store.replace(body)
+
+
+@pytest.mark.parametrize("stale", ["absent", "old-version"])
+def test_a_replica_that_loses_the_race_reads_the_winners_secret(
+    env: Env, stale: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """create answered 409 (it exists now) or replace answered 409 (resourceVersion is stale):
+    re-read and adopt what the other replica stored, writing nothing."""
+    before = env.secret()
+    assert before is not None
+    seen: dict[str, Any] | None = None
+    if stale == "old-version":
+        seen = {**before, "metadata": {**before["metadata"], "resourceVersion": "1"}}
+        seen["data"] = {}  # unreadable: the replica wants to replace it
+    kube = Kube(env.cluster.api_client)
+    store = StaleFirstRead(NamedSecret(kube, NS, SECRET), seen)
+    tls = SelfManagedTls(
+        SelfTlsSettings(POLICY), store, WebhookConfigurations(kube, "trustgate"), env.work
+    )
+    with caplog.at_level(logging.INFO, logger="webhook.tls"):
+        material = tls.settle()
+    assert "another replica wrote first" in caplog.text
+    assert store.reads == 2
+    assert material == env.material()
+    after = env.secret()
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
