@@ -5,9 +5,11 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- builder: tpm2-pytss has no wheels on PyPI and builds from sdist against tpm2-tss 3.2 -----
+# attestation._imafast (the IMA hot loop in C) links OpenSSL's libcrypto; the runtime image has
+# libssl3 already (python needs it).
 FROM ${PYTHON_IMAGE} AS builder
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev libtss2-dev pkg-config \
+    && apt-get install -y --no-install-recommends gcc libc6-dev libtss2-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -17,7 +19,7 @@ COPY pyproject.toml README.md ./
 COPY attestation ./attestation
 COPY webhook ./webhook
 RUN /opt/trustgate/bin/pip install --no-compile . \
-    && /opt/trustgate/bin/python -c "import tpm2_pytss.ESAPI, attestation.cli, webhook.app"
+    && /opt/trustgate/bin/python -c "import tpm2_pytss.ESAPI, attestation._imafast, attestation.cli, webhook.app"
 
 # --- runtime: the venv plus the tpm2-tss shared libraries tpm2-pytss links and dlopens --------
 FROM ${PYTHON_IMAGE}

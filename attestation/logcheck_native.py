@@ -1,0 +1,77 @@
+"""The native implementation of :func:`attestation.logcheck.check_log`.
+
+The C scan (attestation/_imafast.c) does the per-entry work: parse and check every entry, replay
+PCR 10 in every quoted bank, and test each covered entry's (path, digest) against its owner's
+policy table. It hands back only the covered count, where the covered entries end, the positions
+of the entries that failed that test ("suspects", rare) and how many entries each cgroup had.
+Everything a person reads is still made by the reference code: each suspect is parsed and judged
+by attestation.ima and attestation.policy exactly as in the pure path, and whenever the scan
+declines (malformed or unusual entries, a replay that does not reach the quote) the whole check
+runs in the reference, which raises the parse error or builds the ``ima.pcr_mismatch`` failure.
+
+Importing this module fails with ImportError when the extension was not built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from types import MappingProxyType
+
+from attestation import _imafast, logcheck
+from attestation.attribution import attribute
+from attestation.ima import parse_binary
+from attestation.logcheck import LogCheck, PolicyFor
+from attestation.policy import LogJudgement, evaluate_log
+from attestation.replay import ReplayResult, ReplayState
+from attestation.types import Failure, HashAlg, PodRef
+
+
+def check_log(
+    buf: bytes,
+    state: ReplayState,
+    quoted_pcr10: Mapping[HashAlg, bytes],
+    policy_for: PolicyFor,
+    *,
+    column_size: int = 20,
+) -> LogCheck:
+    """Same contract as :func:`attestation.logcheck.check_log`."""
+    banks = [alg for alg in HashAlg if alg in quoted_pcr10]
+    if not banks:
+        return logcheck.check_log(buf, state, quoted_pcr10, policy_for, column_size=column_size)
+    # as verify_against_quote: the first bank (SHA-256 preferred) locates the covered prefix
+    primary = HashAlg.SHA256 if HashAlg.SHA256 in quoted_pcr10 else banks[0]
+    order = [primary, *(alg for alg in banks if alg is not primary)]
+    owners: dict[bytes | None, PodRef | None] = {}
+
+    def table_for(cgroup: bytes | None) -> Mapping[bytes, Collection[bytes]] | None:
+        pod = attribute(cgroup.decode()) if cgroup else None  # as evaluate_log attributes
+        owners[cgroup] = pod
+        policy = policy_for(pod)
+        return None if policy is None else policy.by_raw_path
+
+    spec = tuple((alg.value, state.pcr(alg), quoted_pcr10[alg]) for alg in order)
+    scanned = _imafast.scan(buf, column_size, spec, table_for)
+    if scanned is None:
+        return logcheck.check_log(buf, state, quoted_pcr10, policy_for, column_size=column_size)
+    covered, covered_end, first_end, suspects, counts = scanned
+
+    pcrs = MappingProxyType({alg: quoted_pcr10[alg] for alg in order})
+    offset = covered_end if covered else state.next_offset
+    replayed = ReplayResult(ReplayState(state.next_index + covered, offset, pcrs), covered)
+    first = None
+    if covered:
+        head = parse_binary(buf[:first_end], start_index=state.next_index, column_size=column_size)
+        first = head.entry(0)
+    failures: list[Failure] = []
+    for k, start, end in suspects:
+        one = parse_binary(
+            buf[start:end], start_index=state.next_index + k, column_size=column_size
+        )
+        failures += evaluate_log(one, policy_for).failures
+    measurements: dict[str | None, int] = {}
+    for cgroup, seen in counts.items():
+        pod = owners[cgroup]
+        owner = pod.uid if pod else None
+        measurements[owner] = measurements.get(owner, 0) + seen
+    judged = LogJudgement(tuple(failures), MappingProxyType(measurements))
+    return LogCheck(replayed, covered_end, first, judged)
