@@ -103,10 +103,6 @@ class SelfManagedTls:
         """The last check found every webhook's caBundle equal to the Secret's bundle."""
         return self._ca_bundle_in_place
 
-    @property
-    def served(self) -> TlsMaterial | None:
-        return self._served
-
     # -- start -------------------------------------------------------------------------------------
 
     def prepare(self) -> TlsMaterial:
