@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from attestation.evidence import Evidence
-from attestation.ima import ImaParseError, parse_binary
-from attestation.policy import RuntimePolicy, evaluate_log
+from attestation.fastpath import check_log
+from attestation.ima import ImaParseError
+from attestation.policy import RuntimePolicy
 from attestation.quote import verify_quote
-from attestation.replay import ReplayState, check_boot_aggregate, verify_against_quote
+from attestation.replay import ReplayState, check_boot_aggregate
 from attestation.types import IMA_PCR, ClockInfo, Failure, HashAlg, NodeVerdict, PodRef, PodVerdict
 
 #: Failures kept per pod/host: enough to act on, bounded so a noisy pod cannot grow the state.
@@ -172,32 +173,9 @@ def attest_round(
             f" {state.ima_offset} was asked for",
         )
         return RoundResult(state, _verdict(node, state, pods, (why,), quote_digest))
-    try:
-        log = parse_binary(
-            evidence.ima_log, start_index=state.replay.next_index, column_size=log_column_size
-        )
-    except ImaParseError as e:
-        broken = Failure("ima.log_malformed", str(e))
-        state = dataclasses.replace(state, log_failure=broken)
-        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
-
     quoted = {
         bank: values[IMA_PCR] for bank, values in evidence.pcr_values.items() if IMA_PCR in values
     }
-    replayed = verify_against_quote(state.replay, log, quoted)
-    if replayed.failures:
-        state = dataclasses.replace(state, log_failure=replayed.failures[0])
-        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
-    covered = replayed.covered
-    new_replay = dataclasses.replace(
-        replayed.state, next_offset=state.ima_offset + log.end_offset(covered)
-    )
-    host_failures = list(state.host_failures)
-    if state.replay.next_index == 0 and covered:
-        allowed = policies.host.boot_aggregates if policies.host else frozenset()
-        failure = check_boot_aggregate(log.entry(0), evidence.pcr_values, allowed)
-        if failure is not None:
-            host_failures.append(failure)
 
     def policy_for(pod: PodRef | None) -> RuntimePolicy | None:
         if pod is None:
@@ -205,7 +183,30 @@ def attest_round(
         info = pods.get(pod.uid)
         return policies.by_network_function.get(info.network_function) if info else None
 
-    judged = evaluate_log(log, policy_for, count=covered)
+    try:  # parse, replay against the quoted PCR 10, judge the covered entries (fastpath: in C)
+        checked = check_log(
+            evidence.ima_log, state.replay, quoted, policy_for, column_size=log_column_size
+        )
+    except ImaParseError as e:
+        broken = Failure("ima.log_malformed", str(e))
+        state = dataclasses.replace(state, log_failure=broken)
+        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
+
+    replayed = checked.replay
+    if replayed.failures:
+        state = dataclasses.replace(state, log_failure=replayed.failures[0])
+        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
+    new_replay = dataclasses.replace(
+        replayed.state, next_offset=state.ima_offset + checked.covered_bytes
+    )
+    host_failures = list(state.host_failures)
+    if state.replay.next_index == 0 and checked.first is not None:
+        allowed = policies.host.boot_aggregates if policies.host else frozenset()
+        failure = check_boot_aggregate(checked.first, evidence.pcr_values, allowed)
+        if failure is not None:
+            host_failures.append(failure)
+
+    judged = checked.judgement
     pod_failures = dict(state.pod_failures)
     pod_measurements = dict(state.pod_measurements)
     warnings = state.warnings
