@@ -206,7 +206,9 @@ def server_config(
         ssl_certfile=cert,
         ssl_keyfile=key,
         ssl_context_factory=tls.ssl_context_factory if tls is not None else None,
-        log_level="info",
+        log_level="warning",
+        # One line per review would cost more than the decision; /metrics counts them instead.
+        access_log=False,
         timeout_keep_alive=30,  # the API server reuses connections across reviews
         lifespan="on",
     )

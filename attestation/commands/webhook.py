@@ -158,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
             tls=tls,
         )
         config = server_config(app, settings, tls=tls)
-        config.log_level = "warning"
         server = uvicorn.Server(config)
         if tls is not None:
             tls.serving = lambda: server.started

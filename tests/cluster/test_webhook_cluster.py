@@ -184,7 +184,6 @@ def env(
         settings, trust_source=Resource(kube, nodeattestation_path()), pod_lookup=kube.get_pod
     )
     config = server_config(app, settings)
-    config.log_level = "warning"
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
