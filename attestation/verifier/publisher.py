@@ -173,6 +173,8 @@ class Publisher:
                     "quoteDigest": verdict.quote_digest,
                 }
             )
+        # Remove divergent pods first: every write below is visibility, not protection.
+        self._remediate(state, verdict, views, pods)
         self._sequence += 1
         status = node_status(
             verdict, state, node_reason, pods, verified_at=now,
@@ -193,15 +195,24 @@ class Publisher:
             before = prev.pods.get(uid) if prev is not None else None
             if before != view:
                 await self._pod_changed(pods[uid], before, view, now)
-            if view.state == "untrusted":
-                pod_verdict = verdict.pod(uid)
-                pod_failed = pod_verdict is not None and not pod_verdict.trusted
-                node_failed = (
-                    state == "Untrusted" and self.settings.untrusted_node_action == "evict"
-                )
-                if pod_failed or node_failed:
-                    info = pods[uid]
-                    self.remediator.request(PodTarget(info.namespace, info.name, uid, view.reason))
+
+    def _remediate(
+        self,
+        state: NodeState,
+        verdict: NodeVerdict,
+        views: Mapping[str, PodTrustView],
+        pods: Mapping[str, PodInfo],
+    ) -> None:
+        """Start removing each untrusted pod that diverged itself, or that sits on an Untrusted
+        node when the configured action says so (the remediator skips pods already handled)."""
+        node_failed = state == "Untrusted" and self.settings.untrusted_node_action == "evict"
+        for uid, view in views.items():
+            if view.state != "untrusted":
+                continue
+            pod_verdict = verdict.pod(uid)
+            if node_failed or (pod_verdict is not None and not pod_verdict.trusted):
+                info = pods[uid]
+                self.remediator.request(PodTarget(info.namespace, info.name, uid, view.reason))
 
     def _write_status(self, node: str, status: dict[str, Any]) -> None:
         path = nodeattestation_path(node)
