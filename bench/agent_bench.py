@@ -38,11 +38,11 @@ from common import (
 )
 
 from attestation.evidence import EvidenceQuery
+from attestation.lab.ima_writer import ImaWriter
 from attestation.lab.process import ManagedProcess, free_port
 from attestation.lab.swtpm import LocalCa, SwTpm
 from attestation.types import HashAlg
 from attestation.verifier.collector import AgentClient
-from tests.support.ima_writer import ImaWriter
 
 KEYLIME_CPU_MS = (36.0, 51.0)
 KEYLIME_RSS_MIB = 116.0
