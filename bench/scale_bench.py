@@ -73,11 +73,11 @@ from attestation.evidence import (
     encode_identity,
 )
 from attestation.lab.controlplane import ControlPlane
+from attestation.lab.ima_writer import ImaWriter
 from attestation.lab.process import ManagedProcess, free_port
 from attestation.lab.swtpm import LocalCa, SwTpm
 from attestation.signing import generate_private_key, private_key_to_pem
 from attestation.types import HashAlg
-from tests.support.ima_writer import ImaWriter
 from tests.support.lab import FILES
 
 BUCKET_LABEL = "trustgate.bench/scale-bucket"
