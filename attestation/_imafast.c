@@ -280,7 +280,7 @@ replay(const unsigned char *buf, Py_ssize_t n, Py_ssize_t cs, Bank *banks, int n
         k++;
         pos = e.end;
         if (covered >= 0)
-            continue; /* later entries are only checked: the reference would reject them */
+            continue; /* past the quote: only checked, as the reference parses the whole read */
         int violation = all_zero(e.column, cs);
         if (!violation && e.pcr != IMA_PCR)
             continue; /* the kernel's pcr= rule sent it to another PCR */

@@ -3,9 +3,12 @@
 IMA section: generated logs (ima-ng and ima-cgpath, SHA-256 bank, mostly host entries and a few
 pods) of 10k and 100k entries, single core, best of a few runs each:
 
-  ours     parse (binary list, as the agent ships it) + PCR 10 replay against the quoted value +
-           pod attribution + policy judgement of every entry
-  ours/ascii  the same from the ASCII list (Keylime's input), for a like-for-like comparison
+  pure     what a round does with the binary list the agent ships (attestation.logcheck, the
+           pure-Python reference): parse + PCR 10 replay against the quoted value + pod
+           attribution + policy judgement of every entry
+  native   the same through the C extension attestation._imafast (attestation.logcheck_native;
+           skipped when it was not built), which is what attest_round uses when it is there
+  pure/ascii  the pure path from the ASCII list (Keylime's input), for a like-for-like comparison
   keylime  Keylime 7.14 ``process_measurement_list`` on the ima-ng ASCII list, in its own venv
            (bench/.venv-keylime, installed on first run; Keylime cannot parse ima-cgpath)
   floor    only the two SHA-256 calls per entry replay cannot avoid (H(template data), extend)
@@ -36,8 +39,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from attestation.fastpath import IMPLEMENTATIONS  # noqa: E402
 from attestation.ima import parse_ascii, parse_binary  # noqa: E402
 from attestation.lab.ima_writer import BuiltLog, build_log  # noqa: E402
+from attestation.logcheck import CheckLog  # noqa: E402
 from attestation.policy import RuntimePolicy, evaluate_log, policy_from_document  # noqa: E402
 from attestation.replay import ReplayState, verify_against_quote  # noqa: E402
 from attestation.types import HashAlg, PodRef  # noqa: E402
@@ -114,9 +119,21 @@ def _policy(built: BuiltLog) -> RuntimePolicy:
     return policy_from_document(doc, source="bench")
 
 
-def ours(raw: bytes, *, ascii_form: bool, quoted: bytes, policy: RuntimePolicy) -> None:
-    """What the verifier does with one round's new entries."""
-    log = parse_ascii(raw) if ascii_form else parse_binary(raw, column_size=32)
+def ours(check: CheckLog, raw: bytes, *, count: int, quoted: bytes, policy: RuntimePolicy) -> None:
+    """What the verifier does with one round's new entries (attest_round's log step)."""
+
+    def policy_for(_pod: PodRef | None) -> RuntimePolicy:
+        return policy
+
+    done = check(raw, ReplayState.initial(), {HashAlg.SHA256: quoted}, policy_for, column_size=32)
+    failures = done.replay.failures + done.judgement.failures
+    if failures or done.replay.covered != count:
+        raise SystemExit(f"bench log did not verify: {failures[:3]}")
+
+
+def ours_ascii(raw: bytes, *, quoted: bytes, policy: RuntimePolicy) -> None:
+    """The pure path from the ASCII list (there is no native ASCII parser)."""
+    log = parse_ascii(raw)
     replayed = verify_against_quote(ReplayState.initial(), log, {HashAlg.SHA256: quoted})
 
     def policy_for(_pod: PodRef | None) -> RuntimePolicy:
@@ -193,6 +210,7 @@ def ima_section(sizes: list[int], with_keylime: bool) -> dict[str, Any]:
     if isinstance(python, str):
         print(f"[keylime] unavailable: {python}", flush=True)
     results: dict[str, Any] = {"keylime": python if isinstance(python, str) else KEYLIME_PIN}
+    keylime_rate: dict[int, float] = {}
     for n in sizes:
         runs = 5 if n <= 20_000 else 3
         for template in ("ima-ng", "ima-cgpath"):
@@ -204,22 +222,31 @@ def ima_section(sizes: list[int], with_keylime: bool) -> dict[str, Any]:
             datas = list(parse_binary(built.binary, column_size=32).datas)
             row: dict[str, Any] = {"entries": count}
             hashes_only = partial(floor, datas)
-            binary = partial(ours, built.binary, ascii_form=False, quoted=quoted, policy=policy)
-            text = partial(ours, built.ascii, ascii_form=True, quoted=quoted, policy=policy)
+            text = partial(ours_ascii, built.ascii, quoted=quoted, policy=policy)
             # the floor is measured before and after: the machine is shared, keep its best run
             row["floor"] = count / best_of(runs, hashes_only)
-            row["ours"] = count / best_of(runs, binary)
-            row["ours_ascii"] = count / best_of(runs, text)
+            for name, check in IMPLEMENTATIONS.items():
+                binary = partial(
+                    ours, check, built.binary, count=count, quoted=quoted, policy=policy
+                )
+                row[name] = count / best_of(runs, binary)
+            row["pure_ascii"] = count / best_of(runs, text)
             row["floor"] = max(row["floor"], count / best_of(runs, hashes_only))
-            row["ours_vs_floor"] = row["ours"] / row["floor"]
             if template == "ima-ng" and isinstance(python, Path):
                 print(f"[ima] {template} {n}: Keylime ({runs} runs) ...", flush=True)
                 k = keylime(python, built, runs)
                 row["keylime_raw"] = k
                 if "seconds" in k and k.get("ok"):
-                    row["keylime"] = k["entries"] / k["seconds"]
-                    row["ours_vs_keylime"] = row["ours"] / row["keylime"]
-                    row["ours_ascii_vs_keylime"] = row["ours_ascii"] / row["keylime"]
+                    row["keylime"] = keylime_rate[n] = k["entries"] / k["seconds"]
+            elif n in keylime_rate:  # Keylime cannot parse ima-cgpath: its ima-ng rate, labelled
+                row["keylime_ima_ng"] = keylime_rate[n]
+            for name in (*IMPLEMENTATIONS, "pure_ascii"):
+                row[f"{name}_vs_floor"] = row[name] / row["floor"]
+                for keylime_key in ("keylime", "keylime_ima_ng"):
+                    if keylime_key in row:
+                        row[f"{name}_vs_{keylime_key}"] = row[name] / row[keylime_key]
+            if "native" in row:
+                row["native_vs_pure"] = row["native"] / row["pure"]
             results[f"{template}/{n}"] = row
             _print_row(template, row)
     return results
@@ -227,12 +254,12 @@ def ima_section(sizes: list[int], with_keylime: bool) -> dict[str, Any]:
 
 def _print_row(template: str, row: dict[str, Any]) -> None:
     parts = [f"{template:10} {row['entries']:>7} entries:"]
-    for key in ("ours", "ours_ascii", "keylime", "floor"):
+    for key in ("native", "pure", "pure_ascii", "keylime", "keylime_ima_ng", "floor"):
         if key in row:
-            parts.append(f"{key} {row[key]:>10,.0f}/s")
-    for key in ("ours_vs_keylime", "ours_ascii_vs_keylime", "ours_vs_floor"):
-        if key in row:
-            parts.append(f"{key} {row[key]:.2f}")
+            parts.append(f"{key} {row[key]:>9,.0f}/s")
+    ratios = [k for k in row if "_vs_" in k]
+    print("  ".join(parts), flush=True)
+    parts = [" " * 19] + [f"{key} {row[key]:.2f}" for key in ratios]
     if "keylime_raw" in row and "keylime" not in row:
         parts.append(f"keylime failed: {row['keylime_raw']}")
     print("  ".join(parts), flush=True)
