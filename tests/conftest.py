@@ -1,5 +1,6 @@
 """Test layers by folder: tests/unit (pure), tests/tpm (real swtpm), tests/cluster (real control
-plane). Folder markers are applied here so `-m "not cluster"` works without decorating each test."""
+plane), tests/adversarial (attacks on the whole system; needs what cluster tests need). Folder
+markers are applied here so `-m "not cluster"` works without decorating each test."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import pytest
 
 pytest_plugins = ["tests.support.controlplane", "tests.support.swtpm", "tests.support.lab"]
 
-_LAYER_MARKERS = {"tpm": pytest.mark.tpm, "cluster": pytest.mark.cluster}
+_LAYER_MARKERS = {
+    "tpm": pytest.mark.tpm,
+    "cluster": pytest.mark.cluster,
+    "adversarial": pytest.mark.adversarial,
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

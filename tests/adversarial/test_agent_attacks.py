@@ -1,0 +1,231 @@
+"""Attacks through the agent's channel: a compromised agent or a network attacker between the
+verifier and the agent (hostile proxies, real HTTP), against the real verifier process, real
+swtpm nodes and agents, and the real control plane.
+
+One lab for the module (~60 s in all): ``mitm-1`` sits behind a proxy whose mode each test turns
+hostile and back to honest (each attack lasts one round or until max-age, so it does not poison
+the next test); ``badek-1``, ``unbound-1`` and ``secret-1`` are behind proxies that are hostile
+from the start (enrollment happens once); ``peer-1`` is honest and carries an SMF pod: it must
+stay Trusted, fresh and untouched through every attack.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from attestation import enroll
+from attestation.agent.tpm import Tpm
+from attestation.lab.node import SimNode
+from attestation.lab.swtpm import SwTpm
+from attestation.verifier.collector import _EVIDENCE_BODY
+from tests.support.attacks import HostileAgent, Impersonation, Mode
+from tests.support.controlplane import ClusterHandle
+from tests.support.lab import Lab, lab_cluster, wait_for
+from tests.support.swtpm import LocalCa
+from tests.support.verdicts import (
+    assert_trusted_and_fresh,
+    assert_user_sees,
+    audit_records,
+    pod_view,
+    seen,
+    wait_state,
+    watch_freshness,
+)
+
+NS = "adv-agent"
+MITM, PEER = "mitm-1", "peer-1"
+BAD_EK, UNBOUND, SECRET = "badek-1", "unbound-1", "secret-1"
+MAX_AGE = 3.0
+AGENT_TIMEOUT = 1.0
+
+
+@dataclass
+class Env:
+    lab: Lab
+    proxies: dict[str, HostileAgent]
+    peer_pod: str
+
+
+def _impersonation(other_ca: LocalCa, workdir: Path) -> Impersonation:
+    """Identity fields of a TPM made by a CA the verifier does not know, with an AK of its own."""
+    tpm = SwTpm(other_ca, workdir)
+    tpm.start()
+    try:
+        foreign = Tpm(tpm.tcti)
+        ak = foreign.create_ak("ecc")
+        return Impersonation(
+            ek_certificate=base64.b64encode(foreign.ek_certificate()).decode(),
+            ek_public=base64.b64encode(foreign.ek_public()).decode(),
+            ak_public=base64.b64encode(ak.public).decode(),
+            ak_name=enroll.ak_name(ak.public).hex(),
+        )
+    finally:
+        tpm.stop(orderly=False)
+
+
+@pytest.fixture(scope="module")
+def env(
+    trustgate_installed: ClusterHandle,
+    swtpm_ca: LocalCa,
+    swtpm_other_ca: LocalCa,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Env]:
+    trustgate_installed.ensure_namespace(NS)
+    workdir = tmp_path_factory.mktemp("adv-agent")
+    other = _impersonation(swtpm_other_ca, workdir / "foreign-tpm")
+    hostile_from_start: dict[str, Mode] = {
+        BAD_EK: "foreign_ek", UNBOUND: "ak_unbound", SECRET: "wrong_secret"
+    }  # fmt: skip
+    proxies: dict[str, HostileAgent] = {}
+    proxy_stack = contextlib.ExitStack()
+
+    def urls(nodes: Mapping[str, SimNode]) -> dict[str, str]:
+        out = {}
+        for name in (MITM, *hostile_from_start):
+            proxy = HostileAgent(
+                nodes[name].agent_url,
+                hostile_from_start.get(name, "pass"),
+                other=nodes[PEER].agent_url,
+                impersonate=other,
+            )
+            proxies[name] = proxy
+            out[name] = proxy_stack.enter_context(proxy.running())
+        return out
+
+    with proxy_stack, lab_cluster(
+        trustgate_installed, swtpm_ca, workdir, [MITM, PEER, *hostile_from_start],
+        max_age=MAX_AGE, agent_urls=urls,
+        verifier_args=("--eviction-deadline", "5", "--agent-timeout", str(AGENT_TIMEOUT)),
+    ) as lab:  # fmt: skip
+        try:
+            for node in (MITM, PEER):
+                wait_state(lab, node, "Trusted", timeout=60)
+            peer_pod = lab.create_nf_pod(NS, "smf-peer", "smf", PEER)
+            lab.nodes[PEER].run_in_pod(peer_pod, "/usr/bin/smfd", b"open5gs-smfd 2.7")
+            wait_for("the peer's SMF pod trusted", lambda: _pod_state(lab) == "trusted")
+            yield Env(lab, proxies, peer_pod)
+        finally:
+            # Proxies first: an agent with a proxy's connection open waits for it to stop.
+            proxy_stack.close()
+
+
+def _pod_state(lab: Lab) -> str:
+    return pod_view(lab, NS, "smf-peer")[0]
+
+
+@pytest.fixture
+def mitm(env: Env) -> Iterator[HostileAgent]:
+    """The man in the middle of mitm-1, honest at the start and the end of each test."""
+    proxy = env.proxies[MITM]
+    proxy.mode = "pass"
+    wait_state(env.lab, MITM, "Trusted", timeout=30)
+    yield proxy
+    proxy.mode = "pass"
+    proxy.release()  # end hung or trickling answers of this test
+
+
+def _neighbours_untouched(env: Env) -> None:
+    assert_trusted_and_fresh(env.lab, PEER)
+    state, reason, leaving = pod_view(env.lab, NS, "smf-peer")
+    assert (state, reason, leaving) == ("trusted", "", False)
+
+
+# -- forged or stale quotes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "failure_id"),
+    [
+        ("replay", "quote.nonce_mismatch"),  # an earlier, genuine answer: old nonce
+        ("flip_signature", "quote.signature_invalid"),  # one bit of the signature
+        ("foreign", "quote.signature_invalid"),  # another node's TPM answers: foreign AK
+    ],
+)
+def test_forged_or_stale_quote_makes_only_that_node_untrusted(
+    env: Env, mitm: HostileAgent, mode: Mode, failure_id: str
+) -> None:
+    mitm.mode = mode
+    shown = assert_user_sees(env.lab, MITM, "Untrusted", failure_id)
+    assert shown.reason.startswith(failure_id)
+    _neighbours_untouched(env)
+    # The attack lasts as long as the attacker keeps it up: an honest round restores trust.
+    mitm.mode = "pass"
+    wait_state(env.lab, MITM, "Trusted")
+
+
+# -- enrollment ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("node", "failure_id"),
+    [
+        (BAD_EK, "enroll.ek_chain_untrusted"),  # EK certificate from an unknown CA
+        (UNBOUND, "enroll.activation_failed"),  # an AK that is not in this TPM
+        (SECRET, "enroll.activation_failed"),  # a made-up activation secret
+    ],
+)
+def test_enrollment_attack_keeps_the_node_untrusted(env: Env, node: str, failure_id: str) -> None:
+    shown = assert_user_sees(env.lab, node, "Untrusted", failure_id)
+    assert shown.reason.startswith(failure_id)
+    assert shown.verified_at is not None
+    assert not shown.fresh  # an Untrusted verdict expires at once: nothing to trust until then
+    proxy = env.proxies[node]
+    assert proxy.seen["evidence", proxy.mode] == 0  # no evidence is ever asked of it
+    _neighbours_untouched(env)
+
+
+def test_enrollment_succeeds_once_the_agent_is_honest(env: Env) -> None:
+    """The failed enrollments above are retried every round: an honest agent gets in."""
+    for node in (BAD_EK, UNBOUND, SECRET):
+        env.proxies[node].mode = "pass"
+    for node in (BAD_EK, UNBOUND, SECRET):
+        wait_state(env.lab, node, "Trusted")
+    _neighbours_untouched(env)
+
+
+# -- an agent that stops answering properly ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "failure_id"),
+    [
+        ("garbage", "agent.bad_response"),
+        ("http_error", "agent.http_error"),
+        ("hang", "agent.timeout"),  # reads the request, never answers
+        ("trickle", "agent.timeout"),  # answers one byte every half second, forever
+        ("huge", "agent.too_large"),  # a body past the verifier's cap
+    ],
+)
+def test_broken_agent_makes_node_unknown_after_max_age_and_others_stay_fresh(
+    env: Env, mitm: HostileAgent, mode: Mode, failure_id: str
+) -> None:
+    mitm.huge_bytes = _EVIDENCE_BODY + 1  # used by "huge" only
+    started = time.monotonic()
+    mitm.mode = mode
+    # The last good verdict stands until it expires, then the node is Unknown.
+    shown = assert_user_sees(env.lab, MITM, "Unknown", failure_id)
+    took = time.monotonic() - started
+    assert took < MAX_AGE + 4 * AGENT_TIMEOUT + 3, took
+    worst = watch_freshness(env.lab, PEER, 2.0)
+    print(f"\n{mode}: {MITM} Unknown after {took:.1f}s; {PEER} evidence age <= {worst:.2f}s")
+    assert worst < MAX_AGE
+    assert shown.reason.startswith(failure_id)
+    _neighbours_untouched(env)
+    mitm.mode = "pass"
+    mitm.release()
+    wait_state(env.lab, MITM, "Trusted")
+
+
+def test_peer_never_left_trusted(env: Env) -> None:
+    """Across every attack above, the neighbour's audit trail has no other verdict once it was
+    first attested."""
+    states = [r["state"] for r in audit_records(env.lab) if r.get("node") == PEER and "state" in r]
+    assert set(states[states.index("Trusted") :]) == {"Trusted"}, states
+    assert seen(env.lab, PEER).state == "Trusted"
