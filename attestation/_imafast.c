@@ -204,7 +204,7 @@ parse_entry(const unsigned char *buf, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t c
     e->data.n = data_len;
     e->end = p + 4 + (Py_ssize_t)data_len;
 
-    Span dep, cg, d, name_field, sig_field;
+    Span dep = {NULL, 0}, cg = dep, d = dep, name_field = dep, sig_field = dep;
     Py_ssize_t q = 0;
     if (cgpath && (take_field(e->data, &q, &dep) != OK || take_field(e->data, &q, &cg) != OK))
         return REJECT;
