@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from attestation.commands import agent, audit, demo, verifier, webhook
+from attestation.commands import agent, audit, demo, keygen, policy, verifier, webhook
 from attestation.commands.common import Handler
 
-COMMANDS = (agent, verifier, webhook, audit, demo)
+COMMANDS = (agent, verifier, webhook, policy, keygen, audit, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

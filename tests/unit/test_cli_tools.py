@@ -1,0 +1,82 @@
+"""The operator's offline tools through the real `trustgate` entry point: policy generation,
+key generation, audit verification — including what they say about bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from attestation.cli import main
+from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
+from attestation.policy import load_policy
+from attestation.signing import load_private_key_pem, load_public_key_pem
+from attestation.verifier.auditlog import AuditLog
+
+UID = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+
+
+def test_policy_from_an_image_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "root/usr/bin").mkdir(parents=True)
+    (tmp_path / "root/usr/bin/upfd").write_bytes(b"upf")
+    out = tmp_path / "upf.yaml"
+    assert main(["policy", "generate", "--from-dir", str(tmp_path / "root"), "--nf", "upf",
+                 "-o", str(out)]) == 0  # fmt: skip
+    policy = load_policy(out.read_bytes(), source="upf.yaml")
+    assert policy.network_function == "upf"
+    assert set(policy.digests) == {"/usr/bin/upfd"}
+    assert "hashed 1 files" in capsys.readouterr().err
+
+
+def test_policy_from_a_known_good_log_splits_pods_and_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "binary_runtime_measurements"
+    writer = ImaWriter(log, template="ima-cgpath")
+    writer.measure("/usr/bin/kubelet", b"kubelet")
+    writer.measure("/usr/bin/upfd", b"upf", cgroup_path=systemd_pod_cgroup(UID, "c1"))
+    assert main(["policy", "generate", "--from-log", str(log), "--nf", "upf", "--pod", UID]) == 0
+    pod_doc = yaml.safe_load(capsys.readouterr().out)
+    assert list(pod_doc["spec"]["digests"]) == ["/usr/bin/upfd"]
+    assert main(["policy", "generate", "--from-log", str(log), "--nf", "host"]) == 0
+    host_doc = yaml.safe_load(capsys.readouterr().out)
+    assert list(host_doc["spec"]["digests"]) == ["/usr/bin/kubelet"]
+
+
+def test_policy_from_a_garbage_log_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "log"
+    bad.write_bytes(b"\x0a\x00\x00\x00" + b"\xff" * 40)
+    assert main(["policy", "generate", "--from-log", str(bad), "--nf", "upf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "IMA log entry 0" in err[0]
+
+
+def test_keygen_makes_a_usable_pair_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    key, pub = tmp_path / "key.pem", tmp_path / "pub.pem"
+    assert main(["keygen", "--key", str(key), "--public", str(pub)]) == 0
+    assert key.stat().st_mode & 0o777 == 0o600
+    private = load_private_key_pem(key.read_bytes())
+    assert load_public_key_pem(pub.read_bytes()) == private.public_key()
+    assert main(["keygen", "--key", str(key), "--public", str(pub)]) == 2
+
+
+def test_audit_verify_reports_the_first_broken_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    for n in range(3):
+        log.append({"kind": "verdict", "node": f"n{n}"})
+    log.close()
+    assert main(["audit", "verify", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == 3
+    lines = path.read_bytes().splitlines()
+    path.write_bytes(b"\n".join([lines[0], lines[2]]) + b"\n")
+    assert main(["audit", "verify", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["brokenAt"] == 2
+    assert main(["audit", "verify", str(tmp_path / "missing")]) == 2
