@@ -6,9 +6,11 @@ valid logs, logs that lie to the quote, and arbitrary or mutated bytes."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import random
+import tracemalloc
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -244,6 +246,51 @@ def test_ima_signatures_are_judged_by_the_reference(check: CheckLog, tmp_path: P
     w.measure("/usr/bin/upf", b"tampered\n", signature=upf_sig)
     result = check(w.binary(), ReplayState.initial((HashAlg.SHA256,)), w.pcr10, lambda _: signed)
     assert [f.id for f in result.judgement.failures] == ["ima.policy.signature_invalid"]
+
+
+class _Refused(Exception):
+    pass
+
+
+def test_an_error_in_policy_for_propagates(check: CheckLog, tmp_path: Path) -> None:
+    def refuse(_pod: PodRef | None) -> RuntimePolicy | None:
+        raise _Refused
+
+    w = _judged_log(tmp_path)
+    with pytest.raises(_Refused):
+        check(w.binary(), ReplayState.initial((HashAlg.SHA256,)), w.pcr10, refuse)
+
+
+@needs_native
+def test_the_scan_keeps_nothing_between_calls() -> None:
+    """Refcounts and buffers: repeated scans (answered, declined, failing) leave no memory."""
+    from attestation import _imafast
+
+    built = build_log(200, template="ima-cgpath", banks=BANKS, pod_share=0.3)
+    spec = tuple((alg.value, bytes(alg.digest_size), built.pcr10[alg]) for alg in BANKS[::-1])
+    half = {p.encode(): frozenset([d]) for i, (p, d) in enumerate(built.digests.items()) if i % 2}
+
+    def refuse(_cg: bytes | None) -> None:
+        raise _Refused
+
+    def scans() -> None:
+        assert _imafast.scan(built.binary, 32, spec, lambda _cg: half) is not None
+        wrong_sha1 = (*spec[:1], ("sha1", bytes(20), b""))
+        assert _imafast.scan(built.binary, 32, wrong_sha1, lambda _cg: half) is None
+        assert _imafast.scan(built.binary[:-9] + b"\xff" * 9, 32, spec, lambda _cg: half) is None
+        with pytest.raises(_Refused):
+            _imafast.scan(built.binary, 32, spec, refuse)
+
+    scans()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):
+            scans()
+        gc.collect()
+        assert tracemalloc.get_traced_memory()[0] - before < 4096
+    finally:
+        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("template", ["ima-ng", "ima-cgpath"])
