@@ -151,6 +151,9 @@ def _bank(name: Any, where: str) -> HashAlg:
 #: Caps on what one answer may carry; an agent sending more is broken or hostile.
 MAX_STRUCT_BYTES: Final = 4096
 MAX_LOG_BYTES: Final = 256 * 1024 * 1024
+#: No measurement list comes near this; larger offsets do not even fit a C ``off_t`` (seek raises
+#: OverflowError), so they are refused as malformed.
+MAX_LOG_OFFSET: Final = 2**62
 
 
 def decode_evidence_request(body: Any) -> EvidenceQuery:
@@ -168,6 +171,8 @@ def decode_evidence_request(body: Any) -> EvidenceQuery:
     offset: int = _field(obj, "imaOffset", int, "request") if "imaOffset" in obj else 0
     if offset < 0:
         raise EvidenceFormatError("request.imaOffset: must not be negative")
+    if offset > MAX_LOG_OFFSET:
+        raise EvidenceFormatError(f"request.imaOffset: larger than any log ({MAX_LOG_OFFSET})")
     return EvidenceQuery(nonce, tuple(sorted(set(pcrs))), tuple(dict.fromkeys(banks)), offset)
 
 
