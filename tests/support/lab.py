@@ -149,10 +149,7 @@ def lab_cluster(
         if webhook:
             system.start_webhook()
         if agent_urls is not None:
-            urls = {n: node.agent_url for n, node in system.nodes.items()}
-            urls.update(agent_urls(system.nodes))
-            agents = ",".join(f"{n}={u}" for n, u in urls.items())
-            verifier_args = (*verifier_args, "--agents", agents)  # the last --agents wins
+            system.agent_urls.update(agent_urls(system.nodes))  # restarts keep them too
         system.start_verifier(interval=interval, max_age=max_age, extra_args=verifier_args)
         yield Lab(cluster, system)
     finally:
