@@ -6,10 +6,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from attestation.commands import agent, audit, demo, keygen, policy, verifier, webhook
+from attestation.commands import (
+    agent,
+    audit,
+    demo,
+    keygen,
+    policy,
+    verifier,
+    verify,
+    webhook,
+)
 from attestation.commands.common import Handler
 
-COMMANDS = (agent, verifier, webhook, policy, keygen, audit, demo)
+COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,12 +21,35 @@ class ProcessError(RuntimeError):
     """A lab process failed to start or to become ready; the message carries its log's tail."""
 
 
+#: Servers of the lab listen below the kernel's ephemeral range (32768-60999 by default): a load
+#: test that leaves tens of thousands of client sockets in TIME_WAIT exhausts that range, and a
+#: bind-to-0 then fails although plenty of other ports are free.
+_SERVER_PORTS = (20000, 32000)
+
+
+def free_ports(count: int = 1) -> int:
+    """A port P such that P..P+count-1 are free on 127.0.0.1 right now (a tiny race remains
+    between this check and the server's bind)."""
+    for _ in range(200):
+        port = random.randrange(_SERVER_PORTS[0], _SERVER_PORTS[1] - count)  # noqa: S311
+        if all(_bindable(p) for p in range(port, port + count)):
+            return port
+    raise RuntimeError(f"no {count} consecutive free loopback ports in {_SERVER_PORTS}")
+
+
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (the usual bind-to-0 trick; a tiny race remains)."""
+    return free_ports(1)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        # As servers do: a port whose old connections linger in TIME_WAIT is still usable.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 class ManagedProcess:

@@ -25,6 +25,7 @@ from pathlib import Path
 from tpm2_pytss import ESAPI, TPML_DIGEST_VALUES, TPML_PCR_SELECTION, TPMT_HA
 from tpm2_pytss.constants import ESYS_TR
 
+from attestation.lab.process import free_ports
 from attestation.types import HashAlg
 
 _START_TIMEOUT = 10.0
@@ -105,24 +106,6 @@ class LocalCa:
         )  # fmt: skip
 
 
-def _free_port_pair() -> int:
-    """A port P with P and P+1 both free on loopback (server and control channel)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free pair of loopback ports")
-
-
 class SwTpm:
     """One provisioned swtpm listening on loopback TCP."""
 
@@ -152,7 +135,7 @@ class SwTpm:
         # A restart keeps its port, as a rebooted machine keeps its TPM device: whatever holds
         # the TCTI string (an agent) reconnects to the same place.
         if not self.port:
-            self.port = _free_port_pair()
+            self.port = free_ports(2)  # server and control channel
         argv = [
             "swtpm", "socket", "--tpm2",
             "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",

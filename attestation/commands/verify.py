@@ -1,0 +1,107 @@
+"""``trustgate verify ima|evidence``: check a captured measurement list or evidence bundle
+offline. Prints one JSON object; exit 0 trusted, 1 not trusted, 2 unusable input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from attestation.commands.common import fail
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("verify", help="check a captured IMA log or evidence bundle offline")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="WHAT")
+    ima = verbs.add_parser("ima", help="an IMA measurement list against a PCR 10 value")
+    ima.add_argument("--log", type=Path, required=True)
+    ima.add_argument("--format", choices=["binary", "ascii"], default="binary")
+    ima.add_argument("--pcr10", required=True, help="PCR 10 of the sha256 bank, hex")
+    ima.add_argument(
+        "--column-size",
+        type=int,
+        default=20,
+        help="binary: template-hash column size (20 SHA-1, 32 SHA-256)",
+    )
+    _policy_args(ima)
+    ima.set_defaults(handler=verify_ima)
+    ev = verbs.add_parser("evidence", help="an evidence bundle: quote, PCRs and log")
+    ev.add_argument("--bundle", type=Path, required=True)
+    ev.add_argument("--ak", type=Path, help="pin the AK: its public key, PEM")
+    _policy_args(ev)
+    ev.set_defaults(handler=verify_evidence)
+
+
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--policy",
+        type=Path,
+        action="append",
+        required=True,
+        help="a runtime policy (ours or Keylime's); repeat for host + NFs",
+    )
+    p.add_argument(
+        "--pod",
+        action="append",
+        default=[],
+        metavar="UID=NF",
+        help="judge this pod with that network function's policy (repeatable)",
+    )
+
+
+def _policies(args: argparse.Namespace) -> Any:
+    from attestation.offline import OfflinePolicies
+    from attestation.policy import load_policy
+
+    loaded = {}
+    for path in args.policy:
+        policy = load_policy(path.read_bytes(), source=str(path))
+        loaded[policy.network_function.lower()] = policy
+    pods = {}
+    for item in args.pod:
+        uid, sep, nf = item.partition("=")
+        if not sep:
+            raise ValueError(f"--pod {item!r}: expected UID=NF")
+        pods[uid.lower()] = nf.lower()
+    return OfflinePolicies(loaded, pods)
+
+
+def _print(result: Any) -> int:
+    print(json.dumps(result.as_json(), indent=2))
+    return 0 if result.trusted else 1
+
+
+def verify_ima(args: argparse.Namespace) -> int:
+    from attestation.ima import ImaParseError
+    from attestation.offline import verify_log
+    from attestation.policy import PolicyError
+    from attestation.types import HashAlg
+
+    try:
+        pcr10 = bytes.fromhex(args.pcr10)
+        if len(pcr10) != HashAlg.SHA256.digest_size:
+            raise ValueError(f"--pcr10: {len(pcr10)} bytes, sha256 has 32")
+        policies = _policies(args)
+        result = verify_log(args.log.read_bytes(), args.format, {HashAlg.SHA256: pcr10},
+                            policies, column_size=args.column_size)  # fmt: skip
+    except (OSError, ValueError, PolicyError, ImaParseError) as e:
+        return fail(f"verify ima: {e}")
+    return _print(result)
+
+
+def verify_evidence(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from attestation.ima import ImaParseError
+    from attestation.offline import BundleError, verify_bundle
+    from attestation.policy import PolicyError
+
+    try:
+        bundle = json.loads(args.bundle.read_bytes())
+        policies = _policies(args)
+        pinned = load_pem_public_key(args.ak.read_bytes()) if args.ak else None
+        result = verify_bundle(bundle, policies, ak_key=pinned)  # type: ignore[arg-type]
+    except (OSError, ValueError, PolicyError, BundleError, ImaParseError) as e:
+        return fail(f"verify evidence: {e}")
+    return _print(result)
