@@ -5,8 +5,6 @@
 verifier and the agent: the verifier does not pin the agent's TLS certificate, by design). It
 proxies to the node's real agent and, depending on ``mode``, tampers with what comes back. The
 mode can change while the lab runs, so one verifier process sees an honest agent turn hostile.
-
-``HungAgent`` is a raw socket server that accepts connections and never answers a byte.
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
-import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -187,48 +183,3 @@ async def _zeros(size: int) -> AsyncIterator[bytes]:
         part = chunk[: min(len(chunk), size - sent)]
         sent += len(part)
         yield part
-
-
-class HungAgent:
-    """Accepts TCP connections and reads whatever comes, never answering: a wedged process (or a
-    black-holing middlebox) that keeps the socket open. Connections close when it stops."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.1)
-        self.port: int = self._sock.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, name="hung-agent", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> HungAgent:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for conn in self._conns:
-            conn.close()
-        self._sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-                conn.setblocking(False)
-                self._conns.append(conn)
-                self.accepted += 1
-            except TimeoutError:
-                pass
-            for c in self._conns:  # drain, so the client's writes never block
-                with contextlib.suppress(BlockingIOError, OSError):
-                    c.recv(65536)
