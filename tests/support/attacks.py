@@ -43,7 +43,7 @@ Mode = Literal[
 
 @dataclass(frozen=True, slots=True)
 class Impersonation:
-    """Identity fields taken from another TPM (base64 as on the wire)."""
+    """Identity fields taken from another TPM, as on the wire (base64; ``ak_name`` hex)."""
 
     ek_certificate: str = ""
     ek_public: str = ""
