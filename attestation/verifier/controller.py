@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from prometheus_client import Gauge
+
 from attestation import enroll
 from attestation.evidence import EvidenceQuery
 from attestation.kube import Kube, Resource, node_path, pod_path
@@ -28,6 +30,7 @@ from attestation.verdict import (
     attest_round,
     forget_pods,
 )
+from attestation.verifier.bynode import ByNode
 from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.informer import Informer, KubeObject, uid_key
 from attestation.verifier.metrics import VerifierMetrics
@@ -48,6 +51,8 @@ _INLINE_LOG_BYTES = 256 * 1024
 @dataclass
 class NodeWorker:
     name: str
+    #: This node's evidence-age gauge (prometheus' labels() takes a lock and a lookup per call).
+    evidence_age: Gauge
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     state: NodeState | None = None
     ak_name: bytes = b""
@@ -61,6 +66,10 @@ def pod_info(pod: KubeObject) -> PodInfo | None:
     if not nf or not meta.get("uid"):
         return None
     return PodInfo(meta["uid"], meta.get("namespace", ""), meta.get("name", ""), str(nf).lower())
+
+
+def _host_ip(pod: KubeObject) -> str | None:
+    return (pod.get("status") or {}).get("hostIP") or None
 
 
 class Verifier:
@@ -89,6 +98,13 @@ class Verifier:
         self.pods: Informer | None = None
         self.agent_pods: Informer | None = None
         self._gate_wake = asyncio.Event()
+        self._nf_pods_by_node = ByNode(pod_info)
+        self._agent_ips_by_node = ByNode(_host_ip)
+        #: One child per result, looked up once (see NodeWorker.evidence_age).
+        self._results = {
+            r: metrics.attestations.labels(r)
+            for r in ("trusted", "untrusted", "enroll_failed", "no_evidence")
+        }
 
     # -- start / stop ----------------------------------------------------------------------------
 
@@ -105,7 +121,7 @@ class Verifier:
             Resource(self.kube, "/api/v1/pods", label_selector=NF_LABEL),
             loop,
             key=uid_key,
-            on_change=lambda _k, _o: self._gate_wake.set(),
+            on_change=self._nf_pod_changed,
         )
         self._informers = [self.nodes, self.pods]
         if not self.settings.agents:
@@ -115,7 +131,7 @@ class Verifier:
                     self.kube, pod_path(self.settings.namespace), label_selector=AGENT_SELECTOR
                 ),
                 loop,
-                on_change=lambda _k, _o: None,
+                on_change=self._agent_ips_by_node.update,
             )
             self._informers.append(self.agent_pods)
         for informer in self._informers:
@@ -157,6 +173,10 @@ class Verifier:
         worker.wake.set()
         return True
 
+    def _nf_pod_changed(self, uid: str, pod: KubeObject | None) -> None:
+        self._nf_pods_by_node.update(uid, pod)
+        self._gate_wake.set()
+
     # -- nodes -----------------------------------------------------------------------------------
 
     def _node_changed(self, name: str, obj: KubeObject | None) -> None:
@@ -166,38 +186,34 @@ class Verifier:
                 worker.task.cancel()
             return
         if name not in self.workers:
-            worker = NodeWorker(name)
+            worker = NodeWorker(name, self.metrics.evidence_age.labels(name))
             self.workers[name] = worker
             worker.task = asyncio.create_task(self._node_loop(worker), name=f"node:{name}")
 
     def agent_url(self, node: str) -> str | None:
         if self.settings.agents:
             return self.settings.agents.get(node)
-        assert self.agent_pods is not None
-        for pod in self.agent_pods.objects.values():
-            spec, status = pod.get("spec") or {}, pod.get("status") or {}
-            if spec.get("nodeName") == node and status.get("hostIP"):
-                return f"https://{status['hostIP']}:{self.settings.agent_port}"
+        for host_ip in self._agent_ips_by_node.on(node).values():
+            return f"https://{host_ip}:{self.settings.agent_port}"
         return None
 
     def pods_on(self, node: str) -> dict[str, PodInfo]:
-        assert self.pods is not None
-        out: dict[str, PodInfo] = {}
-        for pod in self.pods.objects.values():
-            if (pod.get("spec") or {}).get("nodeName") != node:
-                continue
-            info = pod_info(pod)
-            if info is not None:
-                out[info.uid] = info
-        return out
+        """The protected pods bound to ``node``, by uid."""
+        return self._nf_pods_by_node.on(node)
 
     async def _node_loop(self, worker: NodeWorker) -> None:
         interval = self.settings.interval
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             if not self._active.is_set():
                 await self._active.wait()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.wake.wait(), interval)
+            # Sleep until the interval passes or a push wakes the node. A timer handle, not
+            # asyncio.wait_for, which wraps the wait in a task of its own every round.
+            timer = loop.call_later(interval, worker.wake.set)
+            try:
+                await worker.wake.wait()
+            finally:
+                timer.cancel()
             worker.wake.clear()
             if not self._active.is_set():
                 continue
@@ -257,9 +273,9 @@ class Verifier:
             worker.wake.set()
             return
         worker.state = result.state
-        self.metrics.attestations.labels("trusted" if result.verdict.trusted else "untrusted").inc()
+        self._results["trusted" if result.verdict.trusted else "untrusted"].inc()
         worker.last_verified = time.time()
-        self.metrics.evidence_age.labels(worker.name).set(0)
+        worker.evidence_age.set(0)
         await self.publisher.publish(worker.name, result.verdict, pods, worker.ak_name)
         self.metrics.round_seconds.observe(time.perf_counter() - started)
 
@@ -298,7 +314,7 @@ class Verifier:
         if failures:
             verdict = NodeVerdict(node=worker.name, trusted=False, failures=tuple(failures))
             await self.publisher.publish(worker.name, verdict, self.pods_on(worker.name), ak_name)
-            self.metrics.attestations.labels("enroll_failed").inc()
+            self._results["enroll_failed"].inc()
             return False
         worker.state = NodeState(ak_public=identity.ak_public)
         worker.ak_name = ak_name
@@ -317,9 +333,9 @@ class Verifier:
     async def _no_evidence(self, worker: NodeWorker, why: Failure) -> None:
         """No evidence this round. The last verdict stands until it expires; then the node is
         Unknown (untrusted): stale evidence is no evidence."""
-        self.metrics.attestations.labels("no_evidence").inc()
+        self._results["no_evidence"].inc()
         if worker.last_verified:
-            self.metrics.evidence_age.labels(worker.name).set(time.time() - worker.last_verified)
+            worker.evidence_age.set(time.time() - worker.last_verified)
         await self.publisher.no_evidence(worker.name, why, self.pods_on(worker.name))
 
     # -- scheduling gates ------------------------------------------------------------------------
