@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from attestation.lab.cluster import MANIFESTS
+from attestation.lab.cluster import LabCluster
 from attestation.lab.controlplane import ControlPlane
 from attestation.lab.node import trustgate_exe
 from tests.support.controlplane import ClusterHandle
@@ -56,14 +56,7 @@ def private_plane(tmp_path: Path) -> Iterator[ClusterHandle]:
     plane.start()
     handle = ClusterHandle(plane)
     try:
-        plane.kubectl(
-            "apply", "--server-side", "-f", str(MANIFESTS / "namespace.yaml"),
-            "-f", str(MANIFESTS / "crds"), "-f", str(MANIFESTS / "rbac.yaml"),
-        )  # fmt: skip
-        plane.kubectl(
-            "wait", "--for=condition=Established", "--timeout=30s",
-            "crd/nodeattestations.trustgate.io",
-        )  # fmt: skip
+        LabCluster(tmp_path / "installer", plane, log=lambda _m: None).install()  # CRD, RBAC
         yield handle
     finally:
         handle.api_client.close()
