@@ -70,6 +70,8 @@ class _Peer:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HttpClientError("unreachable", f"{base_url}: not an http(s) URL")
+        if parts.query or parts.fragment or parts.username is not None:
+            raise HttpClientError("unreachable", f"{base_url}: query, fragment or user given")
         tls = parts.scheme == "https"
         try:
             port = parts.port or (443 if tls else 80)
@@ -198,7 +200,7 @@ class HttpClient:
 
     def _head(self, method: str, peer: _Peer, path: str, body: bytes | None) -> bytes:
         lines = [
-            f"{method} {peer.prefix}{path} HTTP/1.1",
+            f"{method} {peer.prefix + path or '/'} HTTP/1.1",
             f"Host: {peer.netloc}",
             f"User-Agent: {self._user_agent}",
             "Accept: application/json",
