@@ -265,6 +265,8 @@ def test_verifier_down_keeps_pods_and_refuses_nf_pods_once_evidence_expires(env:
 
     message = wait_for("NF pods refused on adm-good", refused, timeout=MAX_AGE + 10)
     waited = time.monotonic() - stopped
+    # Through the scheduler: nobody lifts the gate of a new NF pod while the verifier is down.
+    env.create_pod("upf-waiting", UPF, nodeSelector={"kubernetes.io/hostname": GOOD})
     print(f"\nverifier down: NF pods refused on {GOOD} {waited:.1f}s after the verifier stopped")
     assert f"node {GOOD} attestation expired at" in message
     assert waited <= MAX_AGE + 2
@@ -278,10 +280,17 @@ def test_verifier_down_keeps_pods_and_refuses_nf_pods_once_evidence_expires(env:
     )  # fmt: skip
     assert "attestation expired at" in env.refusal("upf-replayed", UPF, nodeName=GOOD)[1]
     # The verifier comes back: trust returns, NF pods are admitted again.
+    waiting = lab.pod(NS, "upf-waiting") or {}
+    assert waiting["spec"]["schedulingGates"] == [{"name": "trustgate.io/attestation"}]
+    assert not waiting["spec"].get("nodeName")
     lab.system.start_verifier(
         interval=0.5, max_age=MAX_AGE, extra_args=("--eviction-deadline", "5")
     )
     wait_state(lab, GOOD, "Trusted")
+    wait_for(
+        "the waiting pod ungated and bound to adm-good",
+        lambda: (lab.pod(NS, "upf-waiting") or {}).get("spec", {}).get("nodeName") == GOOD,
+    )
     wait_for(
         "NF pods admitted again", lambda: env.refusal("upf-back", UPF, nodeName=GOOD)[0] == 201
     )

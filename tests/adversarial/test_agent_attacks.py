@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from attestation.agent.tpm import Tpm
 from attestation.lab.node import SimNode
 from attestation.lab.swtpm import SwTpm
 from attestation.verifier.collector import _EVIDENCE_BODY
-from tests.support.attacks import HostileAgent, Impersonation, Mode
+from tests.support.attacks import BlackHole, HostileAgent, Impersonation, Mode
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa
@@ -43,13 +43,14 @@ NS = "adv-agent"
 MITM, PEER = "mitm-1", "peer-1"
 BAD_EK, UNBOUND, SECRET = "badek-1", "unbound-1", "secret-1"
 MAX_AGE = 3.0
-AGENT_TIMEOUT = 1.0
+AGENT_TIMEOUT = 2.0  # room for "huge" to reach the size cap before the deadline
 
 
 @dataclass
 class Env:
     lab: Lab
     proxies: dict[str, HostileAgent]
+    hole: BlackHole  # in front of secret-1's proxy
     peer_pod: str
 
 
@@ -84,6 +85,7 @@ def env(
         BAD_EK: "foreign_ek", UNBOUND: "ak_unbound", SECRET: "wrong_secret"
     }  # fmt: skip
     proxies: dict[str, HostileAgent] = {}
+    holes: list[BlackHole] = []
     proxy_stack = contextlib.ExitStack()
 
     def urls(nodes: Mapping[str, SimNode]) -> dict[str, str]:
@@ -97,6 +99,9 @@ def env(
             )
             proxies[name] = proxy
             out[name] = proxy_stack.enter_context(proxy.running())
+        hole = proxy_stack.enter_context(BlackHole(int(out[SECRET].rsplit(":", 1)[1]), "http"))
+        holes.append(hole)
+        out[SECRET] = hole.url
         return out
 
     with proxy_stack, lab_cluster(
@@ -110,7 +115,7 @@ def env(
             peer_pod = lab.create_nf_pod(NS, "smf-peer", "smf", PEER)
             lab.nodes[PEER].run_in_pod(peer_pod, "/usr/bin/smfd", b"open5gs-smfd 2.7")
             wait_for("the peer's SMF pod trusted", lambda: _pod_state(lab) == "trusted")
-            yield Env(lab, proxies, peer_pod)
+            yield Env(lab, proxies, holes[0], peer_pod)
         finally:
             # Proxies first: an agent with a proxy's connection open waits for it to stop.
             proxy_stack.close()
@@ -207,20 +212,60 @@ def test_broken_agent_makes_node_unknown_after_max_age_and_others_stay_fresh(
     env: Env, mitm: HostileAgent, mode: Mode, failure_id: str
 ) -> None:
     mitm.huge_bytes = _EVIDENCE_BODY + 1  # used by "huge" only
+
+    def start() -> None:
+        mitm.mode = mode
+
+    def stop() -> None:
+        mitm.mode = "pass"
+        mitm.release()
+
+    _goes_unknown_alone(env, MITM, failure_id, start, stop, what=mode)
+
+
+def test_black_holed_agent_makes_node_unknown_after_max_age_and_others_stay_fresh(
+    env: Env,
+) -> None:
+    """Connections to secret-1's agent (open ones too) are accepted and read, and never
+    answered: not a byte comes back. (secret-1 is honest since the enrollment tests.)"""
+    wait_state(env.lab, SECRET, "Trusted")
+
+    def start() -> None:
+        env.hole.swallowing = True
+
+    def stop() -> None:
+        env.hole.swallowing = False
+
+    try:
+        _goes_unknown_alone(env, SECRET, "agent.timeout", start, stop, what="black hole")
+    finally:
+        stop()
+
+
+def _goes_unknown_alone(
+    env: Env,
+    node: str,
+    failure_id: str,
+    start: Callable[[], None],
+    stop: Callable[[], None],
+    *,
+    what: str,
+) -> None:
+    """Break ``node``'s agent with ``start``: the node goes Unknown once its verdict expires, its
+    neighbour stays fresh; after ``stop`` the node is trusted again."""
     started = time.monotonic()
-    mitm.mode = mode
+    start()
     # The last good verdict stands until it expires, then the node is Unknown.
-    shown = assert_user_sees(env.lab, MITM, "Unknown", failure_id)
+    shown = assert_user_sees(env.lab, node, "Unknown", failure_id)
     took = time.monotonic() - started
     assert took < MAX_AGE + 4 * AGENT_TIMEOUT + 3, took
     worst = watch_freshness(env.lab, PEER, 2.0)
-    print(f"\n{mode}: {MITM} Unknown after {took:.1f}s; {PEER} evidence age <= {worst:.2f}s")
+    print(f"\n{what}: {node} Unknown after {took:.1f}s; {PEER} evidence age <= {worst:.2f}s")
     assert worst < MAX_AGE
     assert shown.reason.startswith(failure_id)
     _neighbours_untouched(env)
-    mitm.mode = "pass"
-    mitm.release()
-    wait_state(env.lab, MITM, "Trusted")
+    stop()
+    wait_state(env.lab, node, "Trusted")
 
 
 def test_peer_never_left_trusted(env: Env) -> None:

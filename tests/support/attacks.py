@@ -5,6 +5,8 @@
 verifier and the agent: the verifier does not pin the agent's TLS certificate, by design). It
 proxies to the node's real agent and, depending on ``mode``, tampers with what comes back. The
 mode can change while the lab runs, so one verifier process sees an honest agent turn hostile.
+
+``BlackHole`` is a TCP relay that can start swallowing everything: accepted, never answered.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import base64
 import contextlib
 import json
 import os
+import select
+import socket
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -183,3 +188,75 @@ async def _zeros(size: int) -> AsyncIterator[bytes]:
         part = chunk[: min(len(chunk), size - sent)]
         sent += len(part)
         yield part
+
+
+class BlackHole:
+    """A TCP relay in front of an agent that can turn into a black hole: connections (new and
+    already open, TLS handshakes included) are accepted and read, and nothing ever comes back.
+    What a wedged agent process or a network attacker dropping packets looks like from the
+    verifier. Plain sockets and one ``select`` thread; stops with the context."""
+
+    def __init__(self, upstream_port: int, scheme: str = "https") -> None:
+        self.upstream_port = upstream_port
+        self.scheme = scheme
+        self.swallowing = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.setblocking(False)
+        self.port: int = self._listener.getsockname()[1]
+        self._peer: dict[socket.socket, socket.socket | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="black-hole", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> BlackHole:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in [self._listener, *self._peer]:
+            sock.close()
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        upstream = None
+        if not self.swallowing:
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=2)
+            except OSError:
+                client.close()
+                return
+            self._peer[upstream] = client
+        self._peer[client] = upstream
+
+    def _drop(self, sock: socket.socket) -> None:
+        other = self._peer.pop(sock, None)
+        sock.close()
+        if other is not None and other in self._peer:
+            self._peer.pop(other, None)
+            other.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            readable, _, _ = select.select([self._listener, *self._peer], [], [], 0.05)
+            for sock in readable:
+                if sock is self._listener:
+                    self._accept()
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._drop(sock)
+                    continue
+                other = self._peer.get(sock)
+                if other is not None and not self.swallowing:
+                    try:
+                        other.sendall(data)
+                    except OSError:  # that side hung up (e.g. the verifier's cap): drop both
+                        self._drop(sock)
