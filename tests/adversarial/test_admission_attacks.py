@@ -214,11 +214,16 @@ def test_tenant_cannot_unprotect_an_nf_pod_or_its_namespace(env: Env) -> None:
             {"op": "remove", "path": "/metadata/labels/trustgate.io~1network-function"},
             {"op": "replace", "path": "/metadata/labels/app", "value": "web"},
         ],
-        "claim trust": [
+        "claim trust": [  # "add" replaces: the pod may already be annotated trusted
             {
-                "op": "replace",
+                "op": "add",
                 "path": "/metadata/annotations/trustgate.io~1trust-state",
                 "value": "trusted",
+            },
+            {
+                "op": "add",
+                "path": "/metadata/annotations/trustgate.io~1last-verified",
+                "value": "2099-01-01T00:00:00Z",
             },
         ],
     }
