@@ -151,7 +151,8 @@ def _bank(name: Any, where: str) -> HashAlg:
 
 #: Caps on what one answer may carry; an agent sending more is broken or hostile.
 MAX_STRUCT_BYTES: Final = 4096
-MAX_LOG_BYTES: Final = 256 * 1024 * 1024
+#: 64 MiB is ~400k ima-cgpath entries; the verifier holds one such answer per concurrent round.
+MAX_LOG_BYTES: Final = 64 * 1024 * 1024
 #: No measurement list comes near this; larger offsets do not even fit a C ``off_t`` (seek raises
 #: OverflowError), so they are refused as malformed.
 MAX_LOG_OFFSET: Final = 2**62

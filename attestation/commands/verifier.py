@@ -43,6 +43,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--eviction-deadline", type=float, default=30.0)
     p.add_argument("--untrusted-node-action", choices=["evict", "none"], default="evict")
+    p.add_argument(
+        "--unknown-grace",
+        type=float,
+        default=300.0,
+        help="seconds a node may lack fresh evidence before its NF pods are evicted",
+    )
     p.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT of the push endpoint")
     p.add_argument("--tls-cert", type=Path)
     p.add_argument("--tls-key", type=Path)
@@ -78,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         ek_ca_bundle=args.ek_ca, signing_key=args.signing_key, policies=args.policies,
         audit_log=args.audit_log, remediation=args.remediation,
         eviction_deadline=args.eviction_deadline,
-        untrusted_node_action=args.untrusted_node_action, listen_host=host,
+        untrusted_node_action=args.untrusted_node_action, unknown_grace=args.unknown_grace,
+        listen_host=host,
         listen_port=int(port), tls_cert=args.tls_cert, tls_key=args.tls_key,
         leader_election=not args.no_leader_election, lease_duration=args.lease_duration,
         identity=args.identity,

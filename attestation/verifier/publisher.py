@@ -73,6 +73,7 @@ class Publisher:
         self._audit = audit_log
         self._metrics = metrics
         self.published: dict[str, Published] = {}
+        self._unknown_since: dict[str, datetime] = {}
         self._sequence = 0
         self.remediator = Remediator(
             kube, settings.remediation, settings.eviction_deadline, self._remediated
@@ -136,11 +137,18 @@ class Publisher:
         prev = self.published.get(node)
         if prev is not None and prev.state == "Trusted" and now < prev.expires_at:
             return  # the last verdict holds until it expires
-        text = f"{why.id}: {why.message}"
-        if prev is not None and prev.state == "Unknown" and prev.reason == text[:1024]:
-            return
-        verdict = NodeVerdict(node=node, trusted=False, failures=(why,))
-        await self._publish(node, "Unknown", text[:1024], verdict, pods, b"")
+        text = f"{why.id}: {why.message}"[:1024]
+        if prev is None or prev.state != "Unknown" or prev.reason != text:
+            verdict = NodeVerdict(node=node, trusted=False, failures=(why,))
+            await self._publish(node, "Unknown", text, verdict, pods, b"")
+        since = self._unknown_since.setdefault(node, now)
+        grace = self.settings.unknown_grace
+        if self.settings.untrusted_node_action == "evict" and now - since >= timedelta(
+            seconds=grace
+        ):
+            for uid, info in pods.items():
+                why_evict = f"node {node} has had no fresh evidence for {grace:g}s: {text}"
+                self.remediator.request(PodTarget(info.namespace, info.name, uid, why_evict))
 
     async def _publish(
         self,
@@ -153,6 +161,8 @@ class Publisher:
     ) -> None:
         now = datetime.now(UTC)
         prev = self.published.get(node)
+        if state != "Unknown":
+            self._unknown_since.pop(node, None)
         views = {uid: pod_trust(state, node_reason, verdict.pod(uid), pods) for uid in sorted(pods)}
         changed = prev is None or (prev.state, prev.reason) != (state, node_reason)
         pods_changed = prev is None or prev.pods != views

@@ -55,6 +55,11 @@ class VerifierSettings:
     #: After this many seconds of PodDisruptionBudget refusals (HTTP 429), delete the pod.
     eviction_deadline: float = 30.0
     untrusted_node_action: UntrustedNodeAction = "evict"
+    #: A node without fresh evidence (agent down, hung, lying about its identity) is Unknown:
+    #: tainted at once, and after this many seconds its protected pods are evicted like an
+    #: Untrusted node's (with untrusted_node_action "evict") — root on the node could stop the
+    #: agent and then tamper unseen.
+    unknown_grace: float = 300.0
     #: Where agents push "the log grew" notifications, and Prometheus scrapes /metrics.
     listen_host: str = "0.0.0.0"  # noqa: S104 - in-cluster Service; NetworkPolicy narrows it
     listen_port: int = 8443

@@ -63,7 +63,8 @@ def lab(
 ) -> Iterator[Lab]:
     trustgate_installed.ensure_namespace(NS)
     workdir = tmp_path_factory.mktemp("verifier-ops")
-    with lab_cluster(trustgate_installed, swtpm_ca, workdir, ["ops-1"]) as lab:
+    args = ("--eviction-deadline", "5", "--unknown-grace", "2")
+    with lab_cluster(trustgate_installed, swtpm_ca, workdir, ["ops-1"], verifier_args=args) as lab:
         wait_for("ops-1 Trusted", lambda: lab.state_of("ops-1") == "Trusted", 60)
         yield lab
 
@@ -131,3 +132,31 @@ def test_metrics_count_rounds(lab: Lab) -> None:
     assert 'trustgate_attestations_total{result="trusted"}' in text
     assert "trustgate_verification_seconds_bucket" in text
     assert 'trustgate_evidence_age_seconds{node="ops-1"}' in text
+
+
+def test_pods_on_a_node_unknown_for_longer_than_the_grace_are_evicted(lab: Lab) -> None:
+    """Root on the node stops the agent, then could tamper unseen: after --unknown-grace (2 s
+    here) without fresh evidence, the node's NF pods are evicted like an Untrusted node's."""
+    uid = lab.create_nf_pod(NS, "smf-dark", "smf", "ops-1")
+    lab.nodes["ops-1"].run_in_pod(uid, "/usr/bin/smfd", FILES["smf"]["/usr/bin/smfd"])
+    wait_for("smf-dark trusted", lambda: _trust(lab, "smf-dark") == "trusted", 20)
+    lab.nodes["ops-1"].stop_agent()
+    try:
+        wait_for("ops-1 Unknown", lambda: lab.state_of("ops-1") == "Unknown", 20)
+        pod = wait_for("smf-dark evicted", lambda: _deleting(lab, "smf-dark"), 20)
+        assert pod
+    finally:
+        lab.nodes["ops-1"].start_agent()
+    records = [json.loads(line) for line in lab.audit_log.read_text().splitlines()]
+    (record,) = [r for r in records if r.get("action") == "remediate" and r.get("uid") == uid]
+    assert "no fresh evidence" in record["detail"]
+
+
+def _trust(lab: Lab, name: str) -> str | None:
+    pod = lab.pod(NS, name) or {}
+    return (pod.get("metadata", {}).get("annotations") or {}).get("trustgate.io/trust-state")
+
+
+def _deleting(lab: Lab, name: str) -> bool:
+    pod = lab.pod(NS, name)
+    return pod is None or bool(pod["metadata"].get("deletionTimestamp"))
