@@ -180,15 +180,23 @@ class Kube:
     def get_pod(self, namespace: str, name: str) -> KubeObject | None:
         return self.get(pod_path(namespace, name))
 
-    def evict(self, namespace: str, name: str, *, dry_run: bool = False) -> None:
-        """policy/v1 Eviction; a PodDisruptionBudget refusal raises KubeError(status=429)."""
+    def evict(
+        self, namespace: str, name: str, *, uid: str | None = None, dry_run: bool = False
+    ) -> None:
+        """policy/v1 Eviction; a PodDisruptionBudget refusal raises KubeError(status=429). With
+        ``uid``, only that pod: a namesake created since is refused with a 409."""
         body: dict[str, Any] = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
             "metadata": {"name": name, "namespace": namespace},
         }
+        options: dict[str, Any] = {}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         if dry_run:
-            body["deleteOptions"] = {"dryRun": ["All"]}
+            options["dryRun"] = ["All"]
+        if options:
+            body["deleteOptions"] = options
         self.call("POST", f"{pod_path(namespace, name)}/eviction", body=body)
 
 
