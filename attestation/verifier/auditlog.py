@@ -52,7 +52,7 @@ class AuditLog:
 
     def append(self, record: Mapping[str, Any]) -> None:
         with self._lock:
-            stamped = {"time": _now(), **record}
+            stamped = {"time": audit_time(), **record}
             line = encode_record(self._seq, self._prev, stamped)
             os.lseek(self._fd, 0, os.SEEK_END)
             os.write(self._fd, line)
@@ -65,5 +65,6 @@ class AuditLog:
             os.close(self._fd)
 
 
-def _now() -> str:
+def audit_time() -> str:
+    """The audit trail's timestamps: UTC, RFC 3339, milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from attestation.nodeattestation import API_VERSION, KIND, parse_time
 from attestation.signing import sign_status
 from attestation.types import Failure, NodeVerdict
 from attestation.verdict import PodInfo
-from attestation.verifier.auditlog import AuditLog
+from attestation.verifier.auditlog import AuditLog, audit_time
 from attestation.verifier.events import event
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.remediate import Outcome, PodTarget, Remediator
@@ -74,6 +75,7 @@ class Publisher:
         self._metrics = metrics
         self.published: dict[str, Published] = {}
         self._unknown_since: dict[str, datetime] = {}
+        self._audit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
         self._sequence = 0
         self.remediator = Remediator(
             kube, settings.remediation, settings.eviction_deadline, self._remediated
@@ -81,9 +83,14 @@ class Publisher:
 
     async def close(self) -> None:
         await self.remediator.close()
+        self._audit_thread.shutdown(wait=True)
 
     async def audit(self, record: Mapping[str, Any]) -> None:
-        await asyncio.to_thread(self._audit.append, record)
+        """Append and fsync on the audit log's own thread: records stay in order and never wait
+        behind API writes in the shared pool. The time is when it happened, not when written."""
+        stamped = {"time": audit_time(), **record}
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._audit_thread, self._audit.append, stamped)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
