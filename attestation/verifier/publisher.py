@@ -190,8 +190,17 @@ class Publisher:
                     "quoteDigest": verdict.quote_digest,
                 }
             )
-        # Remove divergent pods first: every write below is visibility, not protection.
-        self._remediate(state, verdict, views, pods)
+        # Remove divergent pods first: every write below is visibility, not protection. Their
+        # annotations go just before the eviction, not during it: the API server's eviction
+        # updates the pod too, and on a conflict retries 200 ms later (seen as 0.5 s outliers).
+        annotated = set()
+        for uid in self._to_remediate(state, verdict, views):
+            before = prev.pods.get(uid) if prev is not None else None
+            if before != views[uid]:
+                await self._pod_changed(pods[uid], before, views[uid], now)
+            annotated.add(uid)
+            info = pods[uid]
+            self.remediator.request(PodTarget(info.namespace, info.name, uid, views[uid].reason))
         self._sequence += 1
         status = node_status(
             verdict, state, node_reason, pods, verified_at=now,
@@ -210,26 +219,23 @@ class Publisher:
             await self._node_event(node, prev, state, node_reason)
         for uid, view in views.items():
             before = prev.pods.get(uid) if prev is not None else None
-            if before != view:
+            if before != view and uid not in annotated:
                 await self._pod_changed(pods[uid], before, view, now)
 
-    def _remediate(
-        self,
-        state: NodeState,
-        verdict: NodeVerdict,
-        views: Mapping[str, PodTrustView],
-        pods: Mapping[str, PodInfo],
-    ) -> None:
-        """Start removing each untrusted pod that diverged itself, or that sits on an Untrusted
-        node when the configured action says so (the remediator skips pods already handled)."""
+    def _to_remediate(
+        self, state: NodeState, verdict: NodeVerdict, views: Mapping[str, PodTrustView]
+    ) -> list[str]:
+        """The untrusted pods to remove: each that diverged itself, and every one on an
+        Untrusted node when the configured action says so (the remediator skips repeats)."""
         node_failed = state == "Untrusted" and self.settings.untrusted_node_action == "evict"
+        out = []
         for uid, view in views.items():
             if view.state != "untrusted":
                 continue
             pod_verdict = verdict.pod(uid)
             if node_failed or (pod_verdict is not None and not pod_verdict.trusted):
-                info = pods[uid]
-                self.remediator.request(PodTarget(info.namespace, info.name, uid, view.reason))
+                out.append(uid)
+        return out
 
     def _write_status(self, node: str, status: dict[str, Any]) -> None:
         path = nodeattestation_path(node)
