@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from attestation.lab.cluster import install_manifests, wait_for
 from attestation.lab.controlplane import ControlPlane
 from tests.support.lab import FILES, policy_document
 
@@ -81,16 +82,8 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
 
 
 def install_trustgate(plane: ControlPlane) -> None:
-    """The namespace, CRD and RBAC from manifests/ (as tests/support/lab.py's fixture does)."""
-    manifests = ROOT / "manifests"
-    plane.kubectl(
-        "apply", "--server-side", "-f", str(manifests / "namespace.yaml"),
-        "-f", str(manifests / "crds"), "-f", str(manifests / "rbac.yaml"),
-    )  # fmt: skip
-    plane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=30s",
-        "crd/nodeattestations.trustgate.io",
-    )  # fmt: skip
+    """The namespace, CRD and RBAC from manifests/, as the demo and the tests install them."""
+    install_manifests(plane)
 
 
 def write_policies(directory: Path) -> None:
@@ -108,14 +101,7 @@ def verifier_kubeconfig(plane: ControlPlane, workdir: Path) -> Path:
 
 def poll(what: str, check: Callable[[], Any], timeout: float, every: float = 0.02) -> Any:
     """Poll ``check`` until it returns something truthy, with a deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return wait_for(what, check, timeout, every)
 
 
 def http_ok(url: str) -> bool:

@@ -83,16 +83,7 @@ class LabCluster:
         self.verifier_public_key.write_bytes(public_key_to_pem(key.public_key()))
 
     def install(self) -> None:
-        """Namespace, CRDs and RBAC from manifests/, server-side applied."""
-        m = manifests_dir()
-        self.plane.kubectl(
-            "apply", "--server-side", "-f", str(m / "namespace.yaml"), "-f", str(m / "crds"),
-            "-f", str(m / "rbac.yaml"),
-        )  # fmt: skip
-        self.plane.kubectl(
-            "wait", "--for=condition=Established", "--timeout=30s",
-            "crd/nodeattestations.trustgate.io",
-        )  # fmt: skip
+        install_manifests(self.plane)
 
     def add_node(self, name: str, host_files: Mapping[str, bytes], *, push: bool = True) -> SimNode:
         assert self.tpm_ca is not None
@@ -234,6 +225,20 @@ class LabCluster:
             node.shutdown()
         if self._owns_plane:
             self.plane.stop()
+
+
+def install_manifests(plane: ControlPlane) -> None:
+    """Namespace, CRDs and RBAC from manifests/, server-side applied (the one install path of
+    the demo, the tests and the benches)."""
+    m = manifests_dir()
+    plane.kubectl(
+        "apply", "--server-side", "-f", str(m / "namespace.yaml"), "-f", str(m / "crds"),
+        "-f", str(m / "rbac.yaml"),
+    )  # fmt: skip
+    plane.kubectl(
+        "wait", "--for=condition=Established", "--timeout=30s",
+        "crd/nodeattestations.trustgate.io",
+    )  # fmt: skip
 
 
 def _ready(url: str, ctx: ssl.SSLContext) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from attestation.lab.cluster import MANIFESTS, LabCluster, wait_for
+from attestation.lab.cluster import LabCluster, install_manifests, wait_for
 from attestation.lab.node import SimNode
 from attestation.lab.process import ManagedProcess
 from attestation.lab.swtpm import LocalCa
@@ -54,14 +54,7 @@ def policy_document(nf: str) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def trustgate_installed(control_plane: ClusterHandle) -> ClusterHandle:
     """The namespace, CRDs and RBAC from manifests/, applied server-side."""
-    control_plane.kubectl(
-        "apply", "--server-side", "-f", str(MANIFESTS / "namespace.yaml"),
-        "-f", str(MANIFESTS / "crds"), "-f", str(MANIFESTS / "rbac.yaml"),
-    )  # fmt: skip
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=30s",
-        "crd/nodeattestations.trustgate.io",
-    )  # fmt: skip
+    install_manifests(control_plane.plane)
     return control_plane
 
 
