@@ -225,6 +225,22 @@ class LabCluster:
             node.shutdown()
         if self._owns_plane:
             self.plane.stop()
+        else:
+            self._forget_nodes()
+
+    def _forget_nodes(self) -> None:
+        """On a shared control plane, remove this lab's Nodes and NodeAttestations: a node left
+        labelled attested=true with no verifier behind it sends later labs' schedulers astray."""
+        for name in self.nodes:
+            for path in (
+                f"/api/v1/nodes/{name}",
+                f"/apis/trustgate.io/v1alpha1/nodeattestations/{name}",
+            ):
+                try:
+                    self.plane.request("DELETE", path)
+                except urllib.error.HTTPError as e:
+                    if e.code != 404:
+                        raise
 
 
 def install_manifests(plane: ControlPlane) -> None:

@@ -300,12 +300,21 @@ class Demo:
         return current is None or bool(current["metadata"].get("deletionTimestamp"))
 
     def _eviction_latency(self, uid: str, since: datetime) -> float:
-        for line in self.lab.audit_log.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("action") == "remediate" and record.get("uid") == uid:
-                at = datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
-                return (at - since).total_seconds()
-        raise StepFailed("no remediation record for the UPF pod in the audit log")
+        """From the audit record of the eviction (stamped when the Eviction API returned). The
+        record is appended right after: the pod may show its deletion a moment earlier."""
+
+        def record_time() -> datetime | None:
+            for line in self.lab.audit_log.read_text().splitlines():
+                record = json.loads(line)
+                if record.get("action") == "remediate" and record.get("uid") == uid:
+                    return datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
+            return None
+
+        try:
+            at: datetime = wait_for("the UPF pod's remediation record", record_time, 5)
+        except TimeoutError as e:
+            raise StepFailed(f"no remediation record for the UPF pod in the audit log ({e})") from e
+        return (at - since).total_seconds()
 
     def _describe_trust(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]

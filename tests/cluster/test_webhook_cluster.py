@@ -256,9 +256,12 @@ def _remove_gate_as(env: Env, name: str, kubeconfig: Path | None) -> Any:
 
 def test_nf_pod_is_gated_until_an_attested_node_exists_then_binds_only_there(env: Env) -> None:
     stale, good = env.cluster.unique("stale"), env.cluster.unique("good")
+    # Only this test's two nodes are candidates: other tests' nodes in the shared control plane
+    # would otherwise take the scheduler's retries.
+    mine = {"trustgate.test/webhook": stale}
     # A node labelled attested without a NodeAttestation: affinity matches, the binding must not.
-    env.cluster.add_node(stale, {"trustgate.io/attested": "true"})
-    env.create_pod("upf-a", {"app": "free5gc-upf"})
+    env.cluster.add_node(stale, {"trustgate.io/attested": "true", **mine})
+    env.create_pod("upf-a", {"app": "free5gc-upf"}, nodeSelector=mine)
     pod = env.pod("upf-a")
     assert pod["spec"]["schedulingGates"] == [{"name": "trustgate.io/attestation"}]
     assert pod["metadata"]["labels"]["trustgate.io/network-function"] == "upf"
@@ -285,7 +288,7 @@ def test_nf_pod_is_gated_until_an_attested_node_exists_then_binds_only_there(env
     assert not env.pod("upf-a")["spec"].get("nodeName")
 
     # A signed Trusted verdict for another node: the pod binds there, never to the stale one.
-    env.cluster.add_node(good, {"trustgate.io/attested": "true"})
+    env.cluster.add_node(good, {"trustgate.io/attested": "true", **mine})
     env.attest(good)
     node = eventually("the pod to bind", lambda: env.pod("upf-a")["spec"].get("nodeName"), 90)
     assert node == good
