@@ -48,7 +48,7 @@ class LabCluster:
         tpm_ca: LocalCa | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.resolve()  # kubeconfigs hold paths; relative ones break
         self.log = log
         self._owns_plane = plane is None
         self.plane = plane or ControlPlane(workdir / "control-plane", log=log)

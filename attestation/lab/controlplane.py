@@ -89,7 +89,7 @@ class ControlPlane:
         *,
         log: Callable[[str], None] = print,
     ) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.resolve()  # kubeconfigs hold paths; relative ones break
         self.bin = binaries or Binaries.locate()
         self._log = log
         self._procs: list[ManagedProcess] = []

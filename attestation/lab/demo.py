@@ -366,6 +366,7 @@ def run_demo(
     max_age: float = 10.0,
     keep: Callable[[], bool] = lambda: False,
 ) -> int:
+    out = out.resolve()  # every path the lab writes into kubeconfigs must be absolute
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
