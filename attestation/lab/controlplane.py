@@ -7,7 +7,6 @@ real scheduler binds pods to them; bound pods stay Pending, which is all attesta
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -459,7 +458,3 @@ def _http_get(url: str, ctx: ssl.SSLContext | None = None) -> bytes:
     with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:  # noqa: S310
         body: bytes = resp.read()
         return body
-
-
-def decode_b64(value: str) -> bytes:
-    return base64.b64decode(value)

@@ -360,6 +360,3 @@ class Verifier:
                 if info.network_function not in self.policies.by_network_function:
                     continue
                 await self.publisher.ungate(pod, gates.index(SCHEDULING_GATE))
-
-    def wake_gates(self) -> None:
-        self._gate_wake.set()
