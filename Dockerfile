@@ -5,7 +5,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- builder: tpm2-pytss has no wheels on PyPI and builds from sdist against tpm2-tss 3.2 -----
-# attestation._imafast (the IMA hot loop in C) links OpenSSL's libcrypto; the runtime image has
+# attestation.core._imafast (the IMA hot loop in C) links OpenSSL's libcrypto; the runtime image has
 # libssl3 already (python needs it).
 FROM ${PYTHON_IMAGE} AS builder
 RUN apt-get update \
@@ -19,7 +19,7 @@ COPY pyproject.toml README.md ./
 COPY attestation ./attestation
 COPY webhook ./webhook
 RUN /opt/trustgate/bin/pip install --no-compile . \
-    && /opt/trustgate/bin/python -c "import tpm2_pytss.ESAPI, attestation._imafast, attestation.cli, webhook.app"
+    && /opt/trustgate/bin/python -c "import tpm2_pytss.ESAPI, attestation.core._imafast, attestation.cli.main, webhook.app"
 
 # --- runtime: the venv plus the tpm2-tss shared libraries tpm2-pytss links and dlopens --------
 FROM ${PYTHON_IMAGE}

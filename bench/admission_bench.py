@@ -113,8 +113,8 @@ def bare_app() -> ASGIApp:
 def real_app() -> ASGIApp:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from attestation.nodeattestation import format_time
-    from attestation.signing import public_keys_by_id, sign_status
+    from attestation.core.clock import format_time
+    from attestation.core.signing import public_keys_by_id, sign_status
     from webhook.app import create_app
     from webhook.settings import WebhookSettings
 

@@ -37,11 +37,11 @@ from common import (
     write_result,
 )
 
-from attestation.evidence import EvidenceQuery
+from attestation.core.evidence import EvidenceQuery
+from attestation.core.types import HashAlg
 from attestation.lab.ima_writer import ImaWriter
 from attestation.lab.process import ManagedProcess, free_port
 from attestation.lab.swtpm import LocalCa, SwTpm
-from attestation.types import HashAlg
 from attestation.verifier.collector import AgentClient
 
 KEYLIME_CPU_MS = (36.0, 51.0)

@@ -53,12 +53,12 @@ from common import (
     write_result,
 )
 
+from attestation.core.signing import generate_private_key, private_key_to_pem
+from attestation.core.types import HashAlg
 from attestation.lab.controlplane import ControlPlane
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
 from attestation.lab.process import ManagedProcess, free_port
 from attestation.lab.swtpm import LocalCa, SwTpm
-from attestation.signing import generate_private_key, private_key_to_pem
-from attestation.types import HashAlg
 from tests.support.lab import FILES
 
 NAMESPACE = "5g-core-detect"

@@ -40,7 +40,7 @@ def record(count: int) -> dict[str, Any]:
     """Take ``count`` quotes from one fresh swtpm, extending PCR 10 now and then."""
     sys.path.insert(0, str(ROOT))
     from attestation.agent.tpm import Tpm
-    from attestation.types import HashAlg
+    from attestation.core.types import HashAlg
     from tests.support.swtpm import LocalCa, SwTpm
 
     with tempfile.TemporaryDirectory(prefix="quote-bench-") as tmp:
@@ -114,9 +114,9 @@ def worker(path: Path, rounds: int) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
     from keylime.tpm import tpm_util
 
-    from attestation.quote import verify_quote
-    from attestation.tpm_types import parse_public, parse_signature
-    from attestation.types import HashAlg
+    from attestation.core.quote import verify_quote
+    from attestation.core.tpm_types import parse_public, parse_signature
+    from attestation.core.types import HashAlg
 
     data = json.loads(path.read_text())
     ak_public = bytes.fromhex(data["ak_public"])

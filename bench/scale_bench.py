@@ -63,7 +63,7 @@ from common import (
 )
 
 from attestation.agent.tpm import Tpm
-from attestation.evidence import (
+from attestation.core.evidence import (
     Evidence,
     EvidenceFormatError,
     Identity,
@@ -72,12 +72,12 @@ from attestation.evidence import (
     encode_evidence,
     encode_identity,
 )
+from attestation.core.signing import generate_private_key, private_key_to_pem
+from attestation.core.types import HashAlg
 from attestation.lab.controlplane import ControlPlane
 from attestation.lab.ima_writer import ImaWriter
 from attestation.lab.process import ManagedProcess, free_port
 from attestation.lab.swtpm import LocalCa, SwTpm
-from attestation.signing import generate_private_key, private_key_to_pem
-from attestation.types import HashAlg
 from tests.support.lab import FILES
 
 BUCKET_LABEL = "trustgate.bench/scale-bucket"

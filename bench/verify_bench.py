@@ -3,10 +3,10 @@
 IMA section: generated logs (ima-ng and ima-cgpath, SHA-256 bank, mostly host entries and a few
 pods) of 10k and 100k entries, single core, best of a few runs each:
 
-  pure     what a round does with the binary list the agent ships (attestation.logcheck, the
+  pure     what a round does with the binary list the agent ships (attestation.core.logcheck, the
            pure-Python reference): parse + PCR 10 replay against the quoted value + pod
            attribution + policy judgement of every entry
-  native   the same through the C extension attestation._imafast (attestation.logcheck_native;
+  native   the same through the C extension core._imafast (attestation.core.logcheck_native;
            skipped when it was not built), which is what attest_round uses when it is there
   pure/ascii  the pure path from the ASCII list (Keylime's input), for a like-for-like comparison
   keylime  Keylime 7.14 ``process_measurement_list`` on the ima-ng ASCII list, in its own venv
@@ -39,13 +39,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from attestation.fastpath import IMPLEMENTATIONS  # noqa: E402
-from attestation.ima import parse_ascii, parse_binary  # noqa: E402
+from attestation.core.fastpath import IMPLEMENTATIONS  # noqa: E402
+from attestation.core.ima import parse_ascii, parse_binary  # noqa: E402
+from attestation.core.logcheck import CheckLog  # noqa: E402
+from attestation.core.policy import RuntimePolicy, evaluate_log, policy_from_document  # noqa: E402
+from attestation.core.replay import ReplayState, verify_against_quote  # noqa: E402
+from attestation.core.types import HashAlg, PodRef  # noqa: E402
 from attestation.lab.ima_writer import BuiltLog, build_log  # noqa: E402
-from attestation.logcheck import CheckLog  # noqa: E402
-from attestation.policy import RuntimePolicy, evaluate_log, policy_from_document  # noqa: E402
-from attestation.replay import ReplayState, verify_against_quote  # noqa: E402
-from attestation.types import HashAlg, PodRef  # noqa: E402
 
 KEYLIME_VENV = HERE / ".venv-keylime"
 KEYLIME_PIN = "keylime==7.14.*"

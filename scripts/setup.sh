@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '==> %s\n' "$*"; }
 
-# gcc + libssl-dev: the optional C extension attestation._imafast (the IMA hot loop, ~3x faster)
+# gcc + libssl-dev: the optional C extension attestation.core._imafast (the IMA hot loop, ~3x faster)
 APT_PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0 pkg-config openssl gcc libssl-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -17,13 +17,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from webhook.protect import NF_LABEL, ProtectionRules, annotations_of, labels_of, network_function
+from attestation.core.names import (
+    ATTESTED_LABEL,
+    NF_LABEL,
+    SCHEDULING_GATE,
+    TRUST_STATE_ANNOTATION,
+)
+from webhook.protect import ProtectionRules, annotations_of, labels_of, network_function
 from webhook.responses import Response, allowed, patched
 from webhook.reviews import KubeObject, PatchOp, Request, ReviewError
 
-TRUST_STATE_ANNOTATION = "trustgate.io/trust-state"
-ATTESTED_LABEL = "trustgate.io/attested"
-SCHEDULING_GATE = "trustgate.io/attestation"
 ATTESTED_EXPRESSION: Mapping[str, Any] = {
     "key": ATTESTED_LABEL,
     "operator": "In",

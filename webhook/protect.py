@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from attestation.core.names import NF_LABEL
 from webhook.reviews import KubeObject, ReviewError
 
-NF_LABEL = "trustgate.io/network-function"
 DEFAULT_KINDS = ("amf", "smf", "upf")
 DEFAULT_LABEL_KEYS = (
     "nf",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation.signing import load_public_key_pem, public_keys_by_id
+from attestation.core.signing import load_public_key_pem, public_keys_by_id
 from webhook.certs import CertPolicy
 from webhook.protect import ProtectionRules
 
@@ -41,7 +41,7 @@ class SelfTlsSettings:
 
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
-    """``verifier_keys`` maps key id -> public key (see ``attestation.signing.key_id``); more
+    """``verifier_keys`` maps key id -> public key (see ``attestation.core.signing.key_id``); more
     than one allows a key rotation. Namespaces in ``audit_namespaces`` get warnings instead of
     denials."""
 

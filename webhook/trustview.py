@@ -6,7 +6,7 @@ fed by a list + watch on NodeAttestations; each object's signature is checked on
 arrives, and the decision only compares ``now`` with ``expiresAt``.
 
 The two inputs are Protocols so the app can be run on data in tests and on the Kubernetes API in
-production (``attestation.kube`` provides the real ones).
+production (``attestation.kube.client`` provides the real ones).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import anyio
 from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation.nodeattestation import NodeAttestationError, NodeTrust, node_name, node_trust
+from attestation.core.nodeattestation import NodeAttestationError, NodeTrust, node_name, node_trust
 from webhook.reviews import KubeObject
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from attestation.nodeattestation import NodeTrust, format_time
+from attestation.core.clock import format_time
+from attestation.core.names import PREFIX
+from attestation.core.nodeattestation import NodeTrust
 from webhook.mutate import has_gate
 from webhook.protect import ProtectionRules, annotations_of, labels_of, network_function
 from webhook.responses import Response, allowed, as_warning, denied
 from webhook.reviews import KubeObject, Request, ReviewError
 
-TRUSTGATE_PREFIX = "trustgate.io/"
 AUDIT_PREFIX = "trustgate audit mode, would deny: "
 
 
@@ -147,7 +148,7 @@ def _trustgate_changes(old: KubeObject, new: KubeObject) -> list[str]:
         f"{what} {key}"
         for what, getter in (("label", labels_of), ("annotation", annotations_of))
         for key in sorted(set(getter(old)) | set(getter(new)))
-        if key.startswith(TRUSTGATE_PREFIX) and getter(old).get(key) != getter(new).get(key)
+        if key.startswith(PREFIX) and getter(old).get(key) != getter(new).get(key)
     ]
     if has_gate(_spec(old)) != has_gate(_spec(new)):
         changes.append("the scheduling gate trustgate.io/attestation")

@@ -1,7 +1,7 @@
 """The node agent's HTTP API (FastAPI): identity, credential activation, evidence.
 
 Every request from outside may be wrong or hostile: bodies are capped and decoded by
-:mod:`attestation.evidence`, bad ones get a 400 naming the field; a TPM failure is a 503 carrying
+``core.evidence``, bad ones get a 400 naming the field; a TPM failure is a 503 carrying
 the decoded TSS return code; nothing a caller sends can stop the agent.
 """
 
@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from attestation.agent import log as imalog
 from attestation.agent.settings import AgentSettings
 from attestation.agent.tpm import AkBlob, Tpm, TpmError, TpmQuote
-from attestation.evidence import (
+from attestation.core.evidence import (
     API_PREFIX,
     MAX_LOG_BYTES,
     Evidence,
@@ -35,7 +35,7 @@ from attestation.evidence import (
     encode_evidence,
     encode_identity,
 )
-from attestation.httpclient import HttpClient
+from attestation.kube.httpclient import HttpClient
 
 log = logging.getLogger(__name__)
 

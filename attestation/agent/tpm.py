@@ -41,9 +41,15 @@ from tpm2_pytss import (
 )
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RC, TPM2_SE, TPMA_OBJECT
 
-from attestation.quote import pcr_digest
-from attestation.tpm_types import PcrSelection, Public, parse_attest, parse_public, parse_signature
-from attestation.types import HashAlg
+from attestation.core.quote import pcr_digest
+from attestation.core.tpm_types import (
+    PcrSelection,
+    Public,
+    parse_attest,
+    parse_public,
+    parse_signature,
+)
+from attestation.core.types import HashAlg
 
 DEFAULT_TCTI: Final = "device:/dev/tpmrm0"
 
@@ -355,7 +361,7 @@ class Tpm:
         if the credential names this AK and was encrypted to this EK.
 
         ``credential_blob`` is a marshalled TPM2B_ID_OBJECT, ``encrypted_secret`` a marshalled
-        TPM2B_ENCRYPTED_SECRET, as :func:`attestation.enroll.make_credential` produces them.
+        TPM2B_ENCRYPTED_SECRET, as :func:`attestation.core.enroll.make_credential` produces them.
         """
         try:
             blob, used = TPM2B_ID_OBJECT.unmarshal(credential_blob)

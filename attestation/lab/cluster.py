@@ -14,12 +14,12 @@ from typing import Any
 
 import yaml
 
+from attestation.core.signing import generate_private_key, private_key_to_pem, public_key_to_pem
 from attestation.lab.controlplane import ControlPlane
 from attestation.lab.node import SimNode, trustgate_exe
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from attestation.lab.swtpm import LocalCa
-from attestation.signing import generate_private_key, private_key_to_pem, public_key_to_pem
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 NAMESPACE = "trustgate-system"

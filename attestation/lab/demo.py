@@ -20,14 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from attestation.core.names import NF_LABEL
+from attestation.core.policy_gen import from_tree
 from attestation.lab.cluster import LabCluster, manifests_dir, wait_for
 from attestation.lab.node import trustgate_exe
 from attestation.lab.timeline import Sample, Timeline
-from attestation.policy_gen import from_tree
 
 NAMESPACE = "5g-core"
 NODES = ("worker-1", "worker-2", "worker-3")
-NF_LABEL = "trustgate.io/network-function"
 #: What each image contains, and so what its containers execute (and IMA measures).
 IMAGES: dict[str, dict[str, bytes]] = {
     "host": {

@@ -1,7 +1,7 @@
 """The kernel's IMA, stood in for: this machine's kernel has no IMA, so the tests and the demo write
 the measurement list themselves and extend PCR 10 of a real swtpm with the same digests.
 
-The encoding here is written independently of ``attestation.ima`` (it never imports it): the parser
+The encoding here is written independently of ``core.ima`` (it never imports it): the parser
 is tested against a second implementation, not against itself. It follows the kernel's
 ``ima_measurements_show`` / ``ima_calc_field_array_hash`` byte for byte:
 
@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attestation.types import IMA_PCR, HashAlg
+from attestation.core.types import IMA_PCR, HashAlg
 
 Extend = Callable[[int, Mapping[HashAlg, bytes]], None]
 

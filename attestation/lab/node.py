@@ -9,11 +9,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attestation.core.types import HashAlg
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from attestation.lab.swtpm import LocalCa, SwTpm
-from attestation.types import HashAlg
 
 
 def trustgate_exe() -> str:

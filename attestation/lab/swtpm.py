@@ -25,8 +25,8 @@ from pathlib import Path
 from tpm2_pytss import ESAPI, TPML_DIGEST_VALUES, TPML_PCR_SELECTION, TPMT_HA
 from tpm2_pytss.constants import ESYS_TR
 
+from attestation.core.types import HashAlg
 from attestation.lab.process import free_ports
-from attestation.types import HashAlg
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0

@@ -1,4 +1,4 @@
-"""The verifier's append-only audit file (format: ``attestation.audit``).
+"""The verifier's append-only audit file (format: ``attestation.core.audit``).
 
 Each record is written with one ``write`` and ``fsync``ed before the action it records is taken
 as done, so a crash loses at most the record being written. On open the file is verified: a torn
@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from attestation.audit import encode_record, line_hash, verify_chain
+from attestation.core.audit import encode_record, line_hash, verify_chain
 
 
 class AuditChainBroken(RuntimeError):

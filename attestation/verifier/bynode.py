@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from attestation.verifier.informer import KubeObject
+from attestation.kube.informer import KubeObject
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@ The agent is outside the trust boundary: the evidence it returns authenticates i
 is signed by an AK bound to the TPM's EK), so TLS here gives confidentiality, not trust, and the
 agent's serving certificate is not pinned unless a CA bundle is configured. What the agent can
 still do is be slow, hang, or send garbage or huge bodies: every call ends within a deadline,
-bodies are capped while they arrive (:mod:`attestation.httpclient`), and each way of failing
+bodies are capped while they arrive (:mod:`attestation.kube.httpclient`), and each way of failing
 becomes a :class:`CollectorError` with a stable failure id.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from attestation.evidence import (
+from attestation.core.evidence import (
     API_PREFIX,
     MAX_LOG_BYTES,
     Evidence,
@@ -29,7 +29,7 @@ from attestation.evidence import (
     encode_activate_request,
     encode_evidence_request,
 )
-from attestation.httpclient import HttpClient, HttpClientError
+from attestation.kube.httpclient import HttpClient, HttpClientError
 
 #: Identity and activation answers are a few KiB; evidence carries the new log entries
 #: base64-encoded (4/3 of the bytes) plus the quote.

@@ -2,7 +2,7 @@
 
 One asyncio task per node, woken by its pull interval or by a push from its agent; at most
 ``concurrency`` rounds run at once, and every agent call has a timeout, so a hung agent delays
-only its own node. Rounds are pure (``attestation.verdict``); this module does the I/O around
+only its own node. Rounds are pure (``attestation.core.verdict``); this module does the I/O around
 them: the agent call, the Kubernetes writes (through ``Publisher``) and the remediation.
 """
 
@@ -19,28 +19,24 @@ from datetime import UTC, datetime
 
 from prometheus_client import Gauge
 
-from attestation import enroll
-from attestation.evidence import EvidenceQuery
-from attestation.kube import Kube, Resource, node_path, pod_path
-from attestation.types import Failure, NodeVerdict
-from attestation.verdict import (
-    NodeState,
+from attestation.core import enroll
+from attestation.core.evidence import EvidenceQuery
+from attestation.core.names import AGENT_SELECTOR, NF_LABEL, SCHEDULING_GATE
+from attestation.core.types import Failure, NodeVerdict
+from attestation.core.verdict import (
+    AttestationState,
     PodInfo,
     PolicySet,
     attest_round,
     forget_pods,
 )
+from attestation.kube.client import Kube, Resource, node_path, pod_path
+from attestation.kube.informer import Informer, KubeObject, uid_key
 from attestation.verifier.bynode import ByNode
 from attestation.verifier.collector import AgentClient, CollectorError
-from attestation.verifier.informer import Informer, KubeObject, uid_key
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.publisher import Publisher
-from attestation.verifier.settings import (
-    AGENT_SELECTOR,
-    NF_LABEL,
-    SCHEDULING_GATE,
-    VerifierSettings,
-)
+from attestation.verifier.settings import VerifierSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +50,7 @@ class NodeWorker:
     #: This node's evidence-age gauge (prometheus' labels() takes a lock and a lookup per call).
     evidence_age: Gauge
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    state: NodeState | None = None
+    state: AttestationState | None = None
     ak_name: bytes = b""
     task: asyncio.Task[None] | None = None
     last_verified: float = 0.0
@@ -316,7 +312,7 @@ class Verifier:
             await self.publisher.publish(worker.name, verdict, self.pods_on(worker.name), ak_name)
             self._results["enroll_failed"].inc()
             return False
-        worker.state = NodeState(ak_public=identity.ak_public)
+        worker.state = AttestationState(ak_public=identity.ak_public)
         worker.ak_name = ak_name
         await self.publisher.audit(
             {"kind": "enrolled", "node": worker.name, "akName": ak_name.hex()}

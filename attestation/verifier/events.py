@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from attestation.nodeattestation import format_time
+from attestation.core.clock import format_time
 
 COMPONENT = "trustgate-verifier"
 #: Node Events live in "default", as the kubelet's do: `kubectl describe node` lists them.

@@ -14,8 +14,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from attestation.kube import Kube, KubeError, lease_path
-from attestation.nodeattestation import parse_time
+from attestation.core.clock import parse_time
+from attestation.kube.client import Kube, KubeError, lease_path
 
 log = logging.getLogger(__name__)
 

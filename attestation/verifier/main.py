@@ -10,9 +10,9 @@ import signal
 
 import uvicorn
 
-from attestation.kube import Kube
-from attestation.serving import EmbeddedServer
-from attestation.signing import load_private_key_pem
+from attestation.core.signing import load_private_key_pem
+from attestation.kube.client import Kube
+from attestation.kube.serving import EmbeddedServer
 from attestation.verifier.auditlog import AuditLog
 from attestation.verifier.controller import Verifier
 from attestation.verifier.leader import LeaderElector

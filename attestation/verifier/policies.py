@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
-from attestation.policy import PolicyError, RuntimePolicy, load_policy
-from attestation.verdict import PolicySet
+from attestation.core.policy import PolicyError, RuntimePolicy, load_policy
+from attestation.core.verdict import PolicySet
 
 HOST = "host"
 _SUFFIXES = (".yaml", ".yml", ".json")

@@ -19,29 +19,38 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.kube import Kube, KubeError, event_path, node_path, nodeattestation_path, pod_path
-from attestation.nodeattestation import API_VERSION, KIND, parse_time
-from attestation.signing import sign_status
-from attestation.types import Failure, NodeVerdict
-from attestation.verdict import PodInfo
-from attestation.verifier.auditlog import AuditLog, audit_time
-from attestation.verifier.events import event
-from attestation.verifier.metrics import VerifierMetrics
-from attestation.verifier.remediate import Outcome, PodTarget, Remediator
-from attestation.verifier.settings import (
+from attestation.core.clock import parse_time
+from attestation.core.names import (
     ATTESTED_LABEL,
+    NODEATTESTATION_API_VERSION,
+    NODEATTESTATION_KIND,
     SCHEDULING_GATE,
     UNTRUSTED_TAINT,
-    VerifierSettings,
-)
-from attestation.verifier.status import (
     NodeState,
+)
+from attestation.core.signing import sign_status
+from attestation.core.status import (
     PodTrustView,
     node_status,
     pod_annotations,
     pod_trust,
     reason,
 )
+from attestation.core.types import Failure, NodeVerdict
+from attestation.core.verdict import PodInfo
+from attestation.kube.client import (
+    Kube,
+    KubeError,
+    event_path,
+    node_path,
+    nodeattestation_path,
+    pod_path,
+)
+from attestation.verifier.auditlog import AuditLog, audit_time
+from attestation.verifier.events import event
+from attestation.verifier.metrics import VerifierMetrics
+from attestation.verifier.remediate import Outcome, PodTarget, Remediator
+from attestation.verifier.settings import VerifierSettings
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +263,8 @@ class Publisher:
             self.kube.create(
                 nodeattestation_path(),
                 {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
+                    "apiVersion": NODEATTESTATION_API_VERSION,
+                    "kind": NODEATTESTATION_KIND,
                     "metadata": {"name": node},
                     "spec": {},
                 },

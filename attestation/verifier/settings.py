@@ -6,20 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Literal
 
 RemediationMode = Literal["evict-only", "evict-then-delete", "annotate-only"]
 UntrustedNodeAction = Literal["evict", "none"]
-
-#: The labels, annotations and names that users see; keep them stable once shipped.
-ATTESTED_LABEL: Final = "trustgate.io/attested"
-UNTRUSTED_TAINT: Final = "trustgate.io/untrusted"
-NF_LABEL: Final = "trustgate.io/network-function"
-TRUST_STATE_ANNOTATION: Final = "trustgate.io/trust-state"
-LAST_VERIFIED_ANNOTATION: Final = "trustgate.io/last-verified"
-REASON_ANNOTATION: Final = "trustgate.io/reason"
-SCHEDULING_GATE: Final = "trustgate.io/attestation"
-AGENT_SELECTOR: Final = "app.kubernetes.io/name=trustgate-agent"
 
 
 @dataclass(frozen=True, slots=True)

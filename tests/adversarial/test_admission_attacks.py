@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.nodeattestation import format_time
-from attestation.signing import sign_status
+from attestation.core.clock import format_time
+from attestation.core.signing import sign_status
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa

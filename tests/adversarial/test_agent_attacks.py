@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from attestation import enroll
 from attestation.agent.tpm import Tpm
+from attestation.core import enroll
 from attestation.lab.node import SimNode
 from attestation.lab.swtpm import SwTpm
 from attestation.verifier.collector import _EVIDENCE_BODY

@@ -27,14 +27,15 @@ from hypothesis import strategies as st
 
 from attestation.agent.app import create_app as create_agent
 from attestation.agent.settings import AgentSettings
+from attestation.core.names import SCHEDULING_GATE
+from attestation.core.signing import public_keys_by_id
+from attestation.core.types import HashAlg
 from attestation.lab.ima_writer import ImaWriter
-from attestation.signing import public_keys_by_id
-from attestation.types import HashAlg
 from tests.support.serve import serve
 from tests.support.swtpm import LocalCa, SwTpm
 from tests.unit.webhook_data import PodTable, StaticSource, apply_patch, node_attestation
 from webhook.app import create_app as create_webhook
-from webhook.mutate import ATTESTED_EXPRESSION, SCHEDULING_GATE
+from webhook.mutate import ATTESTED_EXPRESSION
 from webhook.settings import WebhookSettings
 
 FUZZ = settings(

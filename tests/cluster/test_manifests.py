@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from attestation.cli import build_parser
-from attestation.kube import Kube, KubeError, WebhookConfigurations, load_api_client
-from attestation.signing import load_private_key_pem, load_public_key_pem
+from attestation.cli.main import build_parser
+from attestation.core.signing import load_private_key_pem, load_public_key_pem
+from attestation.kube.client import Kube, KubeError, WebhookConfigurations, load_api_client
 from attestation.verifier.policies import load_policy_dir
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, wait_for

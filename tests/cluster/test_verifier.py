@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from attestation.audit import verify_chain
-from attestation.nodeattestation import node_trust
-from attestation.signing import load_public_key_pem, public_keys_by_id
+from attestation.core.audit import verify_chain
+from attestation.core.nodeattestation import node_trust
+from attestation.core.signing import load_public_key_pem, public_keys_by_id
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from attestation.nodeattestation import parse_time
+from attestation.core.clock import parse_time
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa

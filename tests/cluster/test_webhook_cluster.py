@@ -2,7 +2,7 @@
 
 The webhook runs in-process under uvicorn on 127.0.0.1 with the manifests' configurations pointed
 at it by URL; its trust comes from a real NodeAttestation watch and its pod look-ups from the API
-(attestation.kube). NodeAttestations are signed with a test verifier key.
+(attestation.kube.client). NodeAttestations are signed with a test verifier key.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import uvicorn
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.kube import Kube, Resource, nodeattestation_path
+from attestation.core.clock import format_time
+from attestation.core.signing import public_keys_by_id, sign_status
+from attestation.kube.client import Kube, Resource, nodeattestation_path
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import free_port
-from attestation.nodeattestation import format_time
-from attestation.signing import public_keys_by_id, sign_status
 from tests.support.controlplane import ClusterHandle
 from webhook.app import create_app, server_config
 from webhook.settings import WebhookSettings

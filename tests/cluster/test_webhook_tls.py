@@ -22,7 +22,8 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.kube import (
+from attestation.core.signing import public_key_to_pem
+from attestation.kube.client import (
     Kube,
     NamedSecret,
     WebhookConfigurations,
@@ -31,7 +32,6 @@ from attestation.kube import (
 )
 from attestation.lab.node import trustgate_exe
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
-from attestation.signing import public_key_to_pem
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import wait_for
 from webhook.cabundle import ca_bundle_in_place

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from attestation.agent.tpm import Tpm, TpmQuote
-from attestation.types import HashAlg
+from attestation.core.types import HashAlg
 from tests.support.swtpm import LocalCa, SwTpm
 
 PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 10)

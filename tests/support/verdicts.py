@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from attestation.nodeattestation import parse_time
+from attestation.core.clock import parse_time
 from tests.support.lab import Lab, wait_for
 
 NODE_EVENTS_NS = "default"  # attestation.verifier.events.NODE_EVENT_NAMESPACE

@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from attestation import enroll
 from attestation.agent.app import create_app
 from attestation.agent.settings import AgentSettings
-from attestation.evidence import (
+from attestation.core import enroll
+from attestation.core.evidence import (
     EvidenceQuery,
     decode_activate_response,
     decode_evidence,
@@ -23,9 +23,9 @@ from attestation.evidence import (
     encode_activate_request,
     encode_evidence_request,
 )
+from attestation.core.quote import verify_quote
+from attestation.core.types import HashAlg
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
-from attestation.quote import verify_quote
-from attestation.types import HashAlg
 from tests.support.serve import serve
 from tests.support.swtpm import SwTpm
 

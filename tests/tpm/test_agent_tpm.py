@@ -8,9 +8,9 @@ import pytest
 from cryptography import x509
 
 from attestation.agent.tpm import AkBlob, Tpm, TpmError
-from attestation.quote import verify_quote
-from attestation.tpm_types import parse_public
-from attestation.types import HashAlg
+from attestation.core.quote import verify_quote
+from attestation.core.tpm_types import parse_public
+from attestation.core.types import HashAlg
 from tests.support.swtpm import SwTpm
 
 pytestmark = pytest.mark.tpm

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from attestation import enroll
 from attestation.agent.tpm import AkAlg, EkAlg, Tpm, TpmError
+from attestation.core import enroll
 from tests.support.swtpm import LocalCa, SwTpm, SwTpmFactory
 
 pytestmark = pytest.mark.tpm

@@ -16,11 +16,11 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from attestation.agent.tpm import Tpm
-from attestation.cli import main
-from attestation.evidence import Evidence, encode_evidence
+from attestation.cli.main import main
+from attestation.core.evidence import Evidence, encode_evidence
+from attestation.core.tpm_types import parse_public
+from attestation.core.types import HashAlg
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
-from attestation.tpm_types import parse_public
-from attestation.types import HashAlg
 from tests.support.swtpm import SwTpm
 
 UPF = "5a3f0c2e-0000-4000-8000-0000000000a1"

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from attestation.agent.tpm import AkAlg, Tpm, TpmQuote
-from attestation.quote import QuoteResult, verify_quote
-from attestation.types import ClockInfo, HashAlg
+from attestation.core.quote import QuoteResult, verify_quote
+from attestation.core.types import ClockInfo, HashAlg
 from tests.support.swtpm import SwTpm, SwTpmFactory
 
 pytestmark = pytest.mark.tpm

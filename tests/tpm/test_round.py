@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from attestation.agent.tpm import Tpm
-from attestation.evidence import Evidence
+from attestation.core.evidence import Evidence
+from attestation.core.policy import RuntimePolicy, policy_from_document
+from attestation.core.types import HashAlg
+from attestation.core.verdict import AttestationState, PodInfo, PolicySet, RoundResult, attest_round
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
-from attestation.policy import RuntimePolicy, policy_from_document
-from attestation.types import HashAlg
-from attestation.verdict import NodeState, PodInfo, PolicySet, RoundResult, attest_round
 from tests.support.swtpm import SwTpm
 
 UPF = PodInfo("1a2b3c4d-0000-4000-8000-00000000a001", "5g-core", "upf-0", "upf")
@@ -49,7 +49,7 @@ class Node:
     swtpm: SwTpm
     tpm: Tpm
     writer: ImaWriter
-    state: NodeState
+    state: AttestationState
     results: list[RoundResult] = field(default_factory=list)
 
     def evidence(self, nonce: bytes) -> Evidence:
@@ -87,7 +87,7 @@ def node(swtpm: SwTpm, tmp_path: Path) -> Node:
     ak = tpm.create_ak()
     writer = ImaWriter(tmp_path / "measurements", extend=swtpm.extend_pcr, template="ima-cgpath")
     _boot(swtpm, writer)
-    return Node(swtpm, tpm, writer, NodeState(ak_public=ak.public))
+    return Node(swtpm, tpm, writer, AttestationState(ak_public=ak.public))
 
 
 def _ids(failures: tuple[object, ...]) -> list[str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from attestation.attribution import attribute, canonical_uid
+from attestation.core.attribution import attribute, canonical_uid
+from attestation.core.types import PodRef
 from attestation.lab.ima_writer import cgroupfs_pod_cgroup, systemd_pod_cgroup
-from attestation.types import PodRef
 
 UID = "0b4f6a1e-3c2d-4e5f-8a9b-0c1d2e3f4a5b"
 SYS_UID = UID.replace("-", "_")

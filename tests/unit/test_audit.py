@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from attestation.audit import verify_chain
+from attestation.core.audit import verify_chain
 from attestation.verifier.auditlog import AuditChainBroken, AuditLog
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attestation.cli import main
+from attestation.cli.main import main
+from attestation.core.policy import load_policy
+from attestation.core.signing import load_private_key_pem, load_public_key_pem
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
-from attestation.policy import load_policy
-from attestation.signing import load_private_key_pem, load_public_key_pem
 from attestation.verifier.auditlog import AuditLog
 
 UID = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"

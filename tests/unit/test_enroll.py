@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation import enroll
-from attestation.types import Failure, HashAlg
+from attestation.core import enroll
+from attestation.core.types import Failure, HashAlg
 from tests.unit.tpm_vectors import ak_public, bundle, ek, recorded_at
 
 NOW = recorded_at() + timedelta(days=1)

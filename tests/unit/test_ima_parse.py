@@ -11,12 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation.ima import (
+from attestation.core.ima import (
     ImaParseError,
     parse_ascii,
     parse_binary,
     render_ascii_line,
 )
+from attestation.core.types import HashAlg, ImaEntry
 from attestation.lab.ima_writer import (
     Digest,
     ImaWriter,
@@ -24,7 +25,6 @@ from attestation.lab.ima_writer import (
     encode_legacy_ima,
     systemd_pod_cgroup,
 )
-from attestation.types import HashAlg, ImaEntry
 
 VECTORS = Path(__file__).parent / "vectors"
 POD_CG = systemd_pod_cgroup("4f2d1c3b-5a6e-47f8-9b0c-1d2e3f405162", "ab" * 32)

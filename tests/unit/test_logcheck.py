@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attestation import fastpath
-from attestation.ima import ImaParseError, parse_binary
+from attestation.core import fastpath
+from attestation.core.ima import ImaParseError, parse_binary
+from attestation.core.logcheck import CheckLog, LogCheck, PolicyFor
+from attestation.core.policy import RuntimePolicy, policy_from_document
+from attestation.core.replay import ReplayState
+from attestation.core.types import HashAlg, PodRef
 from attestation.lab.ima_writer import Digest, ImaWriter, build_log, systemd_pod_cgroup
-from attestation.logcheck import CheckLog, LogCheck, PolicyFor
-from attestation.policy import RuntimePolicy, policy_from_document
-from attestation.replay import ReplayState
-from attestation.types import HashAlg, PodRef
 
 VECTORS = Path(__file__).parent / "vectors"
 BANKS = (HashAlg.SHA1, HashAlg.SHA256)
@@ -36,7 +36,7 @@ OTHER_CG = systemd_pod_cgroup(OTHER, "ef" * 32)
 HOST_CG = "/system.slice/containerd.service"
 PURE = fastpath.IMPLEMENTATIONS["pure"]
 NATIVE = fastpath.IMPLEMENTATIONS.get("native")
-needs_native = pytest.mark.skipif(NATIVE is None, reason="attestation._imafast was not built")
+needs_native = pytest.mark.skipif(NATIVE is None, reason="attestation.core._imafast was not built")
 
 
 @pytest.fixture(params=["pure", pytest.param("native", marks=needs_native)])
@@ -264,7 +264,7 @@ def test_an_error_in_policy_for_propagates(check: CheckLog, tmp_path: Path) -> N
 @needs_native
 def test_the_scan_keeps_nothing_between_calls() -> None:
     """Refcounts and buffers: repeated scans (answered, declined, failing) leave no memory."""
-    from attestation import _imafast
+    from attestation.core import _imafast
 
     built = build_log(200, template="ima-cgpath", banks=BANKS, pod_share=0.3)
     spec = tuple((alg.value, bytes(alg.digest_size), built.pcr10[alg]) for alg in BANKS[::-1])
@@ -297,8 +297,8 @@ def test_the_scan_keeps_nothing_between_calls() -> None:
 def test_benchmark_logs_take_the_native_path(template: str) -> None:
     """The generated logs are what the C scan is for: it must answer them, not decline."""
     if NATIVE is None:
-        pytest.skip("attestation._imafast was not built")
-    from attestation import _imafast
+        pytest.skip("attestation.core._imafast was not built")
+    from attestation.core import _imafast
 
     built = build_log(500, template=template, banks=BANKS, pod_share=0.3)
     spec = tuple((alg.value, bytes(alg.digest_size), built.pcr10[alg]) for alg in BANKS[::-1])

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from attestation.ima import parse_binary
-from attestation.lab.ima_writer import Digest, ImaWriter, systemd_pod_cgroup
-from attestation.policy import (
+from attestation.core.ima import parse_binary
+from attestation.core.policy import (
     PolicyError,
     RuntimePolicy,
     evaluate,
@@ -22,7 +21,8 @@ from attestation.policy import (
     load_policy,
     policy_from_document,
 )
-from attestation.types import ImaEntry, PodRef
+from attestation.core.types import ImaEntry, PodRef
+from attestation.lab.ima_writer import Digest, ImaWriter, systemd_pod_cgroup
 
 VECTORS = Path(__file__).parent / "vectors"
 UPF = hashlib.sha256(b"upf v1").hexdigest()

@@ -6,11 +6,11 @@ import hashlib
 import os
 from pathlib import Path
 
-from attestation.ima import parse_binary
+from attestation.core.ima import parse_binary
+from attestation.core.policy import evaluate, load_policy, policy_from_document
+from attestation.core.policy_gen import dump, from_log, from_tree
+from attestation.core.types import PodRef
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
-from attestation.policy import evaluate, load_policy, policy_from_document
-from attestation.policy_gen import dump, from_log, from_tree
-from attestation.types import PodRef
 
 UID = "4f2d1c3b-5a6e-47f8-9b0c-1d2e3f405162"
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from attestation.quote import QuoteResult, pcr_digest, verify_quote
-from attestation.tpm_types import parse_attest
-from attestation.types import ClockInfo, HashAlg
+from attestation.core.quote import QuoteResult, pcr_digest, verify_quote
+from attestation.core.tpm_types import parse_attest
+from attestation.core.types import ClockInfo, HashAlg
 from tests.unit.tpm_vectors import RecordedQuote, ak_public, quotes
 
 ECC, RSA, AFTER_REBOOT = quotes()

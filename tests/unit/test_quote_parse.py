@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation.quote import QuoteParseError, _ecdsa_der, verify_quote
-from attestation.tpm_types import (
+from attestation.core.quote import QuoteParseError, _ecdsa_der, verify_quote
+from attestation.core.tpm_types import (
     ALG_ECC,
     ALG_ECDSA,
     ALG_RSA,
@@ -25,7 +25,7 @@ from attestation.tpm_types import (
     parse_public,
     parse_signature,
 )
-from attestation.types import HashAlg
+from attestation.core.types import HashAlg
 from tests.unit.tpm_vectors import ak_public, ek, quotes
 
 ECC, RSA, _ = quotes()

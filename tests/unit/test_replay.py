@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from attestation.ima import ImaLog, parse_binary
-from attestation.lab.ima_writer import Digest, ImaWriter
-from attestation.replay import (
+from attestation.core.ima import ImaLog, parse_binary
+from attestation.core.replay import (
     ReplayState,
     boot_aggregates,
     check_boot_aggregate,
     replay,
     verify_against_quote,
 )
-from attestation.types import HashAlg
+from attestation.core.types import HashAlg
+from attestation.lab.ima_writer import Digest, ImaWriter
 
 VECTORS = Path(__file__).parent / "vectors"
 BANKS = (HashAlg.SHA1, HashAlg.SHA256)

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.nodeattestation import NodeAttestationError, node_trust
-from attestation.signing import (
+from attestation.core.nodeattestation import NodeAttestationError, node_trust
+from attestation.core.signing import (
     SigningError,
     canonical_payload,
     key_id,

@@ -24,9 +24,9 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attestation.core.signing import public_keys_by_id
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import free_port
-from attestation.signing import public_keys_by_id
 from tests.unit.webhook_data import NOW, PodTable, StaticSource, node_attestation, vector
 from webhook.app import create_app, server_config
 from webhook.settings import WebhookSettings

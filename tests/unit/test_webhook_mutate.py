@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from attestation.core.names import SCHEDULING_GATE
 from tests.unit.webhook_data import apply_patch, vector
-from webhook.mutate import ATTESTED_EXPRESSION, SCHEDULING_GATE, mutate, mutate_pod, pointer
+from webhook.mutate import ATTESTED_EXPRESSION, mutate, mutate_pod, pointer
 from webhook.protect import ProtectionRules
 from webhook.responses import complete
 from webhook.reviews import decode_review

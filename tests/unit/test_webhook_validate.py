@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.nodeattestation import NodeTrust, node_trust
-from attestation.signing import public_keys_by_id
+from attestation.core.nodeattestation import NodeTrust, node_trust
+from attestation.core.signing import public_keys_by_id
 from tests.unit.webhook_data import NOW, node_attestation, vector
 from webhook.responses import Response
 from webhook.reviews import Request, ReviewError, decode_review

@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from attestation.types import HashAlg
+from attestation.core.types import HashAlg
 
 VECTORS = Path(__file__).parent / "vectors" / "tpm"
 

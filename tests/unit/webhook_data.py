@@ -12,8 +12,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.nodeattestation import API_VERSION, KIND, format_time
-from attestation.signing import sign_status
+from attestation.core.clock import format_time
+from attestation.core.names import NODEATTESTATION_API_VERSION, NODEATTESTATION_KIND
+from attestation.core.signing import sign_status
 
 VECTORS = Path(__file__).parent / "vectors" / "admission"
 NOW = datetime.fromisoformat("2026-11-26T14:00:00Z")
@@ -62,8 +63,8 @@ def node_attestation(node: str, key: Ed25519PrivateKey | None, **kwargs: Any) ->
     """A NodeAttestation whose status is signed by ``key`` (unsigned when None)."""
     st = status(**kwargs)
     return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
+        "apiVersion": NODEATTESTATION_API_VERSION,
+        "kind": NODEATTESTATION_KIND,
         "metadata": {"name": node, "resourceVersion": "1"},
         "status": sign_status(node, st, key) if key is not None else st,
     }

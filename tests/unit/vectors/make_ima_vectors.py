@@ -20,8 +20,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
+from attestation.core.types import HashAlg  # noqa: E402
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup  # noqa: E402
-from attestation.types import HashAlg  # noqa: E402
 
 POD = "4f2d1c3b-5a6e-47f8-9b0c-1d2e3f405162"
 CID = "9a" * 32

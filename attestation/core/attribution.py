@@ -19,7 +19,7 @@ import re
 from functools import lru_cache
 from typing import Final
 
-from attestation.types import PodRef
+from attestation.core.types import PodRef
 
 _SYSTEMD: Final = re.compile(
     r"(?:^|/)kubepods\.slice/"

@@ -28,13 +28,17 @@ from typing import Any, Final
 
 import yaml
 
-from attestation.attribution import attribute
-from attestation.ima import ImaLog
-from attestation.ima_signature import PublicKey, load_keylime_keys, load_pem_key, verify_signature
-from attestation.types import Failure, HashAlg, ImaEntry, PodRef
+from attestation.core.attribution import attribute
+from attestation.core.ima import ImaLog
+from attestation.core.ima_signature import (
+    PublicKey,
+    load_keylime_keys,
+    load_pem_key,
+    verify_signature,
+)
+from attestation.core.names import RUNTIME_POLICY_API_VERSION, RUNTIME_POLICY_KIND
+from attestation.core.types import Failure, HashAlg, ImaEntry, PodRef
 
-API_VERSION: Final = "trustgate.io/v1alpha1"
-KIND: Final = "RuntimePolicy"
 _HEX: Final = re.compile(r"[0-9a-f]+")
 _SIZES: Final = {alg.value: alg.digest_size for alg in HashAlg}
 _SPEC_KEYS: Final = {"networkFunction", "digests", "excludes", "keyrings", "bootAggregate"}
@@ -188,14 +192,18 @@ def policy_from_document(doc: object, *, source: str) -> RuntimePolicy:
         return _ours(ctx, top)
     if "digests" in top and "meta" in top:
         return _keylime(ctx, top)
-    raise ctx.fail("document", f"neither apiVersion {API_VERSION} nor a Keylime runtime policy")
+    raise ctx.fail(
+        "document", f"neither apiVersion {RUNTIME_POLICY_API_VERSION} nor a Keylime runtime policy"
+    )
 
 
 def _ours(ctx: _Ctx, top: dict[str, Any]) -> RuntimePolicy:
-    if top.get("apiVersion") != API_VERSION:
-        raise ctx.fail("apiVersion", f"must be {API_VERSION!r}, not {top.get('apiVersion')!r}")
-    if top.get("kind") != KIND:
-        raise ctx.fail("kind", f"must be {KIND!r}, not {top.get('kind')!r}")
+    if top.get("apiVersion") != RUNTIME_POLICY_API_VERSION:
+        raise ctx.fail(
+            "apiVersion", f"must be {RUNTIME_POLICY_API_VERSION!r}, not {top.get('apiVersion')!r}"
+        )
+    if top.get("kind") != RUNTIME_POLICY_KIND:
+        raise ctx.fail("kind", f"must be {RUNTIME_POLICY_KIND!r}, not {top.get('kind')!r}")
     extra = set(top) - {"apiVersion", "kind", "metadata", "spec"}
     if extra:
         raise ctx.fail("document", f"unknown fields {sorted(extra)}")

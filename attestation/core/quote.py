@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from attestation.tpm_types import (
+from attestation.core.tpm_types import (
     ALG_ECDSA,
     ALG_RSAPSS,
     ALG_RSASSA,
@@ -36,7 +36,7 @@ from attestation.tpm_types import (
     parse_public,
     parse_signature,
 )
-from attestation.types import ClockInfo, Failure, HashAlg
+from attestation.core.types import ClockInfo, Failure, HashAlg
 
 __all__ = [
     "QuoteParseError",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, overload
 
-from attestation.types import IMA_PCR, ImaEntry
+from attestation.core.types import IMA_PCR, ImaEntry
 
 #: Kernel limits (security/integrity/ima): template names are at most 15 bytes; the legacy
 #: ``ima`` template's name field is at most 255 bytes; paths are at most PATH_MAX.

@@ -19,17 +19,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from attestation.evidence import Evidence
-from attestation.fastpath import check_log
-from attestation.ima import ImaParseError
-from attestation.policy import RuntimePolicy
-from attestation.quote import verify_quote
-from attestation.replay import ReplayState, check_boot_aggregate
-from attestation.types import IMA_PCR, ClockInfo, Failure, HashAlg, NodeVerdict, PodRef, PodVerdict
+from attestation.core.evidence import Evidence
+from attestation.core.fastpath import BEST
+from attestation.core.ima import ImaParseError
+from attestation.core.logcheck import CheckLog, LogCheck
+from attestation.core.policy import RuntimePolicy
+from attestation.core.quote import verify_quote
+from attestation.core.replay import ReplayState, check_boot_aggregate
+from attestation.core.types import (
+    IMA_PCR,
+    ClockInfo,
+    Failure,
+    HashAlg,
+    NodeVerdict,
+    PodRef,
+    PodVerdict,
+)
 
 #: Failures kept per pod/host: enough to act on, bounded so a noisy pod cannot grow the state.
 MAX_KEPT_FAILURES = 20
@@ -56,7 +65,7 @@ class PolicySet:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeState:
+class AttestationState:
     """What the verifier remembers about one node between rounds."""
 
     ak_public: bytes
@@ -78,7 +87,7 @@ class NodeState:
 
 @dataclass(frozen=True, slots=True)
 class RoundResult:
-    state: NodeState
+    state: AttestationState
     verdict: NodeVerdict
     #: The TPM rebooted since the last round: the log restarted, ask again from offset 0.
     rebooted: bool = False
@@ -88,7 +97,7 @@ def _errors(failures: tuple[Failure, ...]) -> tuple[Failure, ...]:
     return tuple(f for f in failures if f.severity == "error")
 
 
-def _pod_verdicts(state: NodeState, pods: Mapping[str, PodInfo]) -> tuple[PodVerdict, ...]:
+def _pod_verdicts(state: AttestationState, pods: Mapping[str, PodInfo]) -> tuple[PodVerdict, ...]:
     out = []
     for uid in sorted(pods):
         info = pods[uid]
@@ -107,7 +116,7 @@ def _pod_verdicts(state: NodeState, pods: Mapping[str, PodInfo]) -> tuple[PodVer
 
 def _verdict(
     node: str,
-    state: NodeState,
+    state: AttestationState,
     pods: Mapping[str, PodInfo],
     round_failures: tuple[Failure, ...],
     quote_digest: str,
@@ -126,17 +135,23 @@ def _verdict(
 
 def attest_round(
     node: str,
-    state: NodeState,
+    state: AttestationState,
     evidence: Evidence,
     nonce: bytes,
     policies: PolicySet,
     pods: Mapping[str, PodInfo],
     *,
     log_column_size: int = 20,
+    check_log: CheckLog = BEST,
 ) -> RoundResult:
     """Judge one round. ``evidence`` answers a request for the log from ``state.ima_offset``;
-    ``pods`` are the protected pods currently bound to ``node``, by uid."""
+    ``pods`` are the protected pods currently bound to ``node``, by uid; ``check_log`` is the
+    implementation of the log check (``fastpath.select``)."""
     quote_digest = hashlib.sha256(evidence.quote).hexdigest()
+
+    def result(state: AttestationState, *failures: Failure) -> RoundResult:
+        return RoundResult(state, _verdict(node, state, pods, failures, quote_digest))
+
     quote = verify_quote(
         evidence.quote,
         evidence.signature,
@@ -146,36 +161,59 @@ def attest_round(
         state.clock,
     )
     if quote.rebooted:
-        # A new boot: a new log and fresh PCRs. Host and log findings belonged to the old boot.
-        fresh = dataclasses.replace(
-            state,
-            replay=ReplayState.initial(state.replay.pcrs.keys() or (HashAlg.SHA256,)),
-            clock=quote.clock_info,
-            log_failure=None,
-            host_failures=(),
-        )
+        fresh = _after_reboot(state, quote.clock_info)
         pending = Failure(
             "node.rebooted",
             "the TPM was reset (a reboot): re-attesting from the start of the new log",
             severity="warning",
         )
-        return RoundResult(fresh, _verdict(node, fresh, pods, (pending,), quote_digest), True)
+        return RoundResult(fresh, result(fresh, pending).verdict, True)
     if not quote.ok:
-        return RoundResult(state, _verdict(node, state, pods, quote.failures, quote_digest))
+        return result(state, *quote.failures)
     state = dataclasses.replace(state, clock=quote.clock_info)
     if state.log_failure is not None:
-        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
-
+        return result(state)
     if evidence.ima_offset != state.ima_offset:
         why = Failure(
             "agent.bad_response",
             f"evidence starts at log offset {evidence.ima_offset},"
             f" {state.ima_offset} was asked for",
         )
-        return RoundResult(state, _verdict(node, state, pods, (why,), quote_digest))
+        return result(state, why)
     quoted = {
         bank: values[IMA_PCR] for bank, values in evidence.pcr_values.items() if IMA_PCR in values
     }
+    try:  # parse, replay against the quoted PCR 10, judge the covered entries (fastpath: in C)
+        checked = check_log(
+            evidence.ima_log,
+            state.replay,
+            quoted,
+            _policy_lookup(policies, pods),
+            column_size=log_column_size,
+        )
+    except ImaParseError as e:
+        broken = Failure("ima.log_malformed", str(e))
+        return result(dataclasses.replace(state, log_failure=broken))
+    if checked.replay.failures:
+        return result(dataclasses.replace(state, log_failure=checked.replay.failures[0]))
+    return result(_fold(state, checked, evidence, policies))
+
+
+def _after_reboot(state: AttestationState, clock: ClockInfo | None) -> AttestationState:
+    """A new boot: a new log and fresh PCRs. Host and log findings belonged to the old boot."""
+    return dataclasses.replace(
+        state,
+        replay=ReplayState.initial(state.replay.pcrs.keys() or (HashAlg.SHA256,)),
+        clock=clock,
+        log_failure=None,
+        host_failures=(),
+    )
+
+
+def _policy_lookup(
+    policies: PolicySet, pods: Mapping[str, PodInfo]
+) -> Callable[[PodRef | None], RuntimePolicy | None]:
+    """The policy an entry's owner is judged by: the host's, or its pod's network function's."""
 
     def policy_for(pod: PodRef | None) -> RuntimePolicy | None:
         if pod is None:
@@ -183,21 +221,16 @@ def attest_round(
         info = pods.get(pod.uid)
         return policies.by_network_function.get(info.network_function) if info else None
 
-    try:  # parse, replay against the quoted PCR 10, judge the covered entries (fastpath: in C)
-        checked = check_log(
-            evidence.ima_log, state.replay, quoted, policy_for, column_size=log_column_size
-        )
-    except ImaParseError as e:
-        broken = Failure("ima.log_malformed", str(e))
-        state = dataclasses.replace(state, log_failure=broken)
-        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
+    return policy_for
 
-    replayed = checked.replay
-    if replayed.failures:
-        state = dataclasses.replace(state, log_failure=replayed.failures[0])
-        return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
+
+def _fold(
+    state: AttestationState, checked: LogCheck, evidence: Evidence, policies: PolicySet
+) -> AttestationState:
+    """What a proven, judged stretch of log adds to what we know: the new replay position, the
+    boot_aggregate check on a log's first entry, and the (bounded) findings per owner."""
     new_replay = dataclasses.replace(
-        replayed.state, next_offset=state.ima_offset + checked.covered_bytes
+        checked.replay.state, next_offset=state.ima_offset + checked.covered_bytes
     )
     host_failures = list(state.host_failures)
     if state.replay.next_index == 0 and checked.first is not None:
@@ -205,7 +238,6 @@ def attest_round(
         failure = check_boot_aggregate(checked.first, evidence.pcr_values, allowed)
         if failure is not None:
             host_failures.append(failure)
-
     judged = checked.judgement
     pod_failures = dict(state.pod_failures)
     pod_measurements = dict(state.pod_measurements)
@@ -223,7 +255,7 @@ def attest_round(
     for owner, count in judged.measurements.items():
         if owner is not None:
             pod_measurements[owner] = pod_measurements.get(owner, 0) + count
-    state = dataclasses.replace(
+    return dataclasses.replace(
         state,
         replay=new_replay,
         host_failures=tuple(host_failures),
@@ -231,10 +263,9 @@ def attest_round(
         pod_measurements=MappingProxyType(pod_measurements),
         warnings=warnings,
     )
-    return RoundResult(state, _verdict(node, state, pods, (), quote_digest))
 
 
-def forget_pods(state: NodeState, live: Mapping[str, PodInfo]) -> NodeState:
+def forget_pods(state: AttestationState, live: Mapping[str, PodInfo]) -> AttestationState:
     """Drop what is kept about pods that no longer exist on the node (bounded state)."""
     if all(uid in live for uid in state.pod_failures) and all(
         uid in live for uid in state.pod_measurements

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from operator import methodcaller
 from types import MappingProxyType
 
-from attestation.ima import ImaLog
-from attestation.types import IMA_PCR, Failure, HashAlg, ImaEntry
+from attestation.core.ima import ImaLog
+from attestation.core.types import IMA_PCR, Failure, HashAlg, ImaEntry
 
 _Hash = Callable[[bytes], "hashlib._Hash"]
 

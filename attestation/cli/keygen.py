@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from attestation.commands.common import fail
+from attestation.cli.common import fail
 
 
 def register(sub: Any) -> None:
@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attestation.signing import (
+    from attestation.core.signing import (
         generate_private_key,
         key_id,
         private_key_to_pem,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attestation.commands.common import fail
+from attestation.cli.common import fail
 
 
 def register(sub: Any) -> None:
@@ -48,10 +48,10 @@ def register(sub: Any) -> None:
 
 
 def generate(args: argparse.Namespace) -> int:
-    from attestation import policy_gen
-    from attestation.ima import ImaParseError, parse_ascii, parse_binary
-    from attestation.policy import PolicyError, policy_from_document
-    from attestation.types import PodRef
+    from attestation.core import policy_gen
+    from attestation.core.ima import ImaParseError, parse_ascii, parse_binary
+    from attestation.core.policy import PolicyError, policy_from_document
+    from attestation.core.types import PodRef
 
     name = args.name or args.nf
     if args.from_dir is not None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from attestation.commands import (
+from attestation.cli import (
     agent,
     audit,
     demo,
@@ -16,7 +16,7 @@ from attestation.commands import (
     verify,
     webhook,
 )
-from attestation.commands.common import Handler
+from attestation.cli.common import Handler
 
 COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, demo)
 

@@ -2,7 +2,7 @@
 
 ``nodeattestations.trustgate.io/v1alpha1``, cluster-scoped, named after the node. Only the verifier
 writes ``status``; everyone else (the webhook, the CLI) reads it and must check its signature first
-(see ``attestation.signing`` and docs/nodeattestation.md).
+(see ``attestation.core.signing`` and docs/nodeattestation.md).
 
 ``node_trust`` checks the signature and parses the status once, so consumers keep a
 ``NodeTrust`` and decide from memory. A status that is unsigned, signed by the wrong key or
@@ -14,22 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
+from datetime import datetime
+from typing import Any, NotRequired, TypedDict, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation.signing import verify_status
-from attestation.types import Failure
-
-GROUP = "trustgate.io"
-VERSION = "v1alpha1"
-PLURAL = "nodeattestations"
-KIND = "NodeAttestation"
-API_VERSION = f"{GROUP}/{VERSION}"
-
-TrustState = Literal["Trusted", "Untrusted", "Pending", "Unknown"]
-TRUST_STATES: tuple[str, ...] = get_args(TrustState)
+from attestation.core.clock import parse_time
+from attestation.core.names import NODE_STATES, NodeState
+from attestation.core.signing import verify_status
+from attestation.core.types import Failure
 
 
 class NodeAttestationError(ValueError):
@@ -95,7 +88,7 @@ class NodeTrust:
     """
 
     node: str
-    state: TrustState
+    state: NodeState
     reason: str = ""
     verified_at: datetime | None = None
     expires_at: datetime | None = None
@@ -113,26 +106,6 @@ class NodeTrust:
             and self.expires_at is not None
             and now < self.expires_at
         )
-
-
-def parse_time(value: object, what: str) -> datetime:
-    """RFC 3339 with a zone (``Z`` or an offset), as Kubernetes writes times."""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} is {type(value).__name__}, not an RFC 3339 string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as e:
-        raise ValueError(f"{what} {value!r} is not RFC 3339") from e
-    if parsed.tzinfo is None:
-        raise ValueError(f"{what} {value!r} has no time zone")
-    return parsed
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, the form the verifier writes."""
-    if value.tzinfo is None:
-        raise ValueError(f"{value!r} has no time zone")
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def node_name(obj: Mapping[str, Any]) -> str:
@@ -182,8 +155,8 @@ def node_trust(obj: Mapping[str, Any], public_keys: Mapping[str, Ed25519PublicKe
 
 def _parse_status(node: str, status: Mapping[str, Any]) -> NodeTrust:
     state = status.get("state")
-    if state not in TRUST_STATES:
-        raise ValueError(f"status.state {state!r} is not one of {', '.join(TRUST_STATES)}")
+    if state not in NODE_STATES:
+        raise ValueError(f"status.state {state!r} is not one of {', '.join(NODE_STATES)}")
     reason = status.get("reason", "")
     if not isinstance(reason, str):
         raise ValueError("status.reason is not a string")
@@ -205,7 +178,7 @@ def _parse_status(node: str, status: Mapping[str, Any]) -> NodeTrust:
     )
     return NodeTrust(
         node=node,
-        state=cast(TrustState, state),
+        state=cast(NodeState, state),
         reason=reason,
         verified_at=parse_time(status.get("verifiedAt"), "status.verifiedAt"),
         expires_at=parse_time(status.get("expiresAt"), "status.expiresAt"),

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from attestation.commands.common import env_default, fail, setup_logging
+from attestation.cli.common import env_default, fail, setup_logging
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from attestation.kube import (
+    from attestation.core.signing import SigningError
+    from attestation.kube.client import (
         Kube,
         KubeError,
         NamedSecret,
@@ -92,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
         load_api_client,
         nodeattestation_path,
     )
-    from attestation.signing import SigningError
     from webhook.app import create_app, server_config
     from webhook.certs import CertPolicy
     from webhook.settings import SelfTlsSettings, WebhookSettings, verifier_keys_from_pem

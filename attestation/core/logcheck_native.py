@@ -1,11 +1,11 @@
-"""The native implementation of :func:`attestation.logcheck.check_log`.
+"""The native implementation of :func:`attestation.core.logcheck.check_log`.
 
 The C scan (attestation/_imafast.c) does the per-entry work: parse and check every entry, replay
 PCR 10 in every quoted bank, and test each covered entry's (path, digest) against its owner's
 policy table. It hands back only the covered count, where the covered entries end, the positions
 of the entries that failed that test ("suspects", rare) and how many entries each cgroup had.
 Everything a person reads is still made by the reference code: each suspect is parsed and judged
-by attestation.ima and attestation.policy exactly as in the pure path, and whenever the scan
+by ``core.ima`` and ``core.policy`` exactly as in the pure path, and whenever the scan
 declines (malformed or unusual entries, a replay that does not reach the quote) the whole check
 runs in the reference, which raises the parse error or builds the ``ima.pcr_mismatch`` failure.
 
@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from types import MappingProxyType
 
-from attestation import _imafast, logcheck
-from attestation.attribution import attribute
-from attestation.ima import parse_binary
-from attestation.logcheck import LogCheck, PolicyFor
-from attestation.policy import LogJudgement, evaluate_log
-from attestation.replay import ReplayResult, ReplayState
-from attestation.types import Failure, HashAlg, PodRef
+from attestation.core import _imafast, logcheck
+from attestation.core.attribution import attribute
+from attestation.core.ima import parse_binary
+from attestation.core.logcheck import LogCheck, PolicyFor
+from attestation.core.policy import LogJudgement, evaluate_log
+from attestation.core.replay import ReplayResult, ReplayState
+from attestation.core.types import Failure, HashAlg, PodRef
 
 
 def check_log(
@@ -34,7 +34,7 @@ def check_log(
     *,
     column_size: int = 20,
 ) -> LogCheck:
-    """Same contract as :func:`attestation.logcheck.check_log`."""
+    """Same contract as :func:`attestation.core.logcheck.check_log`."""
     banks = [alg for alg in HashAlg if alg in quoted_pcr10]
     if not banks:
         return logcheck.check_log(buf, state, quoted_pcr10, policy_for, column_size=column_size)

@@ -18,7 +18,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from attestation.types import ClockInfo, HashAlg
+from attestation.core.types import ClockInfo, HashAlg
 
 
 class QuoteParseError(ValueError):

@@ -1,7 +1,7 @@
 """What one round learns from the new bytes of a node's IMA log: parse, replay against the quoted
 PCR 10, judge the covered entries. This is the reference implementation, in pure Python; the
-native one (attestation.logcheck_native) must give exactly the same :class:`LogCheck` for every
-input, and attestation.fastpath picks which one a round uses.
+native one (attestation.core.logcheck_native) must give exactly the same :class:`LogCheck` for every
+input, and attestation.core.fastpath picks which one a round uses.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Protocol
 
-from attestation.ima import parse_binary
-from attestation.policy import LogJudgement, RuntimePolicy, evaluate_log
-from attestation.replay import ReplayResult, ReplayState, verify_against_quote
-from attestation.types import HashAlg, ImaEntry, PodRef
+from attestation.core.ima import parse_binary
+from attestation.core.policy import LogJudgement, RuntimePolicy, evaluate_log
+from attestation.core.replay import ReplayResult, ReplayState, verify_against_quote
+from attestation.core.types import HashAlg, ImaEntry, PodRef
 
 PolicyFor = Callable[[PodRef | None], RuntimePolicy | None]
 
@@ -38,7 +38,7 @@ class CheckLog(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LogCheck:
-    """``replay`` as :func:`attestation.replay.verify_against_quote` returns it; ``covered_bytes``:
+    """``replay`` as ``replay.verify_against_quote`` returns it; ``covered_bytes``:
     how far into the buffer the covered entries reach; ``first``: the buffer's first entry when it
     is covered (a log's first entry is boot_aggregate, checked against the quoted PCRs 0-7);
     ``judgement``: the policy outcome of the covered entries (:data:`NOT_JUDGED` when the replay
@@ -60,7 +60,7 @@ def check_log(
 ) -> LogCheck:
     """Check the binary log entries in ``buf`` (read from ``state.next_offset``).
 
-    Raises :class:`attestation.ima.ImaParseError` when ``buf`` is malformed.
+    Raises :class:`attestation.core.ima.ImaParseError` when ``buf`` is malformed.
     """
     log = parse_binary(buf, start_index=state.next_index, column_size=column_size)
     replayed = verify_against_quote(state, log, quoted_pcr10)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict
 
-from attestation.types import IMA_PCR, HashAlg
+from attestation.core.types import IMA_PCR, HashAlg
 
 API_PREFIX: Final = "/v1"
 #: Nonces shorter than this give a replaying attacker too good odds; TPM2B_DATA caps the top.

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attestation.commands.common import fail
+from attestation.cli.common import fail
 
 
 def register(sub: Any) -> None:
@@ -51,8 +51,8 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
 
 
 def _policies(args: argparse.Namespace) -> Any:
-    from attestation.offline import OfflinePolicies
-    from attestation.policy import load_policy
+    from attestation.core.offline import OfflinePolicies
+    from attestation.core.policy import load_policy
 
     loaded = {}
     for path in args.policy:
@@ -73,10 +73,10 @@ def _print(result: Any) -> int:
 
 
 def verify_ima(args: argparse.Namespace) -> int:
-    from attestation.ima import ImaParseError
-    from attestation.offline import verify_log
-    from attestation.policy import PolicyError
-    from attestation.types import HashAlg
+    from attestation.core.ima import ImaParseError
+    from attestation.core.offline import verify_log
+    from attestation.core.policy import PolicyError
+    from attestation.core.types import HashAlg
 
     try:
         pcr10 = bytes.fromhex(args.pcr10)
@@ -93,9 +93,9 @@ def verify_ima(args: argparse.Namespace) -> int:
 def verify_evidence(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from attestation.ima import ImaParseError
-    from attestation.offline import BundleError, verify_bundle
-    from attestation.policy import PolicyError
+    from attestation.core.ima import ImaParseError
+    from attestation.core.offline import BundleError, verify_bundle
+    from attestation.core.policy import PolicyError
 
     try:
         bundle = json.loads(args.bundle.read_bytes())

@@ -11,15 +11,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from attestation.evidence import EvidenceQuery, decode_evidence
-from attestation.fastpath import check_log
-from attestation.ima import parse_ascii, parse_binary
-from attestation.logcheck import NOT_JUDGED, LogCheck
-from attestation.policy import RuntimePolicy, evaluate_log
-from attestation.quote import verify_quote
-from attestation.replay import ReplayState, check_boot_aggregate, verify_against_quote
-from attestation.tpm_types import PublicKey, parse_public
-from attestation.types import IMA_PCR, Failure, HashAlg, PodRef, Severity
+from attestation.core.evidence import EvidenceQuery, decode_evidence
+from attestation.core.fastpath import BEST
+from attestation.core.ima import parse_ascii, parse_binary
+from attestation.core.logcheck import NOT_JUDGED, CheckLog, LogCheck
+from attestation.core.policy import RuntimePolicy, evaluate_log
+from attestation.core.quote import verify_quote
+from attestation.core.replay import ReplayState, check_boot_aggregate, verify_against_quote
+from attestation.core.tpm_types import PublicKey, parse_public
+from attestation.core.types import IMA_PCR, Failure, HashAlg, PodRef, Severity
 
 LogFormat = Literal["binary", "ascii"]
 HOST = "host"
@@ -81,6 +81,7 @@ def _judge(
     pcr10: Mapping[HashAlg, bytes],
     policies: OfflinePolicies,
     column_size: int,
+    check_log: CheckLog,
 ) -> tuple[LogCheck, int]:
     """The round's log check over the whole list, and how many entries the PCR does not
     cover (entries after the prefix that reaches it)."""
@@ -137,10 +138,11 @@ def verify_log(
     policies: OfflinePolicies,
     *,
     column_size: int = 20,
+    check_log: CheckLog = BEST,
 ) -> OfflineResult:
     """A whole measurement list against the PCR 10 value(s) it must reach: every entry must be
     covered (the value is the list's final one). Raises ImaParseError for a malformed list."""
-    check, uncovered = _judge(data, fmt, pcr10, policies, column_size)
+    check, uncovered = _judge(data, fmt, pcr10, policies, column_size, check_log)
     return _result(check, _not_covered(uncovered, "error"))
 
 
@@ -150,6 +152,7 @@ def verify_bundle(
     *,
     ak_key: PublicKey | None = None,
     column_size: int = 20,
+    check_log: CheckLog = BEST,
 ) -> OfflineResult:
     """A captured evidence bundle (see docs/offline.md): the quote against its AK and nonce,
     then its log from offset 0. ``ak_key`` pins the AK (e.g. the one enrolled) instead of
@@ -162,7 +165,7 @@ def verify_bundle(
     if not quote.ok:
         return OfflineResult(quote.failures, {})
     pcr10 = {b: v[IMA_PCR] for b, v in evidence.pcr_values.items() if IMA_PCR in v}
-    check, uncovered = _judge(evidence.ima_log, "binary", pcr10, policies, column_size)
+    check, uncovered = _judge(evidence.ima_log, "binary", pcr10, policies, column_size, check_log)
     # The agent reads the log after quoting: a few entries ahead of the quote are normal.
     extra: list[Failure] = list(_not_covered(uncovered, "warning"))
     if check.first is not None:

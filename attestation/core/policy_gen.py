@@ -4,7 +4,7 @@ measurements of a known-good run.
 The image route lists every regular file (what *could* run); the log route lists what *did* run
 on a node that was trusted at the time, split by owner (a pod or the host), so the same log yields
 the host policy and each network function's. Both produce our policy document (a dict, ready for
-YAML/JSON) and leave judging to :func:`attestation.policy.load_policy`, so a generated policy goes
+YAML/JSON) and leave judging to ``policy.load_policy``, so a generated policy goes
 through the same checks as a hand-written one.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from attestation.attribution import attribute
-from attestation.policy import API_VERSION, KIND
-from attestation.types import ImaEntry, PodRef
+from attestation.core.attribution import attribute
+from attestation.core.names import RUNTIME_POLICY_API_VERSION, RUNTIME_POLICY_KIND
+from attestation.core.types import ImaEntry, PodRef
 
 #: Paths that change on every boot or are not files at all: excluded by default.
 DEFAULT_EXCLUDES = ("^/proc/", "^/sys/", "^/dev/", "^/run/", "^/tmp/")
@@ -35,8 +35,8 @@ def document(
 ) -> dict[str, Any]:
     """Our policy document; digests are ``alg:hex`` strings, sorted for stable diffs."""
     return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
+        "apiVersion": RUNTIME_POLICY_API_VERSION,
+        "kind": RUNTIME_POLICY_KIND,
         "metadata": {"name": name},
         "spec": {
             "networkFunction": network_function,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from attestation.commands.common import env_default, setup_logging
+from attestation.cli.common import env_default, setup_logging
 
 
 def register(sub: Any) -> None:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from attestation.agent.app import create_app
     from attestation.agent.settings import AgentSettings
-    from attestation.commands.common import fail
+    from attestation.cli.common import fail
 
     setup_logging()
     if not args.node:

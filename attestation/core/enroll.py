@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from attestation.tpm_types import (
+from attestation.core.tpm_types import (
     ALG_ECC,
     ALG_RSA,
     OBJ_DECRYPT,
@@ -38,7 +38,7 @@ from attestation.tpm_types import (
     QuoteParseError,
     parse_public,
 )
-from attestation.types import Failure, HashAlg
+from attestation.core.types import Failure, HashAlg
 
 _MAX_CHAIN: Final = 8
 _AK_REQUIRED: Final = (

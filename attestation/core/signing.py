@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from attestation.types import Failure
+from attestation.core.types import Failure
 
 ALGORITHM = "Ed25519"
 SIGNATURE_FIELD = "signature"

@@ -17,8 +17,8 @@ def register(sub: Any) -> None:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from attestation.audit import verify_chain
-    from attestation.commands.common import fail
+    from attestation.cli.common import fail
+    from attestation.core.audit import verify_chain
 
     try:
         data = args.file.read_bytes()

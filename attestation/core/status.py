@@ -6,19 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from attestation.nodeattestation import format_time
-from attestation.types import Failure, NodeVerdict, PodVerdict
-from attestation.verdict import PodInfo
-from attestation.verifier.settings import (
+from attestation.core.clock import format_time
+from attestation.core.names import (
     LAST_VERIFIED_ANNOTATION,
     REASON_ANNOTATION,
     TRUST_STATE_ANNOTATION,
+    NodeState,
+    PodState,
 )
-
-PodState = Literal["trusted", "untrusted", "pending", "unknown"]
-NodeState = Literal["Trusted", "Untrusted", "Pending", "Unknown"]
+from attestation.core.types import Failure, NodeVerdict, PodVerdict
+from attestation.core.verdict import PodInfo
 
 MAX_REASON = 1024
 

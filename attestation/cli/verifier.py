@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from attestation.commands.common import env_default, fail, node_map, setup_logging
+from attestation.cli.common import env_default, fail, node_map, setup_logging
 
 
 def register(sub: Any) -> None:
@@ -62,9 +62,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from attestation.kube import Kube, load_api_client
-    from attestation.policy import PolicyError
-    from attestation.signing import SigningError
+    from attestation.core.policy import PolicyError
+    from attestation.core.signing import SigningError
+    from attestation.kube.client import Kube, load_api_client
     from attestation.verifier.auditlog import AuditChainBroken
     from attestation.verifier.main import run as run_verifier
     from attestation.verifier.settings import VerifierSettings

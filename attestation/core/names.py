@@ -1,0 +1,69 @@
+"""Every name a user sees, and the trust states, in one place.
+
+These are an API: manifests, dashboards, runbooks and `kubectl` selectors depend on them, so once
+shipped they do not change. The verifier, the webhook, the lab and the tests all import them from
+here; nothing else spells them.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+__all__ = [
+    "AGENT_SELECTOR",
+    "ATTESTED_LABEL",
+    "GROUP",
+    "LAST_VERIFIED_ANNOTATION",
+    "NF_LABEL",
+    "NODEATTESTATION_API_VERSION",
+    "NODEATTESTATION_KIND",
+    "NODEATTESTATION_PLURAL",
+    "NODE_STATES",
+    "POD_STATES",
+    "PREFIX",
+    "REASON_ANNOTATION",
+    "RUNTIME_POLICY_API_VERSION",
+    "RUNTIME_POLICY_KIND",
+    "SCHEDULING_GATE",
+    "TRUST_STATE_ANNOTATION",
+    "UNTRUSTED_TAINT",
+    "VERSION",
+    "NodeState",
+    "PodState",
+]
+
+#: The API group of trustgate's own resources, and the prefix of its labels and annotations.
+GROUP: Final = "trustgate.io"
+VERSION: Final = "v1alpha1"
+PREFIX: Final = f"{GROUP}/"
+
+#: ``nodeattestations.trustgate.io``: cluster-scoped, one per node, status signed by the verifier.
+NODEATTESTATION_KIND: Final = "NodeAttestation"
+NODEATTESTATION_PLURAL: Final = "nodeattestations"
+NODEATTESTATION_API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+#: A runtime policy document (YAML/JSON): the files a network function may run.
+RUNTIME_POLICY_KIND: Final = "RuntimePolicy"
+RUNTIME_POLICY_API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+#: Node label: ``true`` while the node's signed verdict is Trusted, ``false`` otherwise.
+ATTESTED_LABEL: Final = f"{PREFIX}attested"
+#: Node taint (NoSchedule) while the node is not Trusted.
+UNTRUSTED_TAINT: Final = f"{PREFIX}untrusted"
+#: Pod label naming the pod's network function (``amf``, ``smf``, ``upf``, ...).
+NF_LABEL: Final = f"{PREFIX}network-function"
+#: Pod annotations written by the verifier.
+TRUST_STATE_ANNOTATION: Final = f"{PREFIX}trust-state"
+LAST_VERIFIED_ANNOTATION: Final = f"{PREFIX}last-verified"
+REASON_ANNOTATION: Final = f"{PREFIX}reason"
+#: The scheduling gate the webhook puts on NF pods and the verifier lifts.
+SCHEDULING_GATE: Final = f"{PREFIX}attestation"
+#: The agent DaemonSet's pods (how the verifier finds each node's agent).
+AGENT_SELECTOR: Final = "app.kubernetes.io/name=trustgate-agent"
+
+#: A node's trust state, as the NodeAttestation's ``status.state`` says it.
+NodeState = Literal["Trusted", "Untrusted", "Pending", "Unknown"]
+NODE_STATES: Final[tuple[NodeState, ...]] = get_args(NodeState)
+#: A pod's trust state, as its ``trustgate.io/trust-state`` annotation says it.
+PodState = Literal["trusted", "untrusted", "pending", "unknown"]
+POD_STATES: Final[tuple[PodState, ...]] = get_args(PodState)
