@@ -15,6 +15,8 @@ import binascii
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
+__all__ = ["CaBundleError", "PatchOp", "ca_bundle_in_place", "ca_bundle_patch"]
+
 
 class PatchOp(TypedDict):
     """One RFC 6902 operation, as the API server takes it (application/json-patch+json)."""

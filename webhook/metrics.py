@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
+
 #: Admission has a 5 s budget at most; the interesting range is well under 10 ms.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 5.0)
 

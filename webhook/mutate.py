@@ -27,6 +27,8 @@ from webhook.protect import ProtectionRules, annotations_of, labels_of, network_
 from webhook.responses import Response, allowed, patched
 from webhook.reviews import KubeObject, PatchOp, Request, ReviewError
 
+__all__ = ["ATTESTED_EXPRESSION", "has_gate", "mutate", "mutate_pod", "pointer"]
+
 ATTESTED_EXPRESSION: Mapping[str, Any] = {
     "key": ATTESTED_LABEL,
     "operator": "In",

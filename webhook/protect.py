@@ -17,6 +17,16 @@ from typing import Any
 from attestation.core.names import NF_LABEL
 from webhook.reviews import KubeObject, ReviewError
 
+__all__ = [
+    "DEFAULT_KINDS",
+    "DEFAULT_LABEL_KEYS",
+    "DEFAULT_SUFFIX",
+    "ProtectionRules",
+    "annotations_of",
+    "labels_of",
+    "network_function",
+]
+
 DEFAULT_KINDS = ("amf", "smf", "upf")
 DEFAULT_LABEL_KEYS = (
     "nf",

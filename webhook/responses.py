@@ -15,6 +15,17 @@ from typing import Literal
 
 from webhook.reviews import API_VERSION, KIND, PatchOp, ResponseWire, ReviewResponseWire
 
+__all__ = [
+    "Decision",
+    "Response",
+    "allowed",
+    "as_warning",
+    "complete",
+    "denied",
+    "errored",
+    "patched",
+]
+
 Decision = Literal["allowed", "denied", "errored", "patched", "warned"]
 
 

@@ -36,6 +36,16 @@ from webhook.reviews import KubeObject
 from webhook.settings import SelfTlsSettings
 from webhook.tlssecret import TlsSecretError, material_from_secret, secret_for
 
+__all__ = [
+    "KINDS",
+    "MAX_ATTEMPTS",
+    "SERVING_WAIT_SECONDS",
+    "SecretStore",
+    "SelfManagedTls",
+    "TlsError",
+    "WebhookConfigurationStore",
+]
+
 log = logging.getLogger(__name__)
 
 KINDS: Final = ("mutating", "validating")

@@ -15,6 +15,8 @@ from typing import Any
 
 from webhook.certs import TlsMaterial
 
+__all__ = ["SECRET_TYPE", "TlsSecretError", "material_from_secret", "secret_for"]
+
 SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 - a Secret type, not a password
 _KEYS = {"ca_bundle": "ca.crt", "ca_key": "ca.key", "cert": "tls.crt", "key": "tls.key"}
 

@@ -26,6 +26,8 @@ from webhook.protect import ProtectionRules, annotations_of, labels_of, network_
 from webhook.responses import Response, allowed, as_warning, denied
 from webhook.reviews import KubeObject, Request, ReviewError
 
+__all__ = ["AUDIT_PREFIX", "ValidationPolicy", "binding_pod", "node_refusal", "validate"]
+
 AUDIT_PREFIX = "trustgate audit mode, would deny: "
 
 

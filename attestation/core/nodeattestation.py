@@ -24,6 +24,19 @@ from attestation.core.names import NODE_STATES, NodeState
 from attestation.core.signing import verify_status
 from attestation.core.types import Failure
 
+__all__ = [
+    "FailureWire",
+    "NodeAttestationError",
+    "NodeAttestationObject",
+    "NodeAttestationStatus",
+    "NodeTrust",
+    "PodStatusWire",
+    "PodTrust",
+    "SignatureWire",
+    "node_name",
+    "node_trust",
+]
+
 
 class NodeAttestationError(ValueError):
     """An object that cannot be a NodeAttestation at all (no name to key it by)."""

@@ -23,6 +23,17 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_LINE",
+    "FailureKind",
+    "HttpClient",
+    "HttpClientError",
+    "PeerClosed",
+    "Response",
+    "read_response",
+]
+
 #: Longest status, header or chunk-size line (StreamReader's limit, also the read buffer size:
 #: asyncio's default; a smaller one makes a large first log arrive in many more reads).
 MAX_LINE: Final = 64 * 1024

@@ -12,6 +12,8 @@ from collections.abc import Generator
 
 import uvicorn
 
+__all__ = ["EmbeddedServer"]
+
 
 class EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
