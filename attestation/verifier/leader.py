@@ -11,26 +11,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from attestation.core.clock import parse_time
+from attestation.core.clock import Clock, format_time, utcnow
+from attestation.core.freshness import lease_expired
 from attestation.kube.client import Kube, KubeError, lease_path
+
+__all__ = ["LeaderElector"]
 
 log = logging.getLogger(__name__)
 
 
-def _micro(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class LeaderElector:
-    def __init__(self, kube: Kube, namespace: str, name: str, identity: str, duration: float):
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration: float,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
         self._kube = kube
         self._namespace = namespace
         self._name = name
         self.identity = identity
         self._duration = duration
+        self._clock = clock
         self.is_leader = asyncio.Event()
         self.lost = asyncio.Event()
 
@@ -54,16 +62,17 @@ class LeaderElector:
                 await asyncio.wait_for(stop.wait(), period)
 
     def _try_acquire_or_renew(self) -> bool:
-        now = datetime.now(UTC)
+        now = self._clock()
+        stamp = format_time(now, "microseconds")  # the API's MicroTime
         path = lease_path(self._namespace, self._name)
         lease = self._kube.get(path)
         spec: dict[str, Any] = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, int(self._duration)),
-            "renewTime": _micro(now),
+            "renewTime": stamp,
         }
         if lease is None:
-            spec["acquireTime"] = _micro(now)
+            spec["acquireTime"] = stamp
             try:
                 self._kube.create(
                     lease_path(self._namespace),
@@ -77,24 +86,12 @@ class LeaderElector:
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity")
         if holder != self.identity:
-            renewed = current.get("renewTime")
-            try:
-                expired = (
-                    renewed is None
-                    or parse_time(renewed, "renewTime")
-                    + timedelta(
-                        seconds=float(current.get("leaseDurationSeconds") or self._duration)
-                    )
-                    < now
-                )
-            except ValueError:
-                expired = True
-            if not expired:
+            if not lease_expired(current, now, self._duration):
                 return False
-            spec["acquireTime"] = _micro(now)
+            spec["acquireTime"] = stamp
             spec["leaseTransitions"] = int(current.get("leaseTransitions") or 0) + 1
         else:
-            spec["acquireTime"] = current.get("acquireTime") or _micro(now)
+            spec["acquireTime"] = current.get("acquireTime") or stamp
             spec["leaseTransitions"] = int(current.get("leaseTransitions") or 0)
         lease["spec"] = spec
         try:
