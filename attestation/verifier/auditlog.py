@@ -12,11 +12,14 @@ import base64
 import os
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from attestation.core.audit import encode_record, line_hash, verify_chain
+from attestation.core.clock import Clock, format_time, utcnow
+
+__all__ = ["AuditChainBroken", "AuditLog", "audit_time"]
 
 
 class AuditChainBroken(RuntimeError):
@@ -24,8 +27,9 @@ class AuditChainBroken(RuntimeError):
 
 
 class AuditLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Clock = utcnow) -> None:
         self.path = path
+        self._clock = clock
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         data = path.read_bytes() if path.exists() else b""
@@ -52,7 +56,8 @@ class AuditLog:
 
     def append(self, record: Mapping[str, Any]) -> None:
         with self._lock:
-            stamped = {"time": audit_time(), **record}
+            # A record stamped when its event happened keeps that time.
+            stamped = {"time": audit_time(self._clock()), **record}
             line = encode_record(self._seq, self._prev, stamped)
             os.lseek(self._fd, 0, os.SEEK_END)
             os.write(self._fd, line)
@@ -65,6 +70,6 @@ class AuditLog:
             os.close(self._fd)
 
 
-def audit_time() -> str:
+def audit_time(now: datetime) -> str:
     """The audit trail's timestamps: UTC, RFC 3339, milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_time(now, "milliseconds")

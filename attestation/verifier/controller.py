@@ -15,11 +15,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client import Gauge
 
 from attestation.core import enroll
+from attestation.core.clock import Clock, utcnow
 from attestation.core.evidence import EvidenceQuery
 from attestation.core.names import AGENT_SELECTOR, NF_LABEL, SCHEDULING_GATE
 from attestation.core.types import Failure, NodeVerdict
@@ -38,6 +39,8 @@ from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.publisher import Publisher
 from attestation.verifier.settings import VerifierSettings
 
+__all__ = ["NodeWorker", "Verifier", "pod_info"]
+
 log = logging.getLogger(__name__)
 
 #: Logs larger than this are verified in a worker thread, not on the event loop.
@@ -53,7 +56,8 @@ class NodeWorker:
     state: AttestationState | None = None
     ak_name: bytes = b""
     task: asyncio.Task[None] | None = None
-    last_verified: float = 0.0
+    #: When the last verdict on fresh evidence was reached (None: not yet).
+    last_verified: datetime | None = None
 
 
 def pod_info(pod: KubeObject) -> PodInfo | None:
@@ -77,6 +81,8 @@ class Verifier:
         policies: PolicySet,
         ek_ca_bundle: bytes,
         metrics: VerifierMetrics,
+        *,
+        clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -84,6 +90,7 @@ class Verifier:
         self.policies = policies
         self.ek_ca_bundle = ek_ca_bundle
         self.metrics = metrics
+        self._clock = clock
         self.workers: dict[str, NodeWorker] = {}
         self.client = AgentClient(timeout=settings.agent_timeout)
         self._semaphore = asyncio.Semaphore(settings.concurrency)
@@ -270,7 +277,7 @@ class Verifier:
             return
         worker.state = result.state
         self._results["trusted" if result.verdict.trusted else "untrusted"].inc()
-        worker.last_verified = time.time()
+        worker.last_verified = self._clock()
         worker.evidence_age.set(0)
         await self.publisher.publish(worker.name, result.verdict, pods, worker.ak_name)
         self.metrics.round_seconds.observe(time.perf_counter() - started)
@@ -285,7 +292,7 @@ class Verifier:
                     f"the agent says it is {identity.node!r}, not {worker.name!r}",
                 )
             )
-        now = datetime.now(UTC)
+        now = self._clock()
         try:
             failures += enroll.verify_ek(
                 identity.ek_certificate, identity.ek_public, self.ek_ca_bundle, now
@@ -330,8 +337,9 @@ class Verifier:
         """No evidence this round. The last verdict stands until it expires; then the node is
         Unknown (untrusted): stale evidence is no evidence."""
         self._results["no_evidence"].inc()
-        if worker.last_verified:
-            worker.evidence_age.set(time.time() - worker.last_verified)
+        if worker.last_verified is not None:
+            age = self._clock() - worker.last_verified
+            worker.evidence_age.set(age.total_seconds())
         await self.publisher.no_evidence(worker.name, why, self.pods_on(worker.name))
 
     # -- scheduling gates ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import signal
 
 import uvicorn
 
+from attestation.core.clock import Clock, utcnow
 from attestation.core.signing import load_private_key_pem
 from attestation.kube.client import Kube
 from attestation.kube.serving import EmbeddedServer
@@ -22,10 +23,20 @@ from attestation.verifier.publisher import Publisher
 from attestation.verifier.server import create_server_app
 from attestation.verifier.settings import VerifierSettings
 
+__all__ = ["run"]
+
 log = logging.getLogger("trustgate.verifier")
 
 
-async def run(settings: VerifierSettings, kube: Kube, stop: asyncio.Event | None = None) -> None:
+async def run(
+    settings: VerifierSettings,
+    kube: Kube,
+    stop: asyncio.Event | None = None,
+    *,
+    clock: Clock = utcnow,
+) -> None:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT). ``clock`` is the one every time decision
+    reads: verdict expiry, status refresh, unknown-grace, lease expiry, audit and Event times."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -35,15 +46,15 @@ async def run(settings: VerifierSettings, kube: Kube, stop: asyncio.Event | None
     signing_key = load_private_key_pem(settings.signing_key.read_bytes())
     policies = load_policy_dir(settings.policies)
     ek_ca_bundle = settings.ek_ca_bundle.read_bytes()
-    audit = AuditLog(settings.audit_log)
+    audit = AuditLog(settings.audit_log, clock=clock)
     if audit.recovered_torn_tail:
         log.warning(
             "audit log %s: the last record was torn by a crash (%d bytes); kept and chained",
             settings.audit_log, audit.recovered_torn_tail,
         )  # fmt: skip
     metrics = VerifierMetrics()
-    publisher = Publisher(kube, settings, signing_key, audit, metrics)
-    verifier = Verifier(settings, kube, publisher, policies, ek_ca_bundle, metrics)
+    publisher = Publisher(kube, settings, signing_key, audit, metrics, clock=clock)
+    verifier = Verifier(settings, kube, publisher, policies, ek_ca_bundle, metrics, clock=clock)
     log.info(
         "verifier %s: %d policies (%s), host policy %s, interval %.1fs, max age %.1fs",
         settings.identity, len(policies.by_network_function),
@@ -55,7 +66,7 @@ async def run(settings: VerifierSettings, kube: Kube, stop: asyncio.Event | None
     if settings.leader_election:
         elector = LeaderElector(
             kube, settings.namespace, settings.lease_name, settings.identity,
-            settings.lease_duration,
+            settings.lease_duration, clock=clock,
         )  # fmt: skip
 
     def ready() -> bool:

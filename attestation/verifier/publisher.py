@@ -5,6 +5,9 @@ Per node: the signed NodeAttestation status (rewritten on change, and every ``re
 taint, Events on transitions. Per protected pod: the trust annotations (patched only when the
 state or reason changes), Events, and remediation of a divergent pod. Every change and action
 goes to the audit trail first.
+
+This module decides and orders; the writes themselves are in ``nodewrites`` (status, label,
+taint) and ``events`` (which Event, its body), and what was last written is ``published``.
 """
 
 from __future__ import annotations
@@ -13,29 +16,17 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.core.clock import parse_time
-from attestation.core.names import (
-    ATTESTED_LABEL,
-    NODEATTESTATION_API_VERSION,
-    NODEATTESTATION_KIND,
-    SCHEDULING_GATE,
-    UNTRUSTED_TAINT,
-    NodeState,
-)
+from attestation.core.clock import Clock, parse_time, utcnow
+from attestation.core.freshness import refresh_due, unknown_too_long
+from attestation.core.names import SCHEDULING_GATE, NodeState
+from attestation.core.nodeattestation import NodeTrust
 from attestation.core.signing import sign_status
-from attestation.core.status import (
-    PodTrustView,
-    node_status,
-    pod_annotations,
-    pod_trust,
-    reason,
-)
+from attestation.core.status import PodTrustView, node_status, pod_annotations, pod_trust, reason
 from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import PodInfo
 from attestation.kube.client import (
@@ -47,25 +38,19 @@ from attestation.kube.client import (
     pod_path,
 )
 from attestation.verifier.auditlog import AuditLog, audit_time
-from attestation.verifier.events import event
+from attestation.verifier.events import Event, node_event, pod_event, remediation_event
 from attestation.verifier.metrics import VerifierMetrics
+from attestation.verifier.nodewrites import write_label_and_taint, write_status
+from attestation.verifier.published import Published, read_published
 from attestation.verifier.remediate import Outcome, PodTarget, Remediator
 from attestation.verifier.settings import VerifierSettings
 
+__all__ = ["Publisher"]
+
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Published:
-    """What this verifier last wrote for a node (or found in the cluster at start)."""
-
-    state: NodeState
-    reason: str
-    verified_at: datetime
-    expires_at: datetime
-    sequence: int
-    pods: dict[str, PodTrustView] = field(default_factory=dict)
-    labelled: bool = False
+#: Failures an audit record keeps of one verdict.
+_AUDITED_FAILURES = 16
 
 
 class Publisher:
@@ -76,12 +61,15 @@ class Publisher:
         signing_key: Ed25519PrivateKey,
         audit_log: AuditLog,
         metrics: VerifierMetrics,
+        *,
+        clock: Clock = utcnow,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self._key = signing_key
         self._audit = audit_log
         self._metrics = metrics
+        self._clock = clock
         self.published: dict[str, Published] = {}
         self._unknown_since: dict[str, datetime] = {}
         self._audit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
@@ -97,7 +85,7 @@ class Publisher:
     async def audit(self, record: Mapping[str, Any]) -> None:
         """Append and fsync on the audit log's own thread: records stay in order and never wait
         behind API writes in the shared pool. The time is when it happened, not when written."""
-        stamped = {"time": audit_time(), **record}
+        stamped = {"time": audit_time(self._clock()), **record}
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._audit_thread, self._audit.append, stamped)
 
@@ -107,29 +95,16 @@ class Publisher:
     # -- start-up --------------------------------------------------------------------------------
 
     async def load_existing(self) -> None:
-        """Continue the sequence numbers of the NodeAttestations already in the cluster. Their
-        states are remembered only to avoid needless writes; nothing is trusted from them that
-        this verifier did not sign and that has not expired."""
+        """Continue the sequence numbers of the NodeAttestations already in the cluster, and
+        remember their states to avoid needless writes (see ``published``)."""
         items, _ = await self._call(self.kube.list, nodeattestation_path())
-        for obj in items:
-            status = obj.get("status") or {}
-            try:
-                seq = int(status.get("sequence") or 0)
-                verified = parse_time(status.get("verifiedAt"), "verifiedAt")
-                expires = parse_time(status.get("expiresAt"), "expiresAt")
-            except (TypeError, ValueError):
-                continue
-            self._sequence = max(self._sequence, seq)
-            state = status.get("state")
-            if state in ("Trusted", "Untrusted", "Pending", "Unknown"):
-                name = obj["metadata"]["name"]
-                self.published[name] = Published(
-                    state, str(status.get("reason", "")), verified, expires, seq
-                )
+        found, sequence = read_published(items)
+        self._sequence = max(self._sequence, sequence)
+        self.published.update(found)
 
     def any_trusted(self) -> bool:
-        now = datetime.now(UTC)
-        return any(p.state == "Trusted" and now < p.expires_at for p in self.published.values())
+        now = self._clock()
+        return any(p.trust.trusted_at(now) for p in self.published.values())
 
     # -- verdicts --------------------------------------------------------------------------------
 
@@ -149,18 +124,18 @@ class Publisher:
         await self._publish(node, "Pending", "awaiting the first attestation", verdict, {}, b"")
 
     async def no_evidence(self, node: str, why: Failure, pods: Mapping[str, PodInfo]) -> None:
-        now = datetime.now(UTC)
+        now = self._clock()
         prev = self.published.get(node)
-        if prev is not None and prev.state == "Trusted" and now < prev.expires_at:
+        if prev is not None and prev.trust.trusted_at(now):
             return  # the last verdict holds until it expires
         text = f"{why.id}: {why.message}"[:1024]
-        if prev is None or prev.state != "Unknown" or prev.reason != text:
+        if prev is None or (prev.trust.state, prev.trust.reason) != ("Unknown", text):
             verdict = NodeVerdict(node=node, trusted=False, failures=(why,))
             await self._publish(node, "Unknown", text, verdict, pods, b"")
         since = self._unknown_since.setdefault(node, now)
         grace = self.settings.unknown_grace
-        if self.settings.untrusted_node_action == "evict" and now - since >= timedelta(
-            seconds=grace
+        if self.settings.untrusted_node_action == "evict" and unknown_too_long(
+            since, now, timedelta(seconds=grace)
         ):
             for uid, info in pods.items():
                 why_evict = f"node {node} has had no fresh evidence for {grace:g}s: {text}"
@@ -175,33 +150,75 @@ class Publisher:
         pods: Mapping[str, PodInfo],
         ak_name: bytes,
     ) -> None:
-        now = datetime.now(UTC)
+        now = self._clock()
         prev = self.published.get(node)
         if state != "Unknown":
             self._unknown_since.pop(node, None)
         views = {uid: pod_trust(state, node_reason, verdict.pod(uid), pods) for uid in sorted(pods)}
-        changed = prev is None or (prev.state, prev.reason) != (state, node_reason)
+        changed = prev is None or (prev.trust.state, prev.trust.reason) != (state, node_reason)
         pods_changed = prev is None or prev.pods != views
-        due = prev is None or now - prev.verified_at >= timedelta(
-            seconds=self.settings.refresh_every
-        )
+        every = timedelta(seconds=self.settings.refresh_every)
+        due = prev is None or refresh_due(prev.trust.verified_at, now, every)
         if not (changed or pods_changed or due):
             return
         if changed or pods_changed:
-            await self.audit(
-                {
-                    "kind": "verdict",
-                    "node": node,
-                    "state": state,
-                    "reason": node_reason,
-                    "failures": [f.as_dict() for f in verdict.failures[:16]],
-                    "pods": {uid: v.state for uid, v in views.items()},
-                    "quoteDigest": verdict.quote_digest,
-                }
-            )
-        # Remove divergent pods first: every write below is visibility, not protection. Their
-        # annotations go just before the eviction, not during it: the API server's eviction
-        # updates the pod too, and on a conflict retries 200 ms later (seen as 0.5 s outliers).
+            await self._audit_verdict(node, state, node_reason, verdict, views)
+        # Remove divergent pods first: every write below is visibility, not protection.
+        annotated = await self._remove_divergent(state, verdict, views, prev, pods, now)
+        self._sequence += 1
+        status = node_status(
+            verdict, state, node_reason, pods, verified_at=now,
+            max_age=timedelta(seconds=self.settings.max_age), ak_name=ak_name,
+            sequence=self._sequence,
+        )  # fmt: skip
+        signed = sign_status(node, status, self._key)
+        await self._call(write_status, self.kube, node, signed)
+        expires = parse_time(status["expiresAt"], "expiresAt")
+        trust = NodeTrust(node, state, node_reason, now, expires, self._sequence)
+        labelled = prev.labelled if prev is not None and not changed else False
+        published = Published(trust, views, labelled)
+        self.published[node] = published
+        if not published.labelled:
+            published.labelled = await self._label_node(node, state == "Trusted")
+        if changed and (prev is None or prev.trust.state != state):
+            await self._node_event(node, state, node_reason)
+        for uid, view in views.items():
+            before = prev.pods.get(uid) if prev is not None else None
+            if before != view and uid not in annotated:
+                await self._pod_changed(pods[uid], before, view, now)
+
+    async def _audit_verdict(
+        self,
+        node: str,
+        state: NodeState,
+        node_reason: str,
+        verdict: NodeVerdict,
+        views: Mapping[str, PodTrustView],
+    ) -> None:
+        await self.audit(
+            {
+                "kind": "verdict",
+                "node": node,
+                "state": state,
+                "reason": node_reason,
+                "failures": [f.as_dict() for f in verdict.failures[:_AUDITED_FAILURES]],
+                "pods": {uid: v.state for uid, v in views.items()},
+                "quoteDigest": verdict.quote_digest,
+            }
+        )
+
+    async def _remove_divergent(
+        self,
+        state: NodeState,
+        verdict: NodeVerdict,
+        views: Mapping[str, PodTrustView],
+        prev: Published | None,
+        pods: Mapping[str, PodInfo],
+        now: datetime,
+    ) -> set[str]:
+        """Ask for the removal of the pods to remediate; return the uids annotated on the way.
+        Their annotations go just before the eviction, not during it: the API server's eviction
+        updates the pod too, and on a conflict retries 200 ms later (seen as 0.5 s outliers)."""
         annotated = set()
         for uid in self._to_remediate(state, verdict, views):
             before = prev.pods.get(uid) if prev is not None else None
@@ -210,26 +227,7 @@ class Publisher:
             annotated.add(uid)
             info = pods[uid]
             self.remediator.request(PodTarget(info.namespace, info.name, uid, views[uid].reason))
-        self._sequence += 1
-        status = node_status(
-            verdict, state, node_reason, pods, verified_at=now,
-            max_age=timedelta(seconds=self.settings.max_age), ak_name=ak_name,
-            sequence=self._sequence,
-        )  # fmt: skip
-        signed = sign_status(node, status, self._key)
-        await self._call(self._write_status, node, signed)
-        expires = parse_time(status["expiresAt"], "expiresAt")
-        labelled = prev.labelled if prev is not None and not changed else False
-        published = Published(state, node_reason, now, expires, self._sequence, views, labelled)
-        self.published[node] = published
-        if not published.labelled:
-            published.labelled = await self._label_node(node, state == "Trusted")
-        if changed:
-            await self._node_event(node, prev, state, node_reason)
-        for uid, view in views.items():
-            before = prev.pods.get(uid) if prev is not None else None
-            if before != view and uid not in annotated:
-                await self._pod_changed(pods[uid], before, view, now)
+        return annotated
 
     def _to_remediate(
         self, state: NodeState, verdict: NodeVerdict, views: Mapping[str, PodTrustView]
@@ -246,104 +244,32 @@ class Publisher:
                 out.append(uid)
         return out
 
-    def _write_status(self, node: str, status: dict[str, Any]) -> None:
-        path = nodeattestation_path(node)
-        try:
-            self.kube.call(
-                "PATCH",
-                f"{path}/status",
-                body={"status": status},
-                content_type="application/merge-patch+json",
-            )
-            return
-        except KubeError as e:
-            if e.status != 404:
-                raise
-        try:
-            self.kube.create(
-                nodeattestation_path(),
-                {
-                    "apiVersion": NODEATTESTATION_API_VERSION,
-                    "kind": NODEATTESTATION_KIND,
-                    "metadata": {"name": node},
-                    "spec": {},
-                },
-            )
-        except KubeError as e:
-            if e.status != 409:
-                raise
-        self.kube.call(
-            "PATCH",
-            f"{path}/status",
-            body={"status": status},
-            content_type="application/merge-patch+json",
-        )
-
     async def _label_node(self, node: str, trusted: bool) -> bool:
         try:
-            await self._call(self._write_node, node, trusted)
+            await self._call(write_label_and_taint, self.kube, node, trusted)
             return True
         except KubeError as e:
             log.warning("node %s: label/taint not written (%s); retrying next round", node, e)
             return False
 
-    def _write_node(self, node: str, trusted: bool) -> None:
-        for _ in range(3):  # optimistic concurrency on the taints list
-            obj = self.kube.get(node_path(node))
-            if obj is None:
-                return
-            taints = [
-                t
-                for t in (obj.get("spec") or {}).get("taints") or []
-                if t.get("key") != UNTRUSTED_TAINT
-            ]
-            if not trusted:
-                taints.append({"key": UNTRUSTED_TAINT, "value": "true", "effect": "NoSchedule"})
-            labels = (obj.get("metadata") or {}).get("labels") or {}
-            want = "true" if trusted else "false"
-            current = (obj.get("spec") or {}).get("taints") or []
-            if labels.get(ATTESTED_LABEL) == want and current == taints:
-                return
-            patch = {
-                "metadata": {
-                    "labels": {ATTESTED_LABEL: want},
-                    "resourceVersion": obj["metadata"]["resourceVersion"],
-                },
-                "spec": {"taints": taints or None},
-            }
-            try:
-                self.kube.merge_patch(node_path(node), patch)
-                return
-            except KubeError as e:
-                if e.status != 409:
-                    raise
-        raise KubeError(f"node {node}: kept conflicting while updating label and taint", 409)
-
     # -- events, annotations, remediation ---------------------------------------------------------
 
-    async def _emit(self, namespace: str | None, body_args: dict[str, Any]) -> None:
-        ns, body = event(namespace=namespace, instance=self.settings.identity, **body_args)
+    async def _emit(self, ev: Event | None) -> None:
+        if ev is None:
+            return
+        ns, body = ev
         try:
             await self._call(self.kube.create, event_path(ns), body)
         except KubeError as e:
             log.warning("event not written: %s", e)
 
-    async def _node_event(
-        self, node: str, prev: Published | None, state: NodeState, node_reason: str
-    ) -> None:
-        if prev is not None and prev.state == state:
-            return
+    async def _node_event(self, node: str, state: NodeState, node_reason: str) -> None:
         obj = await self._call(self.kube.get, node_path(node))
         uid = (obj or {}).get("metadata", {}).get("uid", "")
-        if state == "Trusted":
-            args = {
-                "reason": "Attested",
-                "message": "TPM quote and IMA log verified",
-                "type_": "Normal",
-            }
-        else:
-            args = {"reason": f"Attestation{state}", "message": node_reason, "type_": "Warning"}
-        await self._emit(None, {"kind": "Node", "name": node, "uid": uid, **args})
+        instance = self.settings.identity
+        await self._emit(
+            node_event(node, uid, state, node_reason, instance=instance, now=self._clock())
+        )
 
     async def _pod_changed(
         self, info: PodInfo, before: PodTrustView | None, view: PodTrustView, now: datetime
@@ -358,23 +284,8 @@ class Publisher:
             if e.status != 404:
                 log.warning("pod %s/%s: annotations not written: %s", info.namespace, info.name, e)
             return
-        if before is None and view.state == "trusted":
-            return  # first sight of a healthy pod: the annotation says it; no Event noise
-        if before is not None and before.state == view.state:
-            return
-        type_ = "Normal" if view.state == "trusted" else "Warning"
-        message = view.reason or f"trust state {view.state}"
-        await self._emit(
-            info.namespace,
-            {
-                "kind": "Pod",
-                "name": info.name,
-                "uid": info.uid,
-                "reason": f"Attestation{view.state.capitalize()}",
-                "message": message,
-                "type_": type_,
-            },
-        )
+        instance = self.settings.identity
+        await self._emit(pod_event(info, before, view, instance=instance, now=self._clock()))
 
     async def _remediated(self, target: PodTarget, outcome: Outcome, detail: str) -> None:
         self._metrics.evictions.labels(outcome).inc()
@@ -389,24 +300,10 @@ class Publisher:
                 "detail": detail,
             }
         )
-        reasons = {
-            "evicted": "Evicted",
-            "deleted": "Deleted",
-            "audit-only": "WouldEvict",
-            "failed": "EvictionFailed",
-        }
-        if outcome in reasons:
-            await self._emit(
-                target.namespace,
-                {
-                    "kind": "Pod",
-                    "name": target.name,
-                    "uid": target.uid,
-                    "reason": f"Trustgate{reasons[outcome]}",
-                    "message": f"{outcome}: {detail}",
-                    "type_": "Warning",
-                },
-            )
+        instance = self.settings.identity
+        await self._emit(
+            remediation_event(target, outcome, detail, instance=instance, now=self._clock())
+        )
 
     async def ungate(self, pod: Mapping[str, Any], index: int) -> None:
         meta = pod.get("metadata") or {}
