@@ -22,6 +22,7 @@ from prometheus_client import Gauge
 from attestation.core import enroll
 from attestation.core.clock import Clock, utcnow
 from attestation.core.evidence import EvidenceQuery
+from attestation.core.fastpath import select
 from attestation.core.names import AGENT_SELECTOR, NF_LABEL, SCHEDULING_GATE
 from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import (
@@ -91,6 +92,7 @@ class Verifier:
         self.ek_ca_bundle = ek_ca_bundle
         self.metrics = metrics
         self._clock = clock
+        self._check_log = select(settings.native)
         self.workers: dict[str, NodeWorker] = {}
         self.client = AgentClient(timeout=settings.agent_timeout)
         self._semaphore = asyncio.Semaphore(settings.concurrency)
@@ -258,7 +260,7 @@ class Verifier:
             t0 = time.perf_counter()
             judge = functools.partial(
                 attest_round, worker.name, state, evidence, nonce, self.policies, pods,
-                log_column_size=self.settings.log_column_size,
+                log_column_size=self.settings.log_column_size, check_log=self._check_log,
             )  # fmt: skip
             # A long log (the first round of a busy node) would stall every other node's round.
             big = len(evidence.ima_log) > _INLINE_LOG_BYTES

@@ -8,6 +8,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+__all__ = ["RemediationMode", "UntrustedNodeAction", "VerifierSettings"]
+
 RemediationMode = Literal["evict-only", "evict-then-delete", "annotate-only"]
 UntrustedNodeAction = Literal["evict", "none"]
 
@@ -64,6 +66,8 @@ class VerifierSettings:
     identity: str = "verifier"
     #: Column size of the agents' binary IMA log (20: the classic SHA-1 file).
     log_column_size: int = 20
+    #: Use the C extension when it was built; False forces the pure-Python reference.
+    native: bool = True
 
     @property
     def refresh_every(self) -> float:
