@@ -19,6 +19,9 @@ from attestation.core.names import (
 from attestation.core.types import Failure, NodeVerdict, PodVerdict
 from attestation.core.verdict import PodInfo
 
+__all__ = ["MAX_REASON", "PodTrustView", "node_status", "pod_annotations", "pod_trust", "reason"]
+
+#: The longest reason written (the status's reason and failure messages, a pod's annotation).
 MAX_REASON = 1024
 
 

@@ -40,6 +40,16 @@ from attestation.core.types import (
     PodVerdict,
 )
 
+__all__ = [
+    "MAX_KEPT_FAILURES",
+    "AttestationState",
+    "PodInfo",
+    "PolicySet",
+    "RoundResult",
+    "attest_round",
+    "forget_pods",
+]
+
 #: Failures kept per pod/host: enough to act on, bounded so a noisy pod cannot grow the state.
 MAX_KEPT_FAILURES = 20
 

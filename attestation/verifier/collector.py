@@ -2,7 +2,7 @@
 
 The agent is outside the trust boundary: the evidence it returns authenticates itself (the quote
 is signed by an AK bound to the TPM's EK), so TLS here gives confidentiality, not trust, and the
-agent's serving certificate is not pinned unless a CA bundle is configured. What the agent can
+agent's serving certificate is not verified. What the agent can
 still do is be slow, hang, or send garbage or huge bodies: every call ends within a deadline,
 bodies are capped while they arrive (:mod:`attestation.kube.httpclient`), and each way of failing
 becomes a :class:`CollectorError` with a stable failure id.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Final
 
 from attestation.core.evidence import (
@@ -30,6 +29,8 @@ from attestation.core.evidence import (
     encode_evidence_request,
 )
 from attestation.kube.httpclient import HttpClient, HttpClientError
+
+__all__ = ["AgentClient", "CollectorError"]
 
 #: Identity and activation answers are a few KiB; evidence carries the new log entries
 #: base64-encoded (4/3 of the bytes) plus the quote.
@@ -57,15 +58,11 @@ class AgentClient:
         *,
         timeout: float = 5.0,
         connect_timeout: float = 1.0,
-        ca_bundle: Path | None = None,
         max_agents: int = _MAX_AGENTS,
     ) -> None:
-        if ca_bundle is not None:
-            tls = ssl.create_default_context(cafile=str(ca_bundle))
-        else:  # confidentiality only, see the module doc
-            tls = ssl.create_default_context()
-            tls.check_hostname = False
-            tls.verify_mode = ssl.CERT_NONE
+        tls = ssl.create_default_context()  # confidentiality only, see the module doc
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
         # ``timeout`` bounds each call, first byte to last: an agent that sends a byte every
         # second must not hold its node's round forever (its last verdict would never give way
         # to Unknown).

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+__all__ = ["VerifierMetrics"]
+
 
 @dataclass
 class VerifierMetrics:

@@ -8,6 +8,8 @@ from types import MappingProxyType
 from attestation.core.policy import PolicyError, RuntimePolicy, load_policy
 from attestation.core.verdict import PolicySet
 
+__all__ = ["HOST", "load_policy_dir"]
+
 HOST = "host"
 _SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -20,6 +20,8 @@ from typing import Any
 from attestation.kube.client import Kube, KubeError, pod_path
 from attestation.verifier.settings import RemediationMode
 
+__all__ = ["Outcome", "PodTarget", "Remediator", "Report"]
+
 log = logging.getLogger(__name__)
 
 #: Backoff between refused evictions: 0.25 s doubling to 4 s.

@@ -11,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from attestation.verifier.metrics import VerifierMetrics
 
+__all__ = ["create_server_app"]
+
 _MAX_NOTIFY_BYTES = 4096
 
 
