@@ -1,0 +1,271 @@
+"""attest_round, pure, on a round recorded from a real swtpm (tests/support/make_tpm_vectors.py):
+a log written like the kernel's, PCR 10 extended to match, quoted before and after an unknown
+binary ran in the UPF pod. The live-TPM version of these is tests/tpm/test_round.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import pytest
+
+from attestation.core.evidence import Evidence
+from attestation.core.fastpath import IMPLEMENTATIONS
+from attestation.core.logcheck import CheckLog
+from attestation.core.policy import RuntimePolicy, policy_from_document
+from attestation.core.types import Failure, HashAlg
+from attestation.core.verdict import AttestationState, PodInfo, PolicySet, RoundResult, attest_round
+from tests.unit.tpm_vectors import VECTORS, RecordedQuote, ak_public, quotes
+
+NODE = "worker-1"
+
+
+@cache
+def _round() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((VECTORS / "vectors.json").read_text())["round"]
+    return data
+
+
+def _quote(i: int) -> tuple[RecordedQuote, int]:
+    """The round's ``i``-th quote and the log's length when it was taken."""
+    q = _round()["quotes"][i]
+    recorded = RecordedQuote(
+        ak=q["ak"],
+        ak_public=ak_public(q["ak"]),
+        nonce=bytes.fromhex(q["nonce"]),
+        attest=bytes.fromhex(q["attest"]),
+        signature=bytes.fromhex(q["signature"]),
+        pcr_values={
+            HashAlg(bank): {int(pcr): bytes.fromhex(v) for pcr, v in values.items()}
+            for bank, values in q["pcr_values"].items()
+        },
+    )
+    return recorded, int(q["log_bytes"])
+
+
+def _policy(owner: str) -> RuntimePolicy:
+    files = {p: bytes.fromhex(c) for p, c in _round()["files"][owner].items()}
+    digests = {p: [f"sha256:{hashlib.sha256(c).hexdigest()}"] for p, c in files.items()}
+    return policy_from_document(
+        {
+            "apiVersion": "trustgate.io/v1alpha1",
+            "kind": "RuntimePolicy",
+            "metadata": {"name": owner},
+            "spec": {"networkFunction": owner, "digests": digests},
+        },
+        source=f"{owner}.yaml",
+    )
+
+
+def _pod(nf: str) -> PodInfo:
+    p = _round()["pods"][nf]
+    return PodInfo(p["uid"], p["namespace"], p["name"], nf)
+
+
+LOG = bytes.fromhex(_round()["log"])
+FIRST, FIRST_END = _quote(0)
+SECOND, SECOND_END = _quote(1)
+INTRUDER = _round()["intruder"]["path"]
+UPF, SMF = _pod("upf"), _pod("smf")
+PODS = {UPF.uid: UPF, SMF.uid: SMF}
+POLICIES = PolicySet({"upf": _policy("upf"), "smf": _policy("smf")}, _policy("host"))
+START = AttestationState(ak_public=FIRST.ak_public)
+
+CHECKS = pytest.mark.parametrize("check_log", IMPLEMENTATIONS.values(), ids=IMPLEMENTATIONS.keys())
+
+
+def _evidence(q: RecordedQuote, log: bytes, offset: int = 0) -> Evidence:
+    return Evidence(q.attest, q.signature, q.pcr_values, offset, log)
+
+
+def _attest(
+    state: AttestationState,
+    q: RecordedQuote,
+    log: bytes,
+    *,
+    nonce: bytes | None = None,
+    offset: int | None = None,
+    pods: dict[str, PodInfo] | None = None,
+    check_log: CheckLog = IMPLEMENTATIONS["pure"],
+) -> RoundResult:
+    evidence = _evidence(q, log, state.ima_offset if offset is None else offset)
+    return attest_round(
+        NODE,
+        state,
+        evidence,
+        q.nonce if nonce is None else nonce,
+        POLICIES,
+        PODS if pods is None else pods,
+        check_log=check_log,
+    )
+
+
+def _ids(failures: tuple[Failure, ...]) -> list[str]:
+    return [f.id for f in failures]
+
+
+def _first_round(check_log: CheckLog = IMPLEMENTATIONS["pure"]) -> RoundResult:
+    return _attest(START, FIRST, LOG[:FIRST_END], check_log=check_log)
+
+
+@CHECKS
+def test_a_clean_log_under_a_good_quote_is_trusted(check_log: CheckLog) -> None:
+    result = _first_round(check_log)
+    verdict = result.verdict
+    assert verdict.trusted, verdict.failures
+    assert verdict.failures == ()
+    assert not result.rebooted
+    assert [(p.uid, p.trusted, p.measurements) for p in verdict.pods] == [
+        (UPF.uid, True, 2),
+        (SMF.uid, True, 1),
+    ]
+    assert verdict.measurements == 6  # boot_aggregate, 2 host files, 3 pod files
+    assert result.state.ima_offset == FIRST_END
+    assert verdict.quote_digest == hashlib.sha256(FIRST.attest).hexdigest()
+
+
+@CHECKS
+def test_the_next_round_reads_only_new_entries_and_marks_only_the_divergent_pod(
+    check_log: CheckLog,
+) -> None:
+    first = _first_round(check_log)
+    second = _attest(first.state, SECOND, LOG[FIRST_END:SECOND_END], check_log=check_log)
+    verdict = second.verdict
+    assert verdict.trusted  # the node itself is fine
+    upf, smf = verdict.pod(UPF.uid), verdict.pod(SMF.uid)
+    assert upf is not None
+    assert smf is not None
+    assert smf.trusted
+    assert not upf.trusted
+    assert [(f.id, f.path, f.pod_uid) for f in upf.failures] == [
+        ("ima.policy.unknown_file", INTRUDER, UPF.uid)
+    ]
+    assert second.state.ima_offset == SECOND_END
+    assert verdict.measurements == 7
+
+
+def test_a_pods_failure_sticks_after_a_clean_round() -> None:
+    second = _attest(_first_round().state, SECOND, LOG[FIRST_END:SECOND_END])
+    third = _attest(second.state, SECOND, b"")
+    upf = third.verdict.pod(UPF.uid)
+    assert upf is not None
+    assert _ids(upf.failures) == ["ima.policy.unknown_file"]
+    # ... until the pod is gone from the node
+    gone = _attest(second.state, SECOND, b"", pods={SMF.uid: SMF})
+    assert gone.verdict.trusted
+    assert [p.uid for p in gone.verdict.pods] == [SMF.uid]
+
+
+def test_a_log_ahead_of_the_quote_is_judged_only_as_far_as_the_quote_covers() -> None:
+    # The kernel appends before it extends: the agent read one entry more than PCR 10 covers.
+    result = _attest(START, FIRST, LOG)
+    assert result.verdict.trusted, result.verdict.failures
+    assert result.verdict.measurements == 6
+    assert result.state.ima_offset == FIRST_END
+
+
+def test_a_pod_without_a_policy_is_counted_not_judged() -> None:
+    amf = dataclasses.replace(UPF, network_function="amf")
+    result = _attest(START, SECOND, LOG, pods={amf.uid: amf, SMF.uid: SMF})
+    pod = result.verdict.pod(amf.uid)
+    assert pod is not None
+    assert pod.trusted
+    assert pod.measurements == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"nonce": b"another nonce"}, ["quote.nonce_mismatch"]),
+        ({"ak": "rsa"}, ["quote.signature_invalid"]),
+        ({"signature": "flip"}, ["quote.signature_invalid"]),
+        ({"pcr10": "other"}, ["quote.pcr_digest_mismatch"]),
+    ],
+    ids=["wrong-nonce", "foreign-ak", "bad-signature", "pcr-values-not-quoted"],
+)
+def test_a_bad_quote_fails_the_round_only(change: dict[str, Any], expected: list[str]) -> None:
+    q = FIRST
+    state = START
+    if "ak" in change:
+        state = dataclasses.replace(START, ak_public=ak_public(change["ak"]))
+    if "signature" in change:
+        q = dataclasses.replace(q, signature=q.signature[:-1] + bytes([q.signature[-1] ^ 1]))
+    if "pcr10" in change:
+        pcrs = {bank: dict(values) for bank, values in q.pcr_values.items()}
+        pcrs[HashAlg.SHA256][10] = bytes(32)
+        q = dataclasses.replace(q, pcr_values=pcrs)
+    result = _attest(state, q, LOG[:FIRST_END], nonce=change.get("nonce"))
+    assert not result.verdict.trusted
+    assert _ids(result.verdict.failures) == expected
+    assert result.state == state  # nothing learnt from an unproven round
+    if state is START:
+        assert _attest(result.state, FIRST, LOG[:FIRST_END]).verdict.trusted
+
+
+def _split(log: bytes) -> list[bytes]:
+    """Cut a binary ima-cgpath log (SHA-1 column) into its entries."""
+    out, pos = [], 0
+    while pos < len(log):
+        start = pos
+        pos += 4 + 20
+        pos += 4 + int.from_bytes(log[pos : pos + 4], "little")
+        pos += 4 + int.from_bytes(log[pos : pos + 4], "little")
+        out.append(log[start:pos])
+    return out
+
+
+def _tamper(how: str) -> Callable[[list[bytes]], list[bytes]]:
+    def apply(entries: list[bytes]) -> list[bytes]:
+        entries = list(entries)
+        if how == "drop-last":
+            return entries[:-1]
+        if how == "reorder":
+            entries[1], entries[2] = entries[2], entries[1]
+        elif how == "rewrite":
+            entries[3] = entries[3].replace(b"/usr/bin/upfd", b"/usr/bin/upfX")
+        else:
+            del entries[2]
+        return entries
+
+    return apply
+
+
+@pytest.mark.parametrize("how", ["drop-last", "reorder", "rewrite", "drop-middle"])
+def test_a_tampered_log_no_longer_reaches_the_quoted_pcr_and_stays_broken(how: str) -> None:
+    forged = b"".join(_tamper(how)(_split(LOG[:FIRST_END])))
+    result = _attest(START, FIRST, forged)
+    assert not result.verdict.trusted
+    assert _ids(result.verdict.failures) == ["ima.pcr_mismatch"]
+    # the chain cannot be re-joined without a reboot: the honest log no longer helps
+    again = _attest(result.state, SECOND, LOG[result.state.ima_offset : SECOND_END])
+    assert _ids(again.verdict.failures) == ["ima.pcr_mismatch"]
+
+
+def test_evidence_from_another_offset_is_a_bad_response() -> None:
+    result = _attest(START, FIRST, LOG[:FIRST_END], offset=7)
+    assert _ids(result.verdict.failures) == ["agent.bad_response"]
+    assert result.state.ima_offset == 0
+
+
+def test_a_log_that_does_not_parse_breaks_the_node() -> None:
+    result = _attest(START, FIRST, b"\x0a\x00\x00\x00" + b"\xff" * 60)
+    assert _ids(result.verdict.failures) == ["ima.log_malformed"]
+    assert result.state.log_failure is not None
+
+
+def test_a_reboot_asks_again_from_the_start_of_the_new_log() -> None:
+    after_reboot = quotes()[2]  # the same TPM and AK, restarted after the round was recorded
+    assert after_reboot.ak == FIRST.ak
+    broken = _attest(START, FIRST, b"".join(_tamper("reorder")(_split(LOG[:FIRST_END]))))
+    assert broken.state.log_failure is not None
+    result = _attest(broken.state, after_reboot, b"")
+    assert result.rebooted
+    assert _ids(result.verdict.failures) == ["node.rebooted"]
+    assert result.verdict.trusted  # a warning: the next round judges the new log
+    assert result.state.ima_offset == 0
+    assert result.state.log_failure is None
+    assert result.state.replay.next_index == 0
