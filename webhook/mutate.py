@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from attestation.core.kubeobject import KubeObject
 from attestation.core.names import (
     ATTESTED_LABEL,
     NF_LABEL,
@@ -25,7 +26,7 @@ from attestation.core.names import (
 )
 from webhook.protect import ProtectionRules, annotations_of, labels_of, network_function
 from webhook.responses import Response, allowed, patched
-from webhook.reviews import KubeObject, PatchOp, Request, ReviewError
+from webhook.reviews import PatchOp, Request, ReviewError
 
 __all__ = ["ATTESTED_EXPRESSION", "has_gate", "mutate", "mutate_pod", "pointer"]
 

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from attestation.core.kubeobject import KubeObject
 from attestation.core.names import NF_LABEL
-from webhook.reviews import KubeObject, ReviewError
+from webhook.reviews import ReviewError
 
 __all__ = [
     "DEFAULT_KINDS",

@@ -13,14 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
 
+from attestation.core.kubeobject import KubeObject
+
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 OPERATIONS: tuple[str, ...] = get_args(Operation)
-
-#: A Kubernetes object as it arrives: plain JSON.
-KubeObject = Mapping[str, Any]
 
 
 class ReviewError(ValueError):

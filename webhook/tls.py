@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from attestation.core.kubeobject import KubeObject
 from webhook.cabundle import ca_bundle_patch
 from webhook.certs import TlsMaterial, renew
-from webhook.reviews import KubeObject
 from webhook.settings import SelfTlsSettings
 from webhook.tlssecret import TlsSecretError, material_from_secret, secret_for
 

@@ -22,8 +22,8 @@ import anyio
 from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from attestation.core.kubeobject import KubeObject
 from attestation.core.nodeattestation import NodeAttestationError, NodeTrust, node_name, node_trust
-from webhook.reviews import KubeObject
 
 log = logging.getLogger(__name__)
 

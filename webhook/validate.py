@@ -19,12 +19,13 @@ from datetime import datetime
 from typing import Any
 
 from attestation.core.clock import format_time
+from attestation.core.kubeobject import KubeObject
 from attestation.core.names import PREFIX
 from attestation.core.nodeattestation import NodeTrust
 from webhook.mutate import has_gate
 from webhook.protect import ProtectionRules, annotations_of, labels_of, network_function
 from webhook.responses import Response, allowed, as_warning, denied
-from webhook.reviews import KubeObject, Request, ReviewError
+from webhook.reviews import Request, ReviewError
 
 __all__ = ["AUDIT_PREFIX", "ValidationPolicy", "binding_pod", "node_refusal", "validate"]
 

@@ -22,9 +22,10 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from attestation.core.kubeobject import KubeObject
+
 log = logging.getLogger(__name__)
 
-KubeObject = dict[str, Any]
 WatchEvent = tuple[str, KubeObject]
 
 #: Seconds for one request; a watch is held open for WATCH_SECONDS, then renewed.

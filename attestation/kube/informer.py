@@ -11,11 +11,11 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
+
+from attestation.core.kubeobject import KubeObject
 
 log = logging.getLogger(__name__)
-
-KubeObject = dict[str, Any]
 
 
 class ListWatch(Protocol):

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from attestation.kube.informer import KubeObject
+from attestation.core.kubeobject import KubeObject
+
+__all__ = ["ByNode"]
 
 T = TypeVar("T")
 

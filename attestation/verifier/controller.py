@@ -23,6 +23,7 @@ from attestation.core import enroll
 from attestation.core.clock import Clock, utcnow
 from attestation.core.evidence import EvidenceQuery
 from attestation.core.fastpath import select
+from attestation.core.kubeobject import KubeObject
 from attestation.core.names import AGENT_SELECTOR, NF_LABEL, SCHEDULING_GATE
 from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import (
@@ -33,7 +34,7 @@ from attestation.core.verdict import (
     forget_pods,
 )
 from attestation.kube.client import Kube, Resource, node_path, pod_path
-from attestation.kube.informer import Informer, KubeObject, uid_key
+from attestation.kube.informer import Informer, uid_key
 from attestation.verifier.bynode import ByNode
 from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.metrics import VerifierMetrics

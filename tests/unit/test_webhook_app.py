@@ -174,7 +174,7 @@ def test_binding_uses_the_pod_seen_at_create_without_an_api_call() -> None:
         assert table.calls == 1
 
 
-def failing_lookup(namespace: str, name: str) -> Mapping[str, Any] | None:
+def failing_lookup(namespace: str, name: str) -> dict[str, Any] | None:
     raise ConnectionError(f"API server unreachable looking up {namespace}/{name}")
 
 
@@ -189,7 +189,7 @@ def test_unexpected_error_fails_closed_with_the_uid() -> None:
         assert "failing closed" in answer["status"]["message"]
 
 
-def slow_lookup(namespace: str, name: str) -> Mapping[str, Any] | None:
+def slow_lookup(namespace: str, name: str) -> dict[str, Any] | None:
     threading.Event().wait(1.0)  # an API server that does not answer in time
     return None
 

@@ -99,11 +99,11 @@ class StaticSource:
 class PodTable:
     """A PodLookup holding data: pods by (namespace, name); counts look-ups."""
 
-    def __init__(self, pods: Iterable[Mapping[str, Any]] = ()) -> None:
+    def __init__(self, pods: Iterable[Obj] = ()) -> None:
         self.pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
         self.calls = 0
 
-    def __call__(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    def __call__(self, namespace: str, name: str) -> Obj | None:
         self.calls += 1
         return self.pods.get((namespace, name))
 
