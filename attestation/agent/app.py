@@ -13,22 +13,24 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from attestation.agent import log as imalog
 from attestation.agent.settings import AgentSettings
-from attestation.agent.tpm import AkBlob, Tpm, TpmError, TpmQuote
+from attestation.agent.tpm import AkBlob, Tpm, TpmError
 from attestation.core.evidence import (
     API_PREFIX,
     MAX_LOG_BYTES,
     Evidence,
     EvidenceFormatError,
+    EvidenceQuery,
     Identity,
     decode_activate_request,
     decode_evidence_request,
@@ -36,6 +38,8 @@ from attestation.core.evidence import (
     encode_identity,
 )
 from attestation.kube.httpclient import HttpClient
+
+__all__ = ["create_app", "load_or_create_ak"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,8 @@ class _Enrolled:
 
 
 def create_app(settings: AgentSettings, *, tpm: Tpm | None = None) -> FastAPI:
+    """Wires the parts together: the lifespan enrolls (loads or creates the AK) before the first
+    request and runs the push to the verifier; the routes answer from what it enrolled."""
     tpm = tpm or Tpm(settings.tcti, ek_alg="ecc" if settings.ek_alg == "ecc" else "rsa")
     log_file = imalog.ImaLogFile(settings.ima_log)
     registry = CollectorRegistry()
@@ -102,67 +108,89 @@ def create_app(settings: AgentSettings, *, tpm: Tpm | None = None) -> FastAPI:
         registry=registry,
     )
     enrolled: list[_Enrolled] = []  # filled once by the lifespan
+    lifespan = _lifespan(settings, tpm, log_file, enrolled)
+    app = FastAPI(title="trustgate agent", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(_attestation_routes(settings, log_file, enrolled, requests))
+    app.include_router(_probe_routes(registry))
+    return app
 
+
+def _lifespan(
+    settings: AgentSettings, tpm: Tpm, log_file: imalog.ImaLogFile, enrolled: list[_Enrolled]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        ak = await asyncio.to_thread(load_or_create_ak, tpm, settings)
-        tpm_with_ak = Tpm(tpm.tcti, ek_alg=tpm.ek_alg, ak=ak)
-        identity = Identity(
-            node=settings.node_name,
-            ek_certificate=await asyncio.to_thread(tpm.ek_certificate),
-            ek_public=await asyncio.to_thread(tpm.ek_public),
-            ak_public=ak.public,
-            ak_name=tpm_with_ak.ak_name(),
-        )
-        enrolled.append(_Enrolled(tpm_with_ak, identity))
-        tasks: list[asyncio.Task[None]] = []
-        client: HttpClient | None = None
-        if settings.notify_url:
-            # The notification carries no evidence, only "look at me now"; its answer does not
-            # matter, so the verifier's certificate is not checked here. The small client (not
-            # httpx) also keeps the agent lean: httpx pulls in ~5 MiB of imports (rich, click).
-            tls = ssl.create_default_context()
-            tls.check_hostname = False
-            tls.verify_mode = ssl.CERT_NONE
-            client = HttpClient(
-                tls, deadline=1.0, connect_timeout=1.0, max_peers=1, user_agent="trustgate-agent"
-            )
-            notify_url = settings.notify_url
-
-            async def push(end: int) -> None:
-                assert client is not None
-                body = json.dumps({"node": settings.node_name, "end": end}).encode()
-                await client.request("POST", notify_url, "", body, _NOTIFY_ANSWER_BYTES)
-
-            tasks.append(asyncio.create_task(imalog.watch(log_file, settings.watch_interval, push)))
-        try:
+        enrolled.append(await _enroll(tpm, settings))
+        async with _pushing(settings, log_file):
             yield
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            if client is not None:
-                await client.aclose()
 
-    app = FastAPI(title="trustgate agent", lifespan=lifespan, docs_url=None, redoc_url=None)
+    return lifespan
 
-    def current_tpm() -> Tpm:
-        return enrolled[0].tpm
 
-    @app.get(f"{API_PREFIX}/identity")
+async def _enroll(tpm: Tpm, settings: AgentSettings) -> _Enrolled:
+    ak = await asyncio.to_thread(load_or_create_ak, tpm, settings)
+    tpm_with_ak = Tpm(tpm.tcti, ek_alg=tpm.ek_alg, ak=ak)
+    identity = Identity(
+        node=settings.node_name,
+        ek_certificate=await asyncio.to_thread(tpm.ek_certificate),
+        ek_public=await asyncio.to_thread(tpm.ek_public),
+        ak_public=ak.public,
+        ak_name=tpm_with_ak.ak_name(),
+    )
+    return _Enrolled(tpm_with_ak, identity)
+
+
+@contextlib.asynccontextmanager
+async def _pushing(settings: AgentSettings, log_file: imalog.ImaLogFile) -> AsyncIterator[None]:
+    """While the agent runs, tell the verifier whenever the log grows (if ``notify_url`` is set)."""
+    if not settings.notify_url:
+        yield
+        return
+    # The notification carries no evidence, only "look at me now"; its answer does not matter,
+    # so the verifier's certificate is not checked here. The small client (not httpx) also keeps
+    # the agent lean: httpx pulls in ~5 MiB of imports (rich, click).
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    client = HttpClient(
+        tls, deadline=1.0, connect_timeout=1.0, max_peers=1, user_agent="trustgate-agent"
+    )
+    notify_url = settings.notify_url
+
+    async def push(end: int) -> None:
+        body = json.dumps({"node": settings.node_name, "end": end}).encode()
+        await client.request("POST", notify_url, "", body, _NOTIFY_ANSWER_BYTES)
+
+    task = asyncio.create_task(imalog.watch(log_file, settings.watch_interval, push))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.aclose()
+
+
+def _attestation_routes(
+    settings: AgentSettings,
+    log_file: imalog.ImaLogFile,
+    enrolled: list[_Enrolled],
+    requests: Counter,
+) -> APIRouter:
+    """Identity, credential activation and evidence: what the verifier asks of the agent."""
+    router = APIRouter()
+    cap = settings.max_body_bytes
+
+    @router.get(f"{API_PREFIX}/identity")
     async def identity() -> JSONResponse:
         requests.labels("identity", "200").inc()
         return JSONResponse(encode_identity(enrolled[0].identity))
 
-    @app.post(f"{API_PREFIX}/activate")
+    @router.post(f"{API_PREFIX}/activate")
     async def activate(request: Request) -> JSONResponse:
         try:
-            blob, secret = decode_activate_request(
-                await _json_body(request, settings.max_body_bytes)
-            )
-            recovered = await asyncio.to_thread(current_tpm().activate_credential, blob, secret)
+            blob, secret = decode_activate_request(await _json_body(request, cap))
+            recovered = await asyncio.to_thread(enrolled[0].tpm.activate_credential, blob, secret)
         except (EvidenceFormatError, ValueError) as e:
             requests.labels("activate", "400").inc()
             return _problem(400, str(e))
@@ -172,23 +200,15 @@ def create_app(settings: AgentSettings, *, tpm: Tpm | None = None) -> FastAPI:
         requests.labels("activate", "200").inc()
         return JSONResponse({"secret": base64.b64encode(recovered).decode()})
 
-    @app.post(f"{API_PREFIX}/evidence")
+    @router.post(f"{API_PREFIX}/evidence")
     async def evidence(request: Request) -> JSONResponse:
         try:
-            query = decode_evidence_request(await _json_body(request, settings.max_body_bytes))
+            query = decode_evidence_request(await _json_body(request, cap))
         except EvidenceFormatError as e:
             requests.labels("evidence", "400").inc()
             return _problem(400, str(e))
-
-        def collect() -> tuple[TpmQuote, bytes]:
-            # Quote first, then read the log: the log may run ahead of the quote (the verifier
-            # handles that), never behind it. One worker-thread hop for both: each hop costs
-            # about as much CPU as reading a steady-state log.
-            quote = current_tpm().quote(query.nonce, query.pcrs, query.banks)
-            return quote, log_file.read_from(query.ima_offset, MAX_LOG_BYTES)
-
         try:
-            quote, ima_log = await asyncio.to_thread(collect)
+            found = await asyncio.to_thread(_collect, enrolled[0].tpm, log_file, query)
         except TpmError as e:
             requests.labels("evidence", "503").inc()
             return _problem(503, str(e), tpmReturnCode=e.rc)
@@ -196,24 +216,34 @@ def create_app(settings: AgentSettings, *, tpm: Tpm | None = None) -> FastAPI:
             requests.labels("evidence", "503").inc()
             return _problem(503, str(e))
         requests.labels("evidence", "200").inc()
-        return JSONResponse(
-            encode_evidence(
-                Evidence(
-                    quote=quote.attest,
-                    signature=quote.signature,
-                    pcr_values=quote.pcr_values,
-                    ima_offset=query.ima_offset,
-                    ima_log=ima_log,
-                )
-            )
-        )
+        return JSONResponse(encode_evidence(found))
 
-    @app.get("/healthz")
+    return router
+
+
+def _collect(tpm: Tpm, log_file: imalog.ImaLogFile, query: EvidenceQuery) -> Evidence:
+    """Quote first, then read the log: the log may run ahead of the quote (the verifier handles
+    that), never behind it. Both in one worker-thread hop: each hop costs about as much CPU as
+    reading a steady-state log."""
+    quote = tpm.quote(query.nonce, query.pcrs, query.banks)
+    return Evidence(
+        quote=quote.attest,
+        signature=quote.signature,
+        pcr_values=quote.pcr_values,
+        ima_offset=query.ima_offset,
+        ima_log=log_file.read_from(query.ima_offset, MAX_LOG_BYTES),
+    )
+
+
+def _probe_routes(registry: CollectorRegistry) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
     async def healthz() -> Response:
         return Response("ok", media_type="text/plain")
 
-    @app.get("/metrics")
+    @router.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return router

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
+__all__ = ["ImaLogError", "ImaLogFile", "watch"]
+
 log = logging.getLogger(__name__)
 
 _CHUNK: Final = 1 << 20
