@@ -1,7 +1,8 @@
 """The webhook's settings: one frozen tree with named defaults, built once at start and passed down.
 
-Nothing in the webhook reads the environment or a file on its own; the CLI builds this (from
-flags or a YAML file) and hands it to ``create_app``.
+Nothing in the webhook reads the environment or a file on its own; the CLI builds this from the
+flags the user gave (the defaults are only here, and in ``webhook.certs.CertPolicy``) and hands
+it to ``create_app``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,22 @@ from attestation.core.signing import load_public_key_pem, public_keys_by_id
 from webhook.certs import CertPolicy
 from webhook.protect import ProtectionRules
 
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_SERVICE_NAME",
+    "DEFAULT_VERIFIER_USERNAME",
+    "SelfTlsSettings",
+    "WebhookSettings",
+    "verifier_keys_from_pem",
+]
+
 #: The verifier's ServiceAccount as the API server names it in ``userInfo.username``.
 DEFAULT_VERIFIER_USERNAME = "system:serviceaccount:trustgate-system:trustgate-verifier"
 #: An AdmissionReview of a large pod is tens of KiB; 1 MiB leaves room and bounds memory.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+#: The Service in front of the webhook's pods: a self-managed serving certificate names
+#: ``<service>.<namespace>.svc`` (and ``.cluster.local``).
+DEFAULT_SERVICE_NAME = "trustgate-webhook"
 
 
 @dataclass(frozen=True, slots=True)

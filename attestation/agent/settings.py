@@ -1,4 +1,5 @@
-"""The agent's settings: one frozen tree, loaded once at start and passed down."""
+"""The agent's settings: one frozen tree, loaded once at start and passed down. The ``trustgate
+agent`` flags set these fields; the defaults here are the only copy."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+__all__ = ["DEFAULT_IMA_LOG", "DEFAULT_TCTI", "AgentSettings"]
+
 DEFAULT_IMA_LOG: Final = Path("/sys/kernel/security/ima/binary_runtime_measurements")
+#: The kernel's TPM resource manager.
+DEFAULT_TCTI: Final = "device:/dev/tpmrm0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,7 +19,7 @@ class AgentSettings:
     #: The Kubernetes node this agent speaks for (the DaemonSet passes spec.nodeName).
     node_name: str
     #: TCTI of the TPM: the kernel's resource manager on a node, ``swtpm:...`` in tests.
-    tcti: str = "device:/dev/tpmrm0"
+    tcti: str = DEFAULT_TCTI
     #: Which EK the TPM carries a certificate for.
     ek_alg: str = "rsa"
     #: The kernel's binary measurement list (read-only securityfs in the DaemonSet).

@@ -41,6 +41,7 @@ from tpm2_pytss import (
 )
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RC, TPM2_SE, TPMA_OBJECT
 
+from attestation.agent.settings import DEFAULT_TCTI
 from attestation.core.quote import pcr_digest
 from attestation.core.tpm_types import (
     PcrSelection,
@@ -51,7 +52,7 @@ from attestation.core.tpm_types import (
 )
 from attestation.core.types import HashAlg
 
-DEFAULT_TCTI: Final = "device:/dev/tpmrm0"
+__all__ = ["AkAlg", "AkBlob", "EkAlg", "Tpm", "TpmError", "TpmQuote"]
 
 AkAlg = Literal["ecc", "rsa"]
 EkAlg = Literal["rsa", "ecc"]

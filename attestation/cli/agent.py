@@ -1,57 +1,100 @@
-"""``trustgate agent``: serve this node's TPM quotes and IMA log."""
+"""``trustgate agent``: serve this node's TPM quotes and IMA log.
+
+Flags set fields of :class:`AgentSettings`, which holds the defaults; ``$NODE_NAME``,
+``$TRUSTGATE_TCTI`` and ``$TRUSTGATE_NOTIFY_URL`` stand in for flags that are not given."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from attestation.cli.common import env_default, setup_logging
+from attestation.agent.settings import AgentSettings
+from attestation.cli.common import (
+    UsageError,
+    default_of,
+    env_fallback,
+    fail,
+    given,
+    setup_logging,
+)
+
+__all__ = ["register", "run", "settings_from"]
+
+
+def _d(name: str) -> Any:
+    """The default of a settings field, for help texts."""
+    return default_of(AgentSettings, name)
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("agent", help="serve TPM quotes and IMA log entries of this node")
+    # No flag has an argparse default: what is not given comes from AgentSettings.
+    p = sub.add_parser(
+        "agent",
+        help="serve TPM quotes and IMA log entries of this node",
+        argument_default=argparse.SUPPRESS,
+    )
     p.add_argument(
         "--node",
-        default=env_default("NODE_NAME"),
+        dest="node_name",
+        metavar="NODE",
         help="this node's name (default: $NODE_NAME, set by the DaemonSet)",
     )
-    p.add_argument("--tcti", default=env_default("TRUSTGATE_TCTI", "device:/dev/tpmrm0"))
-    p.add_argument("--ek-alg", choices=["rsa", "ecc"], default="rsa")
     p.add_argument(
-        "--ima-log", type=Path, default=Path("/sys/kernel/security/ima/binary_runtime_measurements")
+        "--tcti",
+        help=f"the TPM (default: $TRUSTGATE_TCTI, else {_d('tcti')})",
     )
-    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/trustgate-agent"))
-    p.add_argument("--host", default="0.0.0.0")  # noqa: S104
-    p.add_argument("--port", type=int, default=9443)
-    p.add_argument("--tls-cert", type=Path)
-    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--ek-alg", choices=["rsa", "ecc"], help=f"default: {_d('ek_alg')}")
+    p.add_argument("--ima-log", type=Path, help=f"default: {_d('ima_log')}")
+    p.add_argument(
+        "--state-dir", type=Path, help=f"where the AK is kept (default: {_d('state_dir')})"
+    )
+    p.add_argument("--host", help=f"default: {_d('host')}")
+    p.add_argument("--port", type=int, help=f"default: {_d('port')}")
+    p.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (default: HTTP)")
+    p.add_argument("--tls-key", type=Path, help="the certificate's key")
     p.add_argument(
         "--notify-url",
-        default=env_default("TRUSTGATE_NOTIFY_URL"),
-        help="the verifier's /v1/notify URL for push on log growth",
+        help="the verifier's /v1/notify URL for push on log growth "
+        "(default: $TRUSTGATE_NOTIFY_URL, else no push)",
     )
-    p.add_argument("--watch-interval", type=float, default=0.05)
+    p.add_argument(
+        "--watch-interval",
+        type=float,
+        help=f"seconds between checks for log growth (default: {_d('watch_interval')})",
+    )
     p.set_defaults(handler=run)
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> AgentSettings:
+    """The settings the options (and, where one is not given, the environment) ask for."""
+    options = given(args, AgentSettings)
+    env_fallback(
+        options,
+        env,
+        node_name="NODE_NAME",
+        tcti="TRUSTGATE_TCTI",
+        notify_url="TRUSTGATE_NOTIFY_URL",
+    )
+    if not options.get("node_name"):
+        raise UsageError("--node (or $NODE_NAME) is required")
+    if ("tls_cert" in options) != ("tls_key" in options):
+        raise UsageError("--tls-cert and --tls-key go together")
+    return AgentSettings(**options)
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from attestation.agent.app import create_app
-    from attestation.agent.settings import AgentSettings
-    from attestation.cli.common import fail
 
     setup_logging()
-    if not args.node:
-        return fail("agent: --node (or $NODE_NAME) is required")
-    if bool(args.tls_cert) != bool(args.tls_key):
-        return fail("agent: --tls-cert and --tls-key go together")
-    settings = AgentSettings(
-        node_name=args.node, tcti=args.tcti, ek_alg=args.ek_alg, ima_log=args.ima_log,
-        state_dir=args.state_dir, host=args.host, port=args.port, tls_cert=args.tls_cert,
-        tls_key=args.tls_key, notify_url=args.notify_url, watch_interval=args.watch_interval,
-    )  # fmt: skip
+    try:
+        settings = settings_from(args, os.environ)
+    except UsageError as e:
+        return fail(f"agent: {e}")
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level="warning",
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

@@ -1,12 +1,52 @@
-"""Small pieces shared by the subcommands."""
+"""Small pieces shared by the subcommands.
+
+Defaults live in one place, the settings dataclasses. A flag that sets a field has the argparse
+default ``SUPPRESS``, so ``args`` carries only what the user set (:func:`given` collects it) and
+the dataclass fills in the rest; the help text reads the default from the field
+(:func:`default_of`), so the two cannot drift apart.
+
+``TRUSTGATE_PURE_PYTHON=1`` makes the round's log check use the pure-Python reference instead of
+the C extension (``attestation.core.fastpath``), e.g. to rule the extension out when chasing a
+problem. The core reads no environment; :func:`native` is the one place that reads this.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import os
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = [
+    "PURE_PYTHON_ENV",
+    "PURE_PYTHON_HELP",
+    "Handler",
+    "UsageError",
+    "default_of",
+    "env_fallback",
+    "fail",
+    "given",
+    "native",
+    "node_map",
+    "setup_logging",
+]
+
+#: Set to ``1`` to check logs with the pure-Python reference (see the module docstring).
+PURE_PYTHON_ENV = "TRUSTGATE_PURE_PYTHON"
+#: The epilog of the commands that check logs.
+PURE_PYTHON_HELP = (
+    f"environment: {PURE_PYTHON_ENV}=1 checks IMA logs with the pure-Python reference instead of "
+    "the C extension (same results, slower)"
+)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(ValueError):
+    """Options that do not fit together or name something unusable; the handler turns it into
+    :func:`fail`'s one line."""
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -15,12 +55,36 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # One line per agent request would drown what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def env_default(name: str, fallback: str | None = None) -> str | None:
-    return os.environ.get(name, fallback)
+def default_of(cls: type[Any], name: str) -> Any:
+    """The default of the dataclass field ``cls.name``, for a flag's help text."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise TypeError(f"{cls.__name__}.{name} has no default")
+    raise AttributeError(f"{cls.__name__} has no field {name!r}")
+
+
+def given(args: argparse.Namespace, cls: type[Any]) -> dict[str, Any]:
+    """The options the user set whose ``dest`` is a field of the dataclass ``cls``, by field."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
+def env_fallback(options: dict[str, Any], env: Mapping[str, str], **variables: str) -> None:
+    """For each ``field=VARIABLE``: a field the user did not set takes the variable's value when
+    it is in the environment (even empty), else keeps the dataclass default."""
+    for name, variable in variables.items():
+        if name not in options and variable in env:
+            options[name] = env[variable]
+
+
+def native(env: Mapping[str, str]) -> bool:
+    """Whether the round's log check may use the C extension: not with TRUSTGATE_PURE_PYTHON=1."""
+    return env.get(PURE_PYTHON_ENV) != "1"
 
 
 def node_map(text: str) -> Mapping[str, str]:
@@ -32,9 +96,6 @@ def node_map(text: str) -> Mapping[str, str]:
             raise argparse.ArgumentTypeError(f"expected NODE=URL, got {item!r}")
         out[node] = url
     return out
-
-
-Handler = Callable[[argparse.Namespace], int]
 
 
 def fail(message: str) -> int:

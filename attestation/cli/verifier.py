@@ -1,62 +1,172 @@
-"""``trustgate verifier``: re-attest every node and publish signed verdicts."""
+"""``trustgate verifier``: re-attest every node and publish signed verdicts.
+
+Flags set fields of :class:`VerifierSettings`, which holds the defaults; ``$POD_NAMESPACE`` and
+``$POD_NAME`` (else the host name) stand in for ``--namespace`` and ``--identity`` when they are
+not given. ``TRUSTGATE_PURE_PYTHON=1`` checks logs with the pure-Python reference instead of the
+C extension."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from attestation.cli.common import env_default, fail, node_map, setup_logging
+from attestation.cli.common import (
+    PURE_PYTHON_HELP,
+    UsageError,
+    default_of,
+    env_fallback,
+    fail,
+    given,
+    native,
+    node_map,
+    setup_logging,
+)
+from attestation.verifier.settings import RemediationMode, UntrustedNodeAction, VerifierSettings
+
+__all__ = ["register", "run", "settings_from"]
+
+
+def _d(name: str) -> Any:
+    """The default of a settings field, for help texts."""
+    return default_of(VerifierSettings, name)
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("verifier", help="re-attest every node and publish signed verdicts")
+    # No flag has an argparse default: what is not given comes from VerifierSettings.
+    p = sub.add_parser(
+        "verifier",
+        help="re-attest every node and publish signed verdicts",
+        epilog=PURE_PYTHON_HELP,
+        argument_default=argparse.SUPPRESS,
+    )
     p.add_argument("--kubeconfig", type=Path, help="default: in-cluster ServiceAccount")
-    p.add_argument(
+    _register_attestation(p)
+    _register_remediation(p)
+    _register_serving(p)
+    p.set_defaults(handler=run)
+
+
+def _register_attestation(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("attestation")
+    g.add_argument(
         "--agents",
         type=node_map,
-        default={},
         help="explicit NODE=URL,... (default: discover the agent DaemonSet's pods)",
     )
-    p.add_argument(
-        "--node-selector", default="", help="label selector of the nodes to attest (default: all)"
+    g.add_argument(
+        "--node-selector", help="label selector of the nodes to attest (default: all nodes)"
     )
-    p.add_argument(
+    g.add_argument(
         "--agent-port",
         type=int,
-        default=9443,
-        help="the agent DaemonSet's hostPort, when agents are discovered",
+        help="the agent DaemonSet's hostPort, when agents are discovered "
+        f"(default: {_d('agent_port')})",
     )
-    p.add_argument("--policies", type=Path, default=Path("/etc/trustgate/policies"))
-    p.add_argument("--ek-ca", type=Path, default=Path("/etc/trustgate/ek-ca.pem"))
-    p.add_argument("--signing-key", type=Path, default=Path("/etc/trustgate/signing/key.pem"))
-    p.add_argument("--audit-log", type=Path, default=Path("/var/lib/trustgate/audit.jsonl"))
-    p.add_argument("--interval", type=float, default=2.0)
-    p.add_argument("--max-age", type=float, default=10.0)
-    p.add_argument("--agent-timeout", type=float, default=3.0)
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument(
-        "--remediation",
-        choices=["evict-only", "evict-then-delete", "annotate-only"],
-        default="evict-then-delete",
+    g.add_argument(
+        "--policies", type=Path, help=f"directory of runtime policies (default: {_d('policies')})"
     )
-    p.add_argument("--eviction-deadline", type=float, default=30.0)
-    p.add_argument("--untrusted-node-action", choices=["evict", "none"], default="evict")
-    p.add_argument(
+    g.add_argument(
+        "--ek-ca",
+        type=Path,
+        dest="ek_ca_bundle",
+        metavar="EK_CA",
+        help=f"CAs of the TPMs' EK certificates, PEM (default: {_d('ek_ca_bundle')})",
+    )
+    g.add_argument(
+        "--signing-key",
+        type=Path,
+        help=f"Ed25519 key that signs the verdicts (default: {_d('signing_key')})",
+    )
+    g.add_argument("--audit-log", type=Path, help=f"default: {_d('audit_log')}")
+    g.add_argument(
+        "--interval",
+        type=float,
+        help=f"seconds between two pull rounds of a node (default: {_d('interval')})",
+    )
+    g.add_argument(
+        "--max-age", type=float, help=f"seconds a verdict stays valid (default: {_d('max_age')})"
+    )
+    g.add_argument(
+        "--agent-timeout",
+        type=float,
+        help=f"seconds for one agent call (default: {_d('agent_timeout')})",
+    )
+    g.add_argument(
+        "--concurrency", type=int, help=f"nodes attested at once (default: {_d('concurrency')})"
+    )
+
+
+def _register_remediation(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("remediation")
+    g.add_argument(
+        "--remediation", choices=get_args(RemediationMode), help=f"default: {_d('remediation')}"
+    )
+    g.add_argument(
+        "--eviction-deadline",
+        type=float,
+        help="seconds of PodDisruptionBudget refusals before the pod is deleted "
+        f"(default: {_d('eviction_deadline')})",
+    )
+    g.add_argument(
+        "--untrusted-node-action",
+        choices=get_args(UntrustedNodeAction),
+        help=f"default: {_d('untrusted_node_action')}",
+    )
+    g.add_argument(
         "--unknown-grace",
         type=float,
-        default=300.0,
-        help="seconds a node may lack fresh evidence before its NF pods are evicted",
+        help="seconds a node may lack fresh evidence before its NF pods are evicted "
+        f"(default: {_d('unknown_grace')})",
     )
-    p.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT of the push endpoint")
-    p.add_argument("--tls-cert", type=Path)
-    p.add_argument("--tls-key", type=Path)
-    p.add_argument("--namespace", default=env_default("POD_NAMESPACE", "trustgate-system"))
-    p.add_argument("--identity", default=env_default("POD_NAME") or socket.gethostname())
-    p.add_argument("--no-leader-election", action="store_true")
-    p.add_argument("--lease-duration", type=float, default=10.0)
-    p.set_defaults(handler=run)
+
+
+def _register_serving(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("push endpoint and leader election")
+    g.add_argument(
+        "--listen",
+        help=f"HOST:PORT of the push endpoint (default: {_d('listen_host')}:{_d('listen_port')})",
+    )
+    g.add_argument("--tls-cert", type=Path, help="serve the push endpoint over TLS (default: HTTP)")
+    g.add_argument("--tls-key", type=Path, help="the certificate's key")
+    g.add_argument(
+        "--namespace",
+        help=f"trustgate's own namespace (default: $POD_NAMESPACE, else {_d('namespace')})",
+    )
+    g.add_argument(
+        "--identity",
+        help="this replica's name in the leader Lease (default: $POD_NAME, else the host name)",
+    )
+    g.add_argument(
+        "--no-leader-election",
+        action="store_false",
+        dest="leader_election",
+        help="run as the only replica (default: elect a leader among the replicas)",
+    )
+    g.add_argument(
+        "--lease-duration",
+        type=float,
+        help=f"seconds a leader's Lease lasts unrenewed (default: {_d('lease_duration')})",
+    )
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> VerifierSettings:
+    """The settings the options (and, where one is not given, the environment) ask for."""
+    options = given(args, VerifierSettings)
+    if hasattr(args, "listen"):
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")
+        options.update(listen_host=host, listen_port=int(port))
+    env_fallback(options, env, namespace="POD_NAMESPACE")
+    if "identity" not in options:
+        options["identity"] = env.get("POD_NAME") or socket.gethostname()
+    if not native(env):
+        options["native"] = False
+    return VerifierSettings(**options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,30 +177,16 @@ def run(args: argparse.Namespace) -> int:
     from attestation.kube.client import Kube, load_api_client
     from attestation.verifier.auditlog import AuditChainBroken
     from attestation.verifier.main import run as run_verifier
-    from attestation.verifier.settings import VerifierSettings
 
     setup_logging()
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        return fail(f"verifier: --listen must be HOST:PORT, got {args.listen!r}")
-    for what, path in (("--ek-ca", args.ek_ca), ("--signing-key", args.signing_key)):
+    try:
+        settings = settings_from(args, os.environ)
+    except UsageError as e:
+        return fail(f"verifier: {e}")
+    for what, path in (("--ek-ca", settings.ek_ca_bundle), ("--signing-key", settings.signing_key)):
         if not path.is_file():
             return fail(f"verifier: {what} {path} does not exist")
-    settings = VerifierSettings(
-        interval=args.interval, max_age=args.max_age, agent_timeout=args.agent_timeout,
-        concurrency=args.concurrency, agents=args.agents, node_selector=args.node_selector,
-        agent_port=args.agent_port,
-        namespace=args.namespace,
-        ek_ca_bundle=args.ek_ca, signing_key=args.signing_key, policies=args.policies,
-        audit_log=args.audit_log, remediation=args.remediation,
-        eviction_deadline=args.eviction_deadline,
-        untrusted_node_action=args.untrusted_node_action, unknown_grace=args.unknown_grace,
-        listen_host=host,
-        listen_port=int(port), tls_cert=args.tls_cert, tls_key=args.tls_key,
-        leader_election=not args.no_leader_election, lease_duration=args.lease_duration,
-        identity=args.identity,
-    )  # fmt: skip
-    kube = Kube(load_api_client(args.kubeconfig))
+    kube = Kube(load_api_client(getattr(args, "kubeconfig", None)))
     try:
         asyncio.run(run_verifier(settings, kube))
     except (PolicyError, SigningError, AuditChainBroken, OSError) as e:

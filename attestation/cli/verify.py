@@ -1,20 +1,28 @@
 """``trustgate verify ima|evidence``: check a captured measurement list or evidence bundle
-offline. Prints one JSON object; exit 0 trusted, 1 not trusted, 2 unusable input."""
+offline. Prints one JSON object; exit 0 trusted, 1 not trusted, 2 unusable input.
+
+``TRUSTGATE_PURE_PYTHON=1`` checks the log with the pure-Python reference instead of the C
+extension."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from attestation.cli.common import fail
+from attestation.cli.common import PURE_PYTHON_HELP, fail, native
+
+__all__ = ["register", "verify_evidence", "verify_ima"]
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("verify", help="check a captured IMA log or evidence bundle offline")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="WHAT")
-    ima = verbs.add_parser("ima", help="an IMA measurement list against a PCR 10 value")
+    ima = verbs.add_parser(
+        "ima", help="an IMA measurement list against a PCR 10 value", epilog=PURE_PYTHON_HELP
+    )
     ima.add_argument("--log", type=Path, required=True)
     ima.add_argument("--format", choices=["binary", "ascii"], default="binary")
     ima.add_argument("--pcr10", required=True, help="PCR 10 of the sha256 bank, hex")
@@ -26,7 +34,9 @@ def register(sub: Any) -> None:
     )
     _policy_args(ima)
     ima.set_defaults(handler=verify_ima)
-    ev = verbs.add_parser("evidence", help="an evidence bundle: quote, PCRs and log")
+    ev = verbs.add_parser(
+        "evidence", help="an evidence bundle: quote, PCRs and log", epilog=PURE_PYTHON_HELP
+    )
     ev.add_argument("--bundle", type=Path, required=True)
     ev.add_argument("--ak", type=Path, help="pin the AK: its public key, PEM")
     _policy_args(ev)
@@ -73,6 +83,7 @@ def _print(result: Any) -> int:
 
 
 def verify_ima(args: argparse.Namespace) -> int:
+    from attestation.core.fastpath import select
     from attestation.core.ima import ImaParseError
     from attestation.core.offline import verify_log
     from attestation.core.policy import PolicyError
@@ -84,7 +95,8 @@ def verify_ima(args: argparse.Namespace) -> int:
             raise ValueError(f"--pcr10: {len(pcr10)} bytes, sha256 has 32")
         policies = _policies(args)
         result = verify_log(args.log.read_bytes(), args.format, {HashAlg.SHA256: pcr10},
-                            policies, column_size=args.column_size)  # fmt: skip
+                            policies, column_size=args.column_size,
+                            check_log=select(native(os.environ)))  # fmt: skip
     except (OSError, ValueError, PolicyError, ImaParseError) as e:
         return fail(f"verify ima: {e}")
     return _print(result)
@@ -93,6 +105,7 @@ def verify_ima(args: argparse.Namespace) -> int:
 def verify_evidence(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+    from attestation.core.fastpath import select
     from attestation.core.ima import ImaParseError
     from attestation.core.offline import BundleError, verify_bundle
     from attestation.core.policy import PolicyError
@@ -101,7 +114,12 @@ def verify_evidence(args: argparse.Namespace) -> int:
         bundle = json.loads(args.bundle.read_bytes())
         policies = _policies(args)
         pinned = load_pem_public_key(args.ak.read_bytes()) if args.ak else None
-        result = verify_bundle(bundle, policies, ak_key=pinned)  # type: ignore[arg-type]
+        result = verify_bundle(
+            bundle,
+            policies,
+            ak_key=pinned,  # type: ignore[arg-type]
+            check_log=select(native(os.environ)),
+        )
     except (OSError, ValueError, PolicyError, BundleError, ImaParseError) as e:
         return fail(f"verify evidence: {e}")
     return _print(result)

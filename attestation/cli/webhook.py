@@ -1,17 +1,39 @@
-"""``trustgate webhook``: the admission webhook that gates 5G core pods on attestation."""
+"""``trustgate webhook``: the admission webhook that gates 5G core pods on attestation.
+
+Flags set fields of :class:`WebhookSettings`, :class:`SelfTlsSettings` and :class:`CertPolicy`,
+which hold the defaults; ``$POD_NAMESPACE`` stands in for ``--tls-namespace`` when it is not
+given."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from attestation.cli.common import env_default, fail, setup_logging
+from attestation.cli.common import (
+    UsageError,
+    default_of,
+    env_fallback,
+    fail,
+    given,
+    setup_logging,
+)
+from webhook.certs import CertPolicy
+from webhook.settings import DEFAULT_SERVICE_NAME, SelfTlsSettings, WebhookSettings
+
+if TYPE_CHECKING:
+    from attestation.kube.client import Kube
+    from webhook.tls import SelfManagedTls
+
+__all__ = ["duration", "register", "run", "settings_from"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def duration(text: str) -> timedelta:
@@ -22,8 +44,26 @@ def duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[match[2]]: float(match[1])})
 
 
+def _shown(value: timedelta) -> str:
+    """A duration as :func:`duration` reads it, in the largest unit that divides it."""
+    seconds = value.total_seconds()
+    unit = next(u for u, size in _SECONDS.items() if seconds % size == 0 or u == "s")
+    return f"{seconds / _SECONDS[unit]:g}{unit}"
+
+
+def _d(cls: type[Any], name: str) -> str:
+    """``default: ...`` of a settings field, for help texts."""
+    value = default_of(cls, name)
+    return f"default: {_shown(value) if isinstance(value, timedelta) else value}"
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("webhook", help="admission webhook that gates 5G core pods on attestation")
+    # No settings flag has an argparse default: what is not given comes from the dataclasses.
+    p = sub.add_parser(
+        "webhook",
+        help="admission webhook that gates 5G core pods on attestation",
+        argument_default=argparse.SUPPRESS,
+    )
     p.add_argument("--kubeconfig", type=Path, help="default: in-cluster ServiceAccount")
     p.add_argument(
         "--verifier-key",
@@ -34,136 +74,175 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--verifier-username",
-        default="system:serviceaccount:trustgate-system:trustgate-verifier",
-        help="the only identity allowed to lift gates and change trust labels",
+        help="the only identity allowed to lift gates and change trust labels "
+        f"({_d(WebhookSettings, 'verifier_username')})",
     )
     p.add_argument(
         "--audit-namespace",
         action="append",
-        default=[],
-        help="namespace where denials become warnings (staged rollout); repeatable",
+        help="namespace where denials become warnings (staged rollout); repeatable (default: none)",
     )
     p.add_argument("--tls-cert", type=Path, help="serving certificate (operator-managed TLS)")
-    p.add_argument("--tls-key", type=Path)
-    p.add_argument("--host", default="0.0.0.0")  # noqa: S104
-    p.add_argument("--port", type=int, default=8443)
+    p.add_argument("--tls-key", type=Path, help="the certificate's key")
+    p.add_argument("--host", help=_d(WebhookSettings, "host"))
+    p.add_argument("--port", type=int, help=_d(WebhookSettings, "port"))
+    _register_self_tls(p)
+    p.set_defaults(handler=run)
+
+
+def _register_self_tls(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("self-managed TLS (instead of --tls-cert/--tls-key)")
     t.add_argument(
         "--self-signed-tls",
         action="store_true",
+        default=False,
         help="keep an own CA and serving certificate in a Secret and the caBundle of the "
         "webhook configurations, renewing both",
     )
-    t.add_argument("--tls-secret", default="trustgate-webhook-tls")
+    t.add_argument(
+        "--tls-secret",
+        dest="secret_name",
+        metavar="TLS_SECRET",
+        help=_d(SelfTlsSettings, "secret_name"),
+    )
     t.add_argument(
         "--tls-namespace",
-        default=env_default("POD_NAMESPACE", "trustgate-system"),
-        help="the Secret's namespace, also the Service's (default: $POD_NAMESPACE)",
+        help="the Secret's namespace, also the Service's (default: $POD_NAMESPACE, else "
+        f"{default_of(SelfTlsSettings, 'namespace')})",
     )
-    t.add_argument("--service-name", default="trustgate-webhook", help="for the DNS SANs")
-    t.add_argument("--webhook-configuration", default="trustgate")
-    t.add_argument("--tls-dns-san", action="append", default=[], help="extra DNS SAN; repeatable")
-    t.add_argument("--tls-ip-san", action="append", default=[], help="IP SAN (lab); repeatable")
-    t.add_argument("--tls-ca-validity", type=duration, default=timedelta(days=3650))
-    t.add_argument("--tls-ca-renew-before", type=duration, default=timedelta(days=365))
-    t.add_argument("--tls-validity", type=duration, default=timedelta(days=90))
-    t.add_argument("--tls-renew-before", type=duration, default=timedelta(days=30))
+    t.add_argument("--service-name", help=f"for the DNS SANs (default: {DEFAULT_SERVICE_NAME})")
+    t.add_argument("--webhook-configuration", help=_d(SelfTlsSettings, "webhook_configuration"))
+    t.add_argument("--tls-dns-san", action="append", help="extra DNS SAN; repeatable")
+    t.add_argument("--tls-ip-san", action="append", help="IP SAN (lab); repeatable")
+    for flag, field in (
+        ("--tls-ca-validity", "ca_validity"),
+        ("--tls-ca-renew-before", "ca_renew_before"),
+        ("--tls-validity", "serving_validity"),
+        ("--tls-renew-before", "serving_renew_before"),
+    ):
+        t.add_argument(
+            flag, dest=field, type=duration, metavar="DURATION", help=_d(CertPolicy, field)
+        )
     t.add_argument(
         "--tls-check-interval",
         type=duration,
-        default=timedelta(minutes=10),
-        help="re-read the Secret, renew if due, re-check the caBundles",
+        metavar="DURATION",
+        help="re-read the Secret, renew if due, re-check the caBundles (default: "
+        f"{_shown(timedelta(seconds=default_of(SelfTlsSettings, 'check_interval_seconds')))})",
     )
-    p.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
-
-    import uvicorn
-
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WebhookSettings:
+    """The settings the options (and, where one is not given, the environment) ask for; reads
+    the verifier's public keys."""
     from attestation.core.signing import SigningError
-    from attestation.kube.client import (
-        Kube,
-        KubeError,
-        NamedSecret,
-        Resource,
-        WebhookConfigurations,
-        load_api_client,
-        nodeattestation_path,
-    )
-    from webhook.app import create_app, server_config
-    from webhook.certs import CertPolicy
-    from webhook.settings import SelfTlsSettings, WebhookSettings, verifier_keys_from_pem
-    from webhook.tls import SelfManagedTls, TlsError
+    from webhook.settings import verifier_keys_from_pem
 
-    setup_logging()
     try:
         keys = verifier_keys_from_pem(p.read_bytes() for p in args.verifier_key)
     except (OSError, SigningError) as e:
-        return fail(f"webhook: --verifier-key: {e}")
-    self_tls: SelfTlsSettings | None = None
+        raise UsageError(f"--verifier-key: {e}") from e
+    options = given(args, WebhookSettings)
+    if hasattr(args, "audit_namespace"):
+        options["audit_namespaces"] = frozenset(args.audit_namespace)
     if args.self_signed_tls:
-        if args.tls_cert or args.tls_key:
-            return fail("webhook: --self-signed-tls and --tls-cert/--tls-key exclude each other")
-        service = f"{args.service_name}.{args.tls_namespace}.svc"
-        try:
-            policy = CertPolicy(
-                dns_names=(service, f"{service}.cluster.local", *args.tls_dns_san),
-                ip_addresses=tuple(args.tls_ip_san), ca_validity=args.tls_ca_validity,
-                ca_renew_before=args.tls_ca_renew_before, serving_validity=args.tls_validity,
-                serving_renew_before=args.tls_renew_before,
-            )  # fmt: skip
-        except ValueError as e:
-            return fail(f"webhook: TLS: {e}")
-        self_tls = SelfTlsSettings(
-            policy, namespace=args.tls_namespace, secret_name=args.tls_secret,
-            webhook_configuration=args.webhook_configuration,
-            check_interval_seconds=args.tls_check_interval.total_seconds(),
-        )  # fmt: skip
+        if hasattr(args, "tls_cert") or hasattr(args, "tls_key"):
+            raise UsageError("--self-signed-tls and --tls-cert/--tls-key exclude each other")
+        options["self_tls"] = _self_tls(args, env)
     else:
-        for what, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        for what, dest in (("--tls-cert", "tls_cert"), ("--tls-key", "tls_key")):
+            path = getattr(args, dest, None)
             if path is None:
-                return fail(f"webhook: {what} is required (or --self-signed-tls)")
+                raise UsageError(f"{what} is required (or --self-signed-tls)")
             if not path.is_file():
-                return fail(f"webhook: {what} {path} does not exist")
-    settings = WebhookSettings(
-        verifier_keys=keys, verifier_username=args.verifier_username,
-        audit_namespaces=frozenset(args.audit_namespace), host=args.host, port=args.port,
-        tls_cert_file=str(args.tls_cert or ""), tls_key_file=str(args.tls_key or ""),
-        self_tls=self_tls,
-    )  # fmt: skip
-    kube = Kube(load_api_client(args.kubeconfig))
+                raise UsageError(f"{what} {path} does not exist")
+        options.update(tls_cert_file=str(args.tls_cert), tls_key_file=str(args.tls_key))
+    return WebhookSettings(keys, **options)
+
+
+def _self_tls(args: argparse.Namespace, env: Mapping[str, str]) -> SelfTlsSettings:
+    options = given(args, SelfTlsSettings)
+    if hasattr(args, "tls_namespace"):
+        options["namespace"] = args.tls_namespace
+    env_fallback(options, env, namespace="POD_NAMESPACE")
+    if hasattr(args, "tls_check_interval"):
+        options["check_interval_seconds"] = args.tls_check_interval.total_seconds()
+    namespace = options.get("namespace", default_of(SelfTlsSettings, "namespace"))
+    service = f"{getattr(args, 'service_name', DEFAULT_SERVICE_NAME)}.{namespace}.svc"
+    dns_names = (service, f"{service}.cluster.local", *getattr(args, "tls_dns_san", ()))
+    try:
+        policy = CertPolicy(
+            dns_names,
+            ip_addresses=tuple(getattr(args, "tls_ip_san", ())),
+            **given(args, CertPolicy),
+        )
+    except ValueError as e:
+        raise UsageError(f"TLS: {e}") from e
+    return SelfTlsSettings(policy, **options)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging()
+    try:
+        settings = settings_from(args, os.environ)
+    except UsageError as e:
+        return fail(f"webhook: {e}")
+    return _serve(settings, getattr(args, "kubeconfig", None))
+
+
+def _serve(settings: WebhookSettings, kubeconfig: Path | None) -> int:
+    """Prepare the self-managed certificate if there is one, then serve until stopped."""
+    import shutil
+    import tempfile
+
+    from attestation.kube.client import Kube, KubeError, load_api_client
+    from webhook.tls import TlsError
+
+    kube = Kube(load_api_client(kubeconfig))
     tls_dir: Path | None = None
     try:
         tls: SelfManagedTls | None = None
-        if self_tls is not None:
+        if settings.self_tls is not None:
             # Private (0700) and on the pod's tmpfs: the root file system is read-only.
             tls_dir = Path(tempfile.mkdtemp(prefix="trustgate-webhook-tls-"))
-            tls = SelfManagedTls(
-                self_tls,
-                NamedSecret(kube, self_tls.namespace, self_tls.secret_name),
-                WebhookConfigurations(kube, self_tls.webhook_configuration),
-                tls_dir,
-            )
+            tls = _self_managed_tls(settings.self_tls, kube, tls_dir)
             try:
                 tls.prepare()
             except (KubeError, TlsError) as e:
                 return fail(f"webhook: TLS Secret: {e}")
-        app = create_app(
-            settings,
-            trust_source=Resource(kube, nodeattestation_path()),
-            pod_lookup=kube.get_pod,
-            tls=tls,
-        )
-        config = server_config(app, settings, tls=tls)
-        server = uvicorn.Server(config)
-        if tls is not None:
-            tls.serving = lambda: server.started
-        server.run()
+        _run_server(settings, kube, tls)
     finally:
         kube.close()
         if tls_dir is not None:
             shutil.rmtree(tls_dir, ignore_errors=True)
     return 0
+
+
+def _self_managed_tls(self_tls: SelfTlsSettings, kube: Kube, directory: Path) -> SelfManagedTls:
+    from attestation.kube.client import NamedSecret, WebhookConfigurations
+    from webhook.tls import SelfManagedTls
+
+    return SelfManagedTls(
+        self_tls,
+        NamedSecret(kube, self_tls.namespace, self_tls.secret_name),
+        WebhookConfigurations(kube, self_tls.webhook_configuration),
+        directory,
+    )
+
+
+def _run_server(settings: WebhookSettings, kube: Kube, tls: SelfManagedTls | None) -> None:
+    import uvicorn
+
+    from attestation.kube.client import Resource, nodeattestation_path
+    from webhook.app import create_app, server_config
+
+    app = create_app(
+        settings,
+        trust_source=Resource(kube, nodeattestation_path()),
+        pod_lookup=kube.get_pod,
+        tls=tls,
+    )
+    server = uvicorn.Server(server_config(app, settings, tls=tls))
+    if tls is not None:
+        tls.serving = lambda: server.started
+    server.run()
