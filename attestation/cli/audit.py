@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+__all__ = ["register", "verify"]
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("audit", help="work with the verifier's audit trail")

@@ -9,6 +9,8 @@ from typing import Any
 
 from attestation.cli.common import fail
 
+__all__ = ["register", "run"]
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("keygen", help="make the verifier's signing key (and its public key)")

@@ -18,6 +18,8 @@ from attestation.cli import (
 )
 from attestation.cli.common import Handler
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, demo)
 
 

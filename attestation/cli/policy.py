@@ -10,6 +10,8 @@ from typing import Any
 
 from attestation.cli.common import fail
 
+__all__ = ["generate", "register"]
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("policy", help="make runtime policies")
