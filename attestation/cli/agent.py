@@ -6,6 +6,7 @@ Flags set fields of :class:`AgentSettings`, which holds the defaults; ``$NODE_NA
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,9 +25,8 @@ from attestation.cli.common import (
 __all__ = ["register", "run", "settings_from"]
 
 
-def _d(name: str) -> Any:
-    """The default of a settings field, for help texts."""
-    return default_of(AgentSettings, name)
+#: The default of a settings field, for help texts.
+_d = functools.partial(default_of, AgentSettings)
 
 
 def register(sub: Any) -> None:

@@ -8,6 +8,7 @@ C extension."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 from collections.abc import Mapping
@@ -30,9 +31,8 @@ from attestation.verifier.settings import RemediationMode, UntrustedNodeAction, 
 __all__ = ["register", "run", "settings_from"]
 
 
-def _d(name: str) -> Any:
-    """The default of a settings field, for help texts."""
-    return default_of(VerifierSettings, name)
+#: The default of a settings field, for help texts.
+_d = functools.partial(default_of, VerifierSettings)
 
 
 def register(sub: Any) -> None:
