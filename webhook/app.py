@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi import Response as HttpResponse
 
+from attestation.kube.informer import ListWatchSource, list_watch
 from webhook.metrics import Metrics
 from webhook.mutate import mutate
 from webhook.protect import network_function
@@ -31,7 +32,7 @@ from webhook.responses import Response, complete, errored
 from webhook.reviews import Request, ReviewError, decode_review
 from webhook.settings import WebhookSettings
 from webhook.tls import SelfManagedTls
-from webhook.trustview import NodeTrustSource, PodCache, PodLookup, TrustView
+from webhook.trustview import PodCache, PodLookup, TrustView
 from webhook.validate import ValidationPolicy, binding_pod, validate
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def _utcnow() -> datetime:
 def create_app(
     settings: WebhookSettings,
     *,
-    trust_source: NodeTrustSource,
+    trust_source: ListWatchSource,
     pod_lookup: PodLookup,
     tls: SelfManagedTls | None = None,
     clock: Callable[[], datetime] = _utcnow,
@@ -78,8 +79,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         watcher = threading.Thread(
-            target=view.run,
-            args=(trust_source, stop, settings.watch_retry_seconds),
+            target=list_watch,
+            args=(trust_source, stop, view.replace, view.apply),
+            kwargs={"retry_seconds": settings.watch_retry_seconds, "name": "NodeAttestation"},
             name="trustgate-nodeattestation-watch",
             daemon=True,  # a watch blocked in the API server must not hold up shutdown
         )

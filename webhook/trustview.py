@@ -2,11 +2,13 @@
 
 Admission must answer in milliseconds and must not depend on the verifier being up, so nothing
 here is called inline on a request path except the pod cache's fallback lookup. The trust view is
-fed by a list + watch on NodeAttestations; each object's signature is checked once, when its event
-arrives, and the decision only compares ``now`` with ``expiresAt``.
+fed by ``attestation.kube.informer.list_watch`` on NodeAttestations (the loop the verifier's
+informers run too), which calls ``replace`` and ``apply`` in its thread; each object's signature
+is checked once, when its event arrives, and the decision only compares ``now`` with
+``expiresAt``.
 
-The two inputs are Protocols so the app can be run on data in tests and on the Kubernetes API in
-production (``attestation.kube.client`` provides the real ones).
+The pod lookup is a Protocol so the app can be run on data in tests and on the Kubernetes API in
+production (``Kube.get_pod``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
@@ -25,24 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from attestation.core.kubeobject import KubeObject
 from attestation.core.nodeattestation import NodeAttestationError, NodeTrust, node_name, node_trust
 
+__all__ = ["PodCache", "PodLookup", "TrustView"]
+
 log = logging.getLogger(__name__)
-
-#: Watch event types as the API server sends them. ``ERROR`` (e.g. 410 Gone) ends the watch and
-#: the view relists.
-WatchEvent = tuple[str, KubeObject]
-
-
-class NodeTrustSource(Protocol):
-    """NodeAttestation objects as plain dicts.
-
-    ``list`` returns every object and the list's resourceVersion; ``watch`` yields
-    ``(type, object)`` events from that version on, blocking, and returns when the server ends
-    the watch (the view then relists). Both may raise on I/O errors; the view retries.
-    """
-
-    def list(self) -> tuple[Sequence[KubeObject], str]: ...
-
-    def watch(self, resource_version: str) -> Iterable[WatchEvent]: ...
 
 
 class PodLookup(Protocol):
@@ -89,27 +76,6 @@ class TrustView:
                 self._nodes.pop(node_name(obj), None)
             except NodeAttestationError:
                 log.warning("ignoring a DELETED NodeAttestation event without a name")
-
-    def run(self, source: NodeTrustSource, stop: threading.Event, retry_seconds: float) -> None:
-        """List, then watch, until ``stop`` is set; relist whenever the watch ends or fails.
-        The watch may block until the server's timeout before ``stop`` is noticed."""
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                objects, version = source.list()
-                self.replace(objects)
-                for event_type, obj in source.watch(version):
-                    if stop.is_set():
-                        return
-                    if event_type == "ERROR":
-                        log.info("NodeAttestation watch ended: %s", obj.get("message", obj))
-                        break
-                    self.apply(event_type, obj)
-            except Exception:
-                log.exception("NodeAttestation list/watch failed; retrying")
-            # A watch that keeps ending at once must not turn into a busy relist loop.
-            if time.monotonic() - started < retry_seconds:
-                stop.wait(retry_seconds)
 
     def _convert(self, obj: KubeObject) -> NodeTrust | None:
         try:

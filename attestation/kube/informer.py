@@ -1,8 +1,14 @@
-"""A minimal informer: list, then watch, relist on 410 Gone or a broken watch; keep the objects
-in memory and tell the event loop what changed.
+"""The one list/watch/relist loop, and the verifier's informer built on it.
 
-The watch runs in a thread (the Kubernetes client is synchronous) and hands each change to the
-loop with ``call_soon_threadsafe``; readers on the loop see a dict that only the loop mutates.
+``list_watch`` lists a collection, hands the items over, then watches from the list's
+resourceVersion and hands over each change; when the watch ends (the server's timeout, an
+``ERROR`` event such as 410 Gone, a broken connection) it relists. Both the verifier's informers
+and the webhook's trust view run it in a thread, because the Kubernetes client is synchronous;
+what they do with the items differs, so the loop takes two callbacks.
+
+``Informer`` keeps the objects in memory for the verifier's asyncio loop: the watch thread hands
+each change over with ``call_soon_threadsafe``, so readers on the loop see a dict that only the
+loop mutates.
 """
 
 from __future__ import annotations
@@ -10,18 +16,64 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from attestation.core.kubeobject import KubeObject
+from attestation.core.kubeobject import KubeObject, WatchEvent
+
+__all__ = ["Informer", "ListWatchSource", "list_watch", "name_key", "uid_key"]
 
 log = logging.getLogger(__name__)
 
 
-class ListWatch(Protocol):
-    def list(self) -> tuple[list[KubeObject], str]: ...
+class ListWatchSource(Protocol):
+    """One collection (``attestation.kube.client.Resource``, or data in tests).
 
-    def watch(self, resource_version: str) -> Iterable[tuple[str, KubeObject]]: ...
+    ``list`` returns every object and the list's resourceVersion; ``watch`` yields events from
+    that version on, blocking, and returns when the server ends the watch. Both may raise on I/O
+    errors; the loop retries.
+    """
+
+    def list(self) -> tuple[Sequence[KubeObject], str]: ...
+
+    def watch(self, resource_version: str) -> Iterable[WatchEvent]: ...
+
+
+def list_watch(
+    source: ListWatchSource,
+    stop: threading.Event,
+    on_list: Callable[[Sequence[KubeObject]], object],
+    on_event: Callable[[str, KubeObject], object],
+    *,
+    retry_seconds: float,
+    name: str,
+) -> None:
+    """List, then watch, until ``stop`` is set; relist whenever the watch ends or fails.
+
+    ``on_list`` gets every object after each (re)list, ``on_event`` each ``ADDED``, ``MODIFIED``
+    or ``DELETED`` event; both run in the calling thread. A round that ends or fails within
+    ``retry_seconds`` waits ``retry_seconds`` before relisting, so an API server that keeps ending
+    watches at once (or is down) is not hammered. ``stop`` is noticed at once while waiting, but
+    a watch blocked in the server only at its next event or its timeout.
+    """
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            items, version = source.list()
+            on_list(items)
+            for event_type, obj in source.watch(version):
+                if stop.is_set():
+                    return
+                if event_type == "ERROR":
+                    log.info("%s: watch ended: %s", name, obj.get("message", obj))
+                    break
+                if event_type != "BOOKMARK":
+                    on_event(event_type, obj)
+        except Exception as e:  # the API server may be restarting; keep trying
+            log.warning("%s: list/watch failed: %s; retrying", name, e)
+        if time.monotonic() - started < retry_seconds:
+            stop.wait(retry_seconds)
 
 
 def uid_key(obj: KubeObject) -> str:
@@ -33,10 +85,14 @@ def name_key(obj: KubeObject) -> str:
 
 
 class Informer:
+    """Objects of one collection by ``key``, for the verifier's event loop. ``synced`` is set
+    after the first list; ``on_change(key, object or None)`` runs on the loop for every change
+    (after a relist, for every object)."""
+
     def __init__(
         self,
         name: str,
-        source: ListWatch,
+        source: ListWatchSource,
         loop: asyncio.AbstractEventLoop,
         *,
         key: Callable[[KubeObject], str] = name_key,
@@ -62,7 +118,7 @@ class Informer:
 
     # -- on the loop ---------------------------------------------------------------------------
 
-    def _replace(self, items: list[KubeObject]) -> None:
+    def _replace(self, items: Sequence[KubeObject]) -> None:
         fresh = {self._key(o): o for o in items}
         gone = [k for k in self.objects if k not in fresh]
         self.objects = fresh
@@ -73,9 +129,9 @@ class Informer:
             for k, o in fresh.items():
                 self._on_change(k, o)
 
-    def _apply(self, kind: str, obj: KubeObject) -> None:
+    def _apply(self, event_type: str, obj: KubeObject) -> None:
         k = self._key(obj)
-        if kind == "DELETED":
+        if event_type == "DELETED":
             self.objects.pop(k, None)
             if self._on_change:
                 self._on_change(k, None)
@@ -87,20 +143,11 @@ class Informer:
     # -- in the thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                items, version = self._source.list()
-                self._loop.call_soon_threadsafe(self._replace, items)
-                for kind, obj in self._source.watch(version):
-                    if self._stop.is_set():
-                        return
-                    if kind == "ERROR":
-                        break  # 410 Gone and friends: relist
-                    if kind == "BOOKMARK":
-                        continue
-                    self._loop.call_soon_threadsafe(self._apply, kind, obj)
-            except Exception as e:  # the API server may be restarting; keep trying
-                log.warning("informer %s: %s; retrying in %.1fs", self.name, e, self._backoff)
-                self._stop.wait(self._backoff)
-            except BaseException:
-                return
+        list_watch(
+            self._source,
+            self._stop,
+            lambda items: self._loop.call_soon_threadsafe(self._replace, items),
+            lambda event_type, obj: self._loop.call_soon_threadsafe(self._apply, event_type, obj),
+            retry_seconds=self._backoff,
+            name=f"informer {self.name}",
+        )

@@ -25,12 +25,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attestation.core.signing import public_keys_by_id
+from attestation.kube.informer import ListWatchSource
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import free_port
 from tests.unit.webhook_data import NOW, PodTable, StaticSource, node_attestation, vector
 from webhook.app import create_app, server_config
 from webhook.settings import WebhookSettings
-from webhook.trustview import NodeTrustSource, PodLookup
+from webhook.trustview import PodLookup
 
 KEY = Ed25519PrivateKey.from_private_bytes(b"k" * 32)
 SETTINGS = WebhookSettings(verifier_keys=public_keys_by_id([KEY.public_key()]))
@@ -80,7 +81,7 @@ def make_app(
     nodes: Sequence[dict[str, Any]] = (),
     pods: PodLookup | None = None,
     *,
-    source: NodeTrustSource | None = None,
+    source: ListWatchSource | None = None,
     settings: WebhookSettings = SETTINGS,
     clock: Callable[[], datetime] = lambda: NOW,
 ) -> FastAPI:
