@@ -22,8 +22,14 @@ from attestation.cli.common import (
     given,
     setup_logging,
 )
+from attestation.core.signing import SigningError
 from webhook.certs import CertPolicy
-from webhook.settings import DEFAULT_SERVICE_NAME, SelfTlsSettings, WebhookSettings
+from webhook.settings import (
+    DEFAULT_SERVICE_NAME,
+    SelfTlsSettings,
+    WebhookSettings,
+    verifier_keys_from_pem,
+)
 
 if TYPE_CHECKING:
     from attestation.kube.client import Kube
@@ -107,6 +113,8 @@ def _register_self_tls(p: argparse.ArgumentParser) -> None:
     )
     t.add_argument(
         "--tls-namespace",
+        dest="namespace",
+        metavar="TLS_NAMESPACE",
         help="the Secret's namespace, also the Service's (default: $POD_NAMESPACE, else "
         f"{default_of(SelfTlsSettings, 'namespace')})",
     )
@@ -135,9 +143,6 @@ def _register_self_tls(p: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WebhookSettings:
     """The settings the options (and, where one is not given, the environment) ask for; reads
     the verifier's public keys."""
-    from attestation.core.signing import SigningError
-    from webhook.settings import verifier_keys_from_pem
-
     try:
         keys = verifier_keys_from_pem(p.read_bytes() for p in args.verifier_key)
     except (OSError, SigningError) as e:
@@ -162,8 +167,6 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WebhookSe
 
 def _self_tls(args: argparse.Namespace, env: Mapping[str, str]) -> SelfTlsSettings:
     options = given(args, SelfTlsSettings)
-    if hasattr(args, "tls_namespace"):
-        options["namespace"] = args.tls_namespace
     env_fallback(options, env, namespace="POD_NAMESPACE")
     if hasattr(args, "tls_check_interval"):
         options["check_interval_seconds"] = args.tls_check_interval.total_seconds()
