@@ -188,8 +188,8 @@ def test_pure_python_is_asked_for_with_exactly_1() -> None:
 
 def test_the_verifier_passes_pure_python_into_its_settings() -> None:
     settings = verifier.settings_from(_parse("verifier"), {"TRUSTGATE_PURE_PYTHON": "1"})
-    assert settings.native is False  # type: ignore[attr-defined,unused-ignore]
-    assert verifier.settings_from(_parse("verifier"), {}).native is True  # type: ignore[attr-defined,unused-ignore]
+    assert settings.native is False
+    assert verifier.settings_from(_parse("verifier"), {}).native is True
 
 
 # -- unusable options: one line naming the flag -----------------------------------------------
