@@ -12,7 +12,6 @@ timeout, and errors come out as :class:`KubeError` carrying the HTTP status.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -22,11 +21,26 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from attestation.core.kubeobject import KubeObject
+from attestation.core.kubeobject import KubeObject, WatchEvent
+from attestation.core.names import GROUP, NODEATTESTATION_PLURAL, VERSION
 
-log = logging.getLogger(__name__)
-
-WatchEvent = tuple[str, KubeObject]
+__all__ = [
+    "REQUEST_TIMEOUT",
+    "WATCH_SECONDS",
+    "Kube",
+    "KubeError",
+    "NamedSecret",
+    "Resource",
+    "WebhookConfigurations",
+    "event_path",
+    "lease_path",
+    "load_api_client",
+    "node_path",
+    "nodeattestation_path",
+    "pod_path",
+    "secret_path",
+    "webhook_configuration_path",
+]
 
 #: Seconds for one request; a watch is held open for WATCH_SECONDS, then renewed.
 REQUEST_TIMEOUT: Final = 10.0
@@ -94,7 +108,7 @@ class Kube:
         data = response.data
         return json.loads(data) if data else None
 
-    # -- list + watch (satisfies webhook.trustview.NodeTrustSource and the verifier's) -------
+    # -- list + watch (``Resource`` binds them to one collection) -----------------------------
 
     def list(self, path: str, *, label_selector: str = "") -> tuple[list[KubeObject], str]:
         query = {"labelSelector": label_selector} if label_selector else {}
@@ -211,7 +225,7 @@ def node_path(name: str = "") -> str:
 
 
 def nodeattestation_path(name: str = "") -> str:
-    base = "/apis/trustgate.io/v1alpha1/nodeattestations"
+    base = f"/apis/{GROUP}/{VERSION}/{NODEATTESTATION_PLURAL}"
     return f"{base}/{name}" if name else base
 
 
@@ -229,8 +243,7 @@ def _error(method: str, path: str, e: ApiException) -> KubeError:
 
 
 class Resource:
-    """One collection as a list + watch source (``webhook.trustview.NodeTrustSource`` and the
-    verifier's informers take this shape)."""
+    """One collection as an ``attestation.kube.informer.ListWatchSource``."""
 
     def __init__(self, kube: Kube, path: str, *, label_selector: str = "") -> None:
         self._kube = kube
