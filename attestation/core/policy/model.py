@@ -1,0 +1,64 @@
+"""The runtime policy as the evaluator uses it: one frozen value per network function (or the
+host), whatever document format it was loaded from."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from attestation.core.ima_signature import PublicKey
+
+__all__ = ["PolicyError", "RuntimePolicy", "build_policy"]
+
+
+class PolicyError(ValueError):
+    """A policy document is malformed; the message names the policy and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimePolicy:
+    """One network function's (or the host's) allowed measurements. Immutable: evaluating
+    never changes it, and one instance is shared by every round and pod."""
+
+    name: str
+    network_function: str
+    digests: Mapping[str, frozenset[bytes]]
+    excludes: tuple[str, ...] = ()
+    keys: Mapping[int, PublicKey] = field(default_factory=lambda: MappingProxyType({}))
+    boot_aggregates: frozenset[bytes] = frozenset()
+    #: ima-buf entries (keys measured into keyrings, kexec command lines) by buffer name
+    buffers: Mapping[str, frozenset[bytes]] = field(default_factory=lambda: MappingProxyType({}))
+    ignored_keyrings: frozenset[str] = frozenset()
+    #: the same digests keyed by the path's UTF-8 bytes: the parser's raw columns look up here
+    by_raw_path: Mapping[bytes, frozenset[bytes]] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
+    exclude_re: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+
+
+def build_policy(
+    name: str,
+    nf: str,
+    digests: dict[str, frozenset[bytes]],
+    excludes: list[str],
+    keys: dict[int, PublicKey],
+    boot: frozenset[bytes],
+    buffers: dict[str, frozenset[bytes]],
+    ignored: frozenset[str],
+) -> RuntimePolicy:
+    """The frozen policy, with the lookup tables the evaluator needs built once."""
+    combined = re.compile("|".join(f"(?:{e})" for e in excludes)) if excludes else None
+    return RuntimePolicy(
+        name=name,
+        network_function=nf,
+        digests=MappingProxyType(digests),
+        excludes=tuple(excludes),
+        keys=MappingProxyType(keys),
+        boot_aggregates=boot,
+        buffers=MappingProxyType(buffers),
+        ignored_keyrings=ignored,
+        by_raw_path=MappingProxyType({p.encode(): d for p, d in digests.items()}),
+        exclude_re=combined,
+    )
