@@ -5,6 +5,9 @@ decodes it, asks the decision, and encodes the answer. The two families at the e
 a body that is not an AdmissionReview is a bad request (400/413/415, the API server then applies
 failurePolicy Fail), while any unexpected error while deciding becomes an AdmissionReview with
 ``allowed: false`` and code 500 for that request's UID.
+
+``create_app`` only wires the parts together: the admission routes, the probe and metrics routes,
+and the lifespan that runs the NodeAttestation watch and the TLS renewals.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from time import perf_counter
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi import Request as HttpRequest
 from fastapi import Response as HttpResponse
 
@@ -34,6 +37,8 @@ from webhook.settings import WebhookSettings
 from webhook.tls import SelfManagedTls
 from webhook.trustview import PodCache, PodLookup, TrustView
 from webhook.validate import ValidationPolicy, binding_pod, validate
+
+__all__ = ["create_app", "server_config"]
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +66,33 @@ def create_app(
     tls: SelfManagedTls | None = None,
     clock: Callable[[], datetime] = _utcnow,
 ) -> FastAPI:
-    """``tls``: the self-managed certificate (``webhook.tls``), prepared before the server
+    """``trust_source``: the NodeAttestations, watched into the trust view for as long as the app
+    runs. ``tls``: the self-managed certificate (``webhook.tls``), prepared before the server
     starts; the lifespan runs its caBundle and renewal checks, and readiness waits for them."""
-    rules = settings.protection
-    policy = ValidationPolicy(settings.verifier_username, rules, settings.audit_namespaces)
     view = TrustView(settings.verifier_keys)
-    pods = PodCache(
-        pod_lookup,
-        keep=lambda pod: network_function(pod, rules) is not None,
-        ttl_seconds=settings.pod_cache_ttl_seconds,
-        maxsize=settings.pod_cache_size,
-        timeout_seconds=settings.pod_lookup_timeout_seconds,
-    )
     metrics = Metrics()
+    decisions = _Decisions(settings, view, pod_lookup, clock)
+    lifespan = _lifespan(view, trust_source, settings.watch_retry_seconds, tls)
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.trust_view = view
+    app.include_router(_admission_routes(decisions, metrics, settings.max_body_bytes))
+    app.include_router(_probe_routes(view, tls, metrics))
+    return app
+
+
+def _lifespan(
+    view: TrustView, source: ListWatchSource, retry_seconds: float, tls: SelfManagedTls | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's background work: the NodeAttestation list/watch loop in a thread (the client is
+    synchronous), and the TLS renewals as a task."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         watcher = threading.Thread(
             target=list_watch,
-            args=(trust_source, stop, view.replace, view.apply),
-            kwargs={"retry_seconds": settings.watch_retry_seconds, "name": "NodeAttestation"},
+            args=(source, stop, view.replace, view.apply),
+            kwargs={"retry_seconds": retry_seconds, "name": "NodeAttestation"},
             name="trustgate-nodeattestation-watch",
             daemon=True,  # a watch blocked in the API server must not hold up shutdown
         )
@@ -97,49 +108,71 @@ def create_app(
                     await renewals
             watcher.join(timeout=1.0)
 
-    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.trust_view = view
+    return lifespan
 
-    async def decide_mutate(review: Request) -> Response:
-        return mutate(review, rules)
 
-    async def decide_validate(review: Request) -> Response:
+class _Decisions:
+    """The two admission decisions with what they read: the rules, the trust view, the pods."""
+
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        view: TrustView,
+        pod_lookup: PodLookup,
+        clock: Callable[[], datetime],
+    ) -> None:
+        rules = settings.protection
+        self._rules = rules
+        self._policy = ValidationPolicy(
+            settings.verifier_username, rules, settings.audit_namespaces
+        )
+        self._view = view
+        self._clock = clock
+        self._pods = PodCache(
+            pod_lookup,
+            keep=lambda pod: network_function(pod, rules) is not None,
+            ttl_seconds=settings.pod_cache_ttl_seconds,
+            maxsize=settings.pod_cache_size,
+            timeout_seconds=settings.pod_lookup_timeout_seconds,
+        )
+
+    async def mutate(self, review: Request) -> Response:
+        return mutate(review, self._rules)
+
+    async def validate(self, review: Request) -> Response:
         bound = None
         ref = binding_pod(review)
         if ref is not None:
-            bound = await pods.get(*ref)
+            bound = await self._pods.get(*ref)
         elif review.is_pod and review.operation == "CREATE" and review.object is not None:
-            pods.remember(review.namespace, review.name, review.object)
-        return validate(review, trust=view.nodes, now=clock(), policy=policy, bound_pod=bound)
+            self._pods.remember(review.namespace, review.name, review.object)
+        return validate(
+            review, trust=self._view.nodes, now=self._clock(), policy=self._policy, bound_pod=bound
+        )
 
-    async def serve(request: HttpRequest, endpoint: str, decide: Decide) -> HttpResponse:
-        started = perf_counter()
-        decision: str
-        try:
-            review = decode_review(await _read_json_body(request, settings.max_body_bytes))
-            answer = await _decide_fail_closed(review, decide)
-            status, decision = 200, str(answer.decision)
-            body = json.dumps(complete(review.uid, answer), separators=(",", ":")).encode()
-        except _Refused as e:
-            status, decision, body = e.status, e.decision, _error_body(e.message)
-        except ReviewError as e:
-            status, decision, body = 400, "bad_request", _error_body(str(e))
-        metrics.observe(endpoint, decision, perf_counter() - started)
-        return HttpResponse(body, status_code=status, media_type=JSON)
 
-    @app.post("/mutate")
+def _admission_routes(decisions: _Decisions, metrics: Metrics, max_body_bytes: int) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/mutate")
     async def mutate_route(request: HttpRequest) -> HttpResponse:
-        return await serve(request, "mutate", decide_mutate)
+        return await _serve(request, "mutate", decisions.mutate, metrics, max_body_bytes)
 
-    @app.post("/validate")
+    @router.post("/validate")
     async def validate_route(request: HttpRequest) -> HttpResponse:
-        return await serve(request, "validate", decide_validate)
+        return await _serve(request, "validate", decisions.validate, metrics, max_body_bytes)
 
-    @app.get("/healthz")
+    return router
+
+
+def _probe_routes(view: TrustView, tls: SelfManagedTls | None, metrics: Metrics) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
     async def healthz() -> HttpResponse:
         return HttpResponse(b"ok", media_type="text/plain")
 
-    @app.get("/readyz")
+    @router.get("/readyz")
     async def readyz() -> HttpResponse:
         if not view.synced:
             return HttpResponse(b"NodeAttestations not synced yet", 503, media_type="text/plain")
@@ -147,11 +180,30 @@ def create_app(
             return HttpResponse(b"caBundle not in place yet", 503, media_type="text/plain")
         return HttpResponse(b"ok", media_type="text/plain")
 
-    @app.get("/metrics")
+    @router.get("/metrics")
     async def metrics_route() -> HttpResponse:
         return HttpResponse(metrics.exposition(), media_type="text/plain; version=0.0.4")
 
-    return app
+    return router
+
+
+async def _serve(
+    request: HttpRequest, endpoint: str, decide: Decide, metrics: Metrics, limit: int
+) -> HttpResponse:
+    """One admission request: read and decode the body, decide, answer, count."""
+    started = perf_counter()
+    decision: str
+    try:
+        review = decode_review(await _read_json_body(request, limit))
+        answer = await _decide_fail_closed(review, decide)
+        status, decision = 200, str(answer.decision)
+        body = json.dumps(complete(review.uid, answer), separators=(",", ":")).encode()
+    except _Refused as e:
+        status, decision, body = e.status, e.decision, _error_body(e.message)
+    except ReviewError as e:
+        status, decision, body = 400, "bad_request", _error_body(str(e))
+    metrics.observe(endpoint, decision, perf_counter() - started)
+    return HttpResponse(body, status_code=status, media_type=JSON)
 
 
 async def _decide_fail_closed(review: Request, decide: Decide) -> Response:
