@@ -19,6 +19,7 @@ serving validity, so the old CA also outlives every certificate it signed.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,6 +39,26 @@ SERVING_RENEW_BEFORE = timedelta(days=30)
 BACKDATE = timedelta(minutes=5)
 
 CA_COMMON_NAME = "trustgate-webhook-ca"
+
+__all__ = [
+    "BACKDATE",
+    "CA_COMMON_NAME",
+    "CA_RENEW_BEFORE",
+    "CA_VALIDITY",
+    "SERVING_RENEW_BEFORE",
+    "SERVING_VALIDITY",
+    "CertError",
+    "CertPolicy",
+    "Issued",
+    "Renewal",
+    "TlsMaterial",
+    "create",
+    "issue",
+    "new_ca",
+    "reissue",
+    "renew",
+    "renewal_due",
+]
 
 
 class CertError(ValueError):
@@ -96,19 +117,35 @@ class Renewal:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A certificate and the private key it certifies (a CA's, or a leaf's)."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def cert_pem(self) -> bytes:
+        return _pem(self.cert)
+
+    @property
+    def key_pem(self) -> bytes:
+        return _key_pem(self.key)
+
+
 def create(policy: CertPolicy, now: datetime) -> TlsMaterial:
     """A fresh CA and a serving certificate from it."""
-    ca_cert, ca_key = _new_ca(policy, now)
-    cert, key = _issue(ca_cert, ca_key, policy, now)
-    return TlsMaterial(_pem(ca_cert), _key_pem(ca_key), _pem(cert), _key_pem(key))
+    ca = _webhook_ca(policy, now)
+    serving = _serving(ca, policy, now)
+    return TlsMaterial(ca.cert_pem, ca.key_pem, serving.cert_pem, serving.key_pem)
 
 
 def reissue(material: TlsMaterial, policy: CertPolicy, now: datetime) -> TlsMaterial:
     """A new serving certificate from the current CA, bundle unchanged, whether due or not (an
     operator's forced renewal; tests seed a certificate that is about to expire)."""
-    ca_key = _load_key(material.ca_key, "CA key")
-    cert, key = _issue(material.ca_certs[0], ca_key, policy, now)
-    return TlsMaterial(material.ca_bundle, material.ca_key, _pem(cert), _key_pem(key))
+    ca = Issued(material.ca_certs[0], _load_key(material.ca_key, "CA key"))
+    serving = _serving(ca, policy, now)
+    return TlsMaterial(material.ca_bundle, material.ca_key, serving.cert_pem, serving.key_pem)
 
 
 def renewal_due(material: TlsMaterial, policy: CertPolicy, now: datetime) -> str | None:
@@ -146,12 +183,12 @@ def renew(material: TlsMaterial | None, policy: CertPolicy, now: datetime) -> Re
     cas = _valid(material.ca_certs, now)
     ca_key = _load_key(material.ca_key, "CA key")
     if not cas or cas[0] != material.ca_certs[0] or _ca_due(cas[0], policy, now):
-        new_ca, ca_key = _new_ca(policy, now)
-        cas = [new_ca, *cas]
+        fresh = _webhook_ca(policy, now)
+        cas, ca_key = [fresh.cert, *cas], fresh.key
     cert_pem, key_pem = material.cert, material.key
     if _serving_due(material.serving_cert, cas, policy, now):
-        cert, key = _issue(cas[0], ca_key, policy, now)
-        cert_pem, key_pem = _pem(cert), _key_pem(key)
+        serving = _serving(Issued(cas[0], ca_key), policy, now)
+        cert_pem, key_pem = serving.cert_pem, serving.key_pem
     bundle = b"".join(_pem(c) for c in cas)
     return Renewal(TlsMaterial(bundle, _key_pem(ca_key), cert_pem, key_pem), reason)
 
@@ -205,8 +242,14 @@ def _check(material: TlsMaterial) -> None:
 
 
 def _wanted_names(policy: CertPolicy) -> frozenset[x509.GeneralName]:
-    names: list[x509.GeneralName] = [x509.DNSName(d) for d in policy.dns_names]
-    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in policy.ip_addresses]
+    return _general_names(policy.dns_names, policy.ip_addresses)
+
+
+def _general_names(
+    dns_names: Sequence[str], ip_addresses: Sequence[str]
+) -> frozenset[x509.GeneralName]:
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
     return frozenset(names)
 
 
@@ -221,14 +264,14 @@ def _names(cert: x509.Certificate) -> frozenset[x509.GeneralName]:
 # -- building ----------------------------------------------------------------------------------
 
 
-def _new_ca(
-    policy: CertPolicy, now: datetime
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def new_ca(common_name: str, *, validity: timedelta, now: datetime) -> Issued:
+    """A CA that signs leaf certificates only (path length 0), valid from ``now`` (backdated)
+    for ``validity``. The serial is also in its name: successive CAs of one name stay apart
+    (the issuer match in a bundle)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    # The serial in the name keeps successive CAs apart (the issuer match in the bundle).
     serial = x509.random_serial_number()
     name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         x509.NameAttribute(NameOID.SERIAL_NUMBER, f"{serial:x}"),
     ])  # fmt: skip
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
@@ -239,46 +282,79 @@ def _new_ca(
         .public_key(key.public_key())
         .serial_number(serial)
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + policy.ca_validity)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
         .sign(key, hashes.SHA256())
     )
-    return cert, key
+    return Issued(cert, key)
 
 
-def _issue(
-    ca: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    policy: CertPolicy,
+def issue(
+    ca: Issued,
+    *,
+    common_name: str,
+    organizations: Sequence[str] = (),
+    dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str] = (),
+    server: bool = True,
+    client: bool = False,
+    validity: timedelta,
     now: datetime,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+) -> Issued:
+    """A leaf certificate from ``ca``: a TLS server's (names as subject alternative names), a
+    client's (``organizations`` become its groups at a Kubernetes API server), or both. Valid
+    from ``now`` (backdated) for ``validity``, never past the CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     # Never outlive the issuer: a chain with an expired CA fails even if the leaf is valid.
-    not_after = min(now + policy.serving_validity, ca.not_valid_after_utc)
-    common_name = (policy.dns_names or policy.ip_addresses)[0]
-    ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
+    not_after = min(now + validity, ca.cert.not_valid_after_utc)
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    subject += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+    usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+    ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.subject)
+        .subject_name(x509.Name(subject))
+        .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sorted(_wanted_names(policy), key=str)), False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    names = _general_names(dns_names, ip_addresses)
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(sorted(names, key=str)), critical=False
+        )
+    cert = (
+        builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(ca.key, hashes.SHA256())
     )
-    return cert, key
+    return Issued(cert, key)
+
+
+def _webhook_ca(policy: CertPolicy, now: datetime) -> Issued:
+    return new_ca(CA_COMMON_NAME, validity=policy.ca_validity, now=now)
+
+
+def _serving(ca: Issued, policy: CertPolicy, now: datetime) -> Issued:
+    return issue(
+        ca,
+        common_name=(policy.dns_names or policy.ip_addresses)[0],
+        dns_names=policy.dns_names,
+        ip_addresses=policy.ip_addresses,
+        validity=policy.serving_validity,
+        now=now,
+    )
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:

@@ -1,17 +1,17 @@
-"""A throwaway PKI for a local control plane: one CA, serving and client certificates."""
+"""A throwaway PKI for the lab (the control plane, the agents' TLS, test webhooks): the webhook's
+own issuer (``webhook.certs``), with every certificate and key written to PEM files."""
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from webhook.certs import Issued, issue, new_ca
 
+__all__ = ["CertFiles", "CertificateAuthority"]
+
+#: Long enough for any lab run, short enough that a leaked lab key is soon worthless.
 _VALIDITY = dt.timedelta(days=2)
 
 
@@ -23,42 +23,14 @@ class CertFiles:
 
 @dataclass(frozen=True)
 class CertificateAuthority:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    issued: Issued
     files: CertFiles
 
     @classmethod
     def create(cls, directory: Path, common_name: str = "trustgate-lab-ca") -> CertificateAuthority:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(key, hashes.SHA256())
-        )
-        files = _write(directory, "ca", cert, key)
-        return cls(cert=cert, key=key, files=files)
+        """A new CA, written to ``directory``/ca.crt and ca.key."""
+        ca = new_ca(common_name, validity=_VALIDITY, now=dt.datetime.now(dt.UTC))
+        return cls(ca, _write(directory, "ca", ca))
 
     def issue(
         self,
@@ -72,47 +44,25 @@ class CertificateAuthority:
         server: bool = False,
         client: bool = False,
     ) -> CertFiles:
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-        attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-        now = dt.datetime.now(dt.UTC)
-        usages = []
-        if server:
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        if client:
-            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        """A leaf certificate, written to ``directory``/``stem``.crt and .key."""
+        leaf = issue(
+            self.issued,
+            common_name=common_name,
+            organizations=organizations,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            server=server,
+            client=client,
+            validity=_VALIDITY,
+            now=dt.datetime.now(dt.UTC),
         )
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        return _write(directory, stem, cert, key)
+        return _write(directory, stem, leaf)
 
 
-def _write(
-    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
-) -> CertFiles:
+def _write(directory: Path, stem: str, issued: Issued) -> CertFiles:
     directory.mkdir(parents=True, exist_ok=True)
-    cert_path = directory / f"{stem}.crt"
-    key_path = directory / f"{stem}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return CertFiles(cert=cert_path, key=key_path)
+    files = CertFiles(cert=directory / f"{stem}.crt", key=directory / f"{stem}.key")
+    files.cert.write_bytes(issued.cert_pem)
+    files.key.write_bytes(issued.key_pem)
+    files.key.chmod(0o600)
+    return files

@@ -13,10 +13,20 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from webhook.certs import CertError, CertPolicy, TlsMaterial, create, reissue, renew, renewal_due
+from webhook.certs import (
+    CertError,
+    CertPolicy,
+    TlsMaterial,
+    create,
+    issue,
+    new_ca,
+    reissue,
+    renew,
+    renewal_due,
+)
 from webhook.tlssecret import TlsSecretError, material_from_secret, secret_for
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -90,6 +100,71 @@ def test_ca_signs_certificates_only(material: TlsMaterial) -> None:
     assert usage.key_cert_sign
     assert usage.crl_sign
     assert ca.not_valid_after_utc == T0 + POLICY.ca_validity
+
+
+def test_webhook_certificates_carry_exactly_these_extensions(material: TlsMaterial) -> None:
+    """What the webhook issues, pinned: the shared issuer (``issue``, which the lab uses too)
+    must not change the webhook's own certificates."""
+
+    def extensions(cert: x509.Certificate) -> list[tuple[x509.ObjectIdentifier, bool]]:
+        return [(e.oid, e.critical) for e in cert.extensions]
+
+    assert extensions(material.ca_certs[0]) == [
+        (ExtensionOID.BASIC_CONSTRAINTS, True),
+        (ExtensionOID.KEY_USAGE, True),
+        (ExtensionOID.SUBJECT_KEY_IDENTIFIER, False),
+        (ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False),
+    ]
+    assert extensions(material.serving_cert) == [
+        (ExtensionOID.BASIC_CONSTRAINTS, True),
+        (ExtensionOID.KEY_USAGE, True),
+        (ExtensionOID.EXTENDED_KEY_USAGE, False),
+        (ExtensionOID.SUBJECT_ALTERNATIVE_NAME, False),
+        (ExtensionOID.SUBJECT_KEY_IDENTIFIER, False),
+        (ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False),
+    ]
+    ca = material.ca_certs[0]
+    assert ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        "trustgate-webhook-ca"
+    )
+    assert ca.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == (
+        f"{ca.serial_number:x}"
+    )
+    assert material.serving_cert.subject == x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, DNS)]
+    )
+
+
+def test_issue_makes_a_client_certificate_with_groups() -> None:
+    """As the lab's API server admin: O=system:masters, client auth only, no names."""
+    ca = new_ca("lab-ca", validity=DAY, now=T0)
+    admin = issue(
+        ca,
+        common_name="lab-admin",
+        organizations=("system:masters",),
+        server=False,
+        client=True,
+        validity=DAY,
+        now=T0,
+    )
+    cert = admin.cert
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == (
+        "system:masters"
+    )
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    cert.verify_directly_issued_by(ca.cert)
+    assert admin.key.public_key() == cert.public_key()
+    assert x509.load_pem_x509_certificate(admin.cert_pem) == cert
+
+
+def test_issue_never_outlives_its_ca() -> None:
+    ca = new_ca("short-lived", validity=DAY, now=T0)
+    leaf = issue(ca, common_name="x", dns_names=("x",), validity=10 * DAY, now=T0)
+    assert leaf.cert.not_valid_after_utc == ca.cert.not_valid_after_utc == T0 + DAY
 
 
 def test_openssl_client_completes_a_handshake_with_the_bundle(tmp_path: Path) -> None:
