@@ -2,10 +2,10 @@
 
 The agent is outside the trust boundary: the evidence it returns authenticates itself (the quote
 is signed by an AK bound to the TPM's EK), so TLS here gives confidentiality, not trust, and the
-agent's serving certificate is not verified. What the agent can
-still do is be slow, hang, or send garbage or huge bodies: every call ends within a deadline,
-bodies are capped while they arrive (:mod:`attestation.kube.httpclient`), and each way of failing
-becomes a :class:`CollectorError` with a stable failure id.
+agent's serving certificate is not verified. What the agent can still do is be slow, hang, or
+send garbage or huge bodies: every call ends within a deadline, bodies are capped while they
+arrive (:mod:`attestation.kube.httpclient`), and each way of failing becomes a
+:class:`CollectorError` with a stable failure id.
 """
 
 from __future__ import annotations
