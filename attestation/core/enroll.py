@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from attestation.core.tpm_types import (
+from attestation.core.tpm_types import Public, QuoteParseError, parse_public
+from attestation.core.tpm_types.constants import (
     ALG_ECC,
     ALG_RSA,
     OBJ_DECRYPT,
@@ -34,9 +35,6 @@ from attestation.core.tpm_types import (
     OBJ_RESTRICTED,
     OBJ_SENSITIVE_DATA_ORIGIN,
     OBJ_SIGN,
-    Public,
-    QuoteParseError,
-    parse_public,
 )
 from attestation.core.types import Failure, HashAlg
 

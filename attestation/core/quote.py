@@ -23,11 +23,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from attestation.core.tpm_types import (
-    ALG_ECDSA,
-    ALG_RSAPSS,
-    ALG_RSASSA,
-    TPM_GENERATED_VALUE,
-    TPM_ST_ATTEST_QUOTE,
     Attest,
     PcrSelection,
     QuoteParseError,
@@ -35,6 +30,13 @@ from attestation.core.tpm_types import (
     parse_attest,
     parse_public,
     parse_signature,
+)
+from attestation.core.tpm_types.constants import (
+    ALG_ECDSA,
+    ALG_RSAPSS,
+    ALG_RSASSA,
+    TPM_GENERATED_VALUE,
+    TPM_ST_ATTEST_QUOTE,
 )
 from attestation.core.types import ClockInfo, Failure, HashAlg
 

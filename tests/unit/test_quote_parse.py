@@ -12,19 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attestation.core.quote import QuoteParseError, _ecdsa_der, verify_quote
-from attestation.core.tpm_types import (
+from attestation.core.tpm_types import parse_attest, parse_public, parse_signature
+from attestation.core.tpm_types.attest import _parse_attest_checked
+from attestation.core.tpm_types.constants import (
     ALG_ECC,
     ALG_ECDSA,
     ALG_RSA,
     ALG_RSASSA,
     ECC_NIST_P256,
     ECC_NIST_P384,
-    _parse_attest_checked,
-    _parse_signature_checked,
-    parse_attest,
-    parse_public,
-    parse_signature,
 )
+from attestation.core.tpm_types.signature import _parse_signature_checked
 from attestation.core.types import HashAlg
 from tests.unit.tpm_vectors import ak_public, ek, quotes
 
