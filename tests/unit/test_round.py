@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from attestation.core.evidence import Evidence
 from attestation.core.fastpath import IMPLEMENTATIONS
+from attestation.core.ima import parse_binary
 from attestation.core.logcheck import CheckLog
 from attestation.core.policy import RuntimePolicy, policy_from_document
 from attestation.core.types import Failure, HashAlg
@@ -207,36 +207,31 @@ def test_a_bad_quote_fails_the_round_only(change: dict[str, Any], expected: list
 
 
 def _split(log: bytes) -> list[bytes]:
-    """Cut a binary ima-cgpath log (SHA-1 column) into its entries."""
-    out, pos = [], 0
-    while pos < len(log):
-        start = pos
-        pos += 4 + 20
-        pos += 4 + int.from_bytes(log[pos : pos + 4], "little")
-        pos += 4 + int.from_bytes(log[pos : pos + 4], "little")
-        out.append(log[start:pos])
+    """The log's entries (where each ends, from the parser: the replay is under test here)."""
+    ends = parse_binary(log).ends
+    return [log[start:end] for start, end in zip((0, *ends), ends, strict=False)]
+
+
+def _tamper(how: str, entries: list[bytes]) -> list[bytes]:
+    """The log as an attacker would like it read: shorter, reordered, rewritten."""
+    out = list(entries)
+    if how == "drop-last":
+        del out[-1]
+    elif how == "drop-middle":
+        del out[2]
+    elif how == "reorder":
+        out[1], out[2] = out[2], out[1]
+    else:
+        out[3] = out[3].replace(b"/usr/bin/upfd", b"/usr/bin/upfX")
     return out
-
-
-def _tamper(how: str) -> Callable[[list[bytes]], list[bytes]]:
-    def apply(entries: list[bytes]) -> list[bytes]:
-        entries = list(entries)
-        if how == "drop-last":
-            return entries[:-1]
-        if how == "reorder":
-            entries[1], entries[2] = entries[2], entries[1]
-        elif how == "rewrite":
-            entries[3] = entries[3].replace(b"/usr/bin/upfd", b"/usr/bin/upfX")
-        else:
-            del entries[2]
-        return entries
-
-    return apply
 
 
 @pytest.mark.parametrize("how", ["drop-last", "reorder", "rewrite", "drop-middle"])
 def test_a_tampered_log_no_longer_reaches_the_quoted_pcr_and_stays_broken(how: str) -> None:
-    forged = b"".join(_tamper(how)(_split(LOG[:FIRST_END])))
+    entries = _split(LOG[:FIRST_END])
+    assert len(entries) == 6
+    assert b"".join(entries) == LOG[:FIRST_END]
+    forged = b"".join(_tamper(how, entries))
     result = _attest(START, FIRST, forged)
     assert not result.verdict.trusted
     assert _ids(result.verdict.failures) == ["ima.pcr_mismatch"]
@@ -260,7 +255,7 @@ def test_a_log_that_does_not_parse_breaks_the_node() -> None:
 def test_a_reboot_asks_again_from_the_start_of_the_new_log() -> None:
     after_reboot = quotes()[2]  # the same TPM and AK, restarted after the round was recorded
     assert after_reboot.ak == FIRST.ak
-    broken = _attest(START, FIRST, b"".join(_tamper("reorder")(_split(LOG[:FIRST_END]))))
+    broken = _attest(START, FIRST, b"".join(_tamper("reorder", _split(LOG[:FIRST_END]))))
     assert broken.state.log_failure is not None
     result = _attest(broken.state, after_reboot, b"")
     assert result.rebooted
