@@ -12,9 +12,12 @@ import random
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from attestation.lab.poll import wait_for
+
+__all__ = ["ManagedProcess", "ProcessError", "free_port", "free_ports", "tcp_open"]
 
 
 class ProcessError(RuntimeError):
@@ -98,21 +101,25 @@ class ManagedProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll ``ready`` until it holds; fail early if the process died."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Poll ``ready`` until it holds; fail early if the process died. ``ready`` raising is
+        "not yet" (a port that refuses, a server still starting)."""
+
+        def check() -> bool:
             if not self.running():
                 raise ProcessError(
                     f"{self.name} exited before {what} (log {self.log_path}):\n{self.log_tail()}"
                 )
             with contextlib.suppress(Exception):
-                if ready():
-                    return
-            time.sleep(0.05)
-        raise ProcessError(
-            f"{self.name}: {what} not reached in {timeout:.0f}s (log {self.log_path}):\n"
-            f"{self.log_tail()}"
-        )
+                return bool(ready())
+            return False
+
+        try:
+            wait_for(what, check, timeout)
+        except TimeoutError as e:
+            raise ProcessError(
+                f"{self.name}: {what} not reached in {timeout:.0f}s (log {self.log_path}):\n"
+                f"{self.log_tail()}"
+            ) from e
 
     def signal(self, sig: signal.Signals) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -17,7 +17,6 @@ import socket
 import struct
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,10 @@ from tpm2_pytss import ESAPI, TPML_DIGEST_VALUES, TPML_PCR_SELECTION, TPMT_HA
 from tpm2_pytss.constants import ESYS_TR
 
 from attestation.core.types import HashAlg
+from attestation.lab.poll import wait_for
 from attestation.lab.process import free_ports
+
+__all__ = ["PCR_BANKS", "LocalCa", "SwTpm"]
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
@@ -145,19 +147,23 @@ class SwTpm:
             "--log", f"file={self._log}",
         ]  # fmt: skip
         self._proc = subprocess.Popen(argv, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"swtpm exited with {self._proc.returncode}: see {self._log}")
-            try:  # both channels: swtpm opens the control one first
-                with socket.create_connection(("127.0.0.1", self.port + 1), timeout=1):
-                    pass
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.005)  # polling for the port with a deadline
-        self.stop()
-        raise RuntimeError(f"swtpm did not listen on {self.port} within {_START_TIMEOUT}s")
+        try:
+            wait_for(f"swtpm listening on {self.port}", self._listening, _START_TIMEOUT, 0.005)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def _listening(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"swtpm exited with {self._proc.returncode}: see {self._log}")
+        try:  # both channels: swtpm opens the control one first
+            with socket.create_connection(("127.0.0.1", self.port + 1), timeout=1):
+                pass
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def _raw(self, command: bytes) -> bytes:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from attestation.lab.poll import wait_for
 from attestation.lab.process import free_port
+
+__all__ = ["serve"]
 
 
 @contextlib.contextmanager
@@ -38,11 +40,13 @@ def serve(
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
+
+    def started() -> bool:
+        if not thread.is_alive():
             raise RuntimeError(f"uvicorn did not start on port {port}")
-        time.sleep(0.01)
+        return server.started
+
+    wait_for(f"uvicorn serving on port {port}", started, timeout, every=0.01)
     scheme = "https" if certfile else "http"
     try:
         yield f"{scheme}://127.0.0.1:{port}"
