@@ -21,6 +21,8 @@ from typing import Final
 
 from attestation.core.types import PodRef
 
+__all__ = ["attribute", "canonical_uid"]
+
 _SYSTEMD: Final = re.compile(
     r"(?:^|/)kubepods\.slice/"
     r"(?:kubepods-(besteffort|burstable)\.slice/kubepods-\1-pod(?P<uid>[0-9A-Fa-f_]+)\.slice"

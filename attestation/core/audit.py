@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+__all__ = ["ChainReport", "encode_record", "line_hash", "verify_chain"]
+
 GENESIS: Final = "0" * 64
 
 

@@ -38,6 +38,17 @@ from attestation.core.tpm_types.constants import (
 )
 from attestation.core.types import Failure, HashAlg
 
+__all__ = [
+    "Credential",
+    "EnrollParseError",
+    "ak_name",
+    "check_activation",
+    "check_ak",
+    "kdfa",
+    "make_credential",
+    "verify_ek",
+]
+
 _MAX_CHAIN: Final = 8
 _AK_REQUIRED: Final = (
     (OBJ_FIXED_TPM, "fixedTPM"),

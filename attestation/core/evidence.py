@@ -19,6 +19,29 @@ from typing import Any, Final, TypedDict
 
 from attestation.core.types import IMA_PCR, HashAlg
 
+__all__ = [
+    "API_PREFIX",
+    "MAX_LOG_BYTES",
+    "ActivateRequest",
+    "Evidence",
+    "EvidenceFormatError",
+    "EvidenceQuery",
+    "EvidenceRequest",
+    "EvidenceResponse",
+    "Identity",
+    "IdentityResponse",
+    "ImaChunk",
+    "decode_activate_request",
+    "decode_activate_response",
+    "decode_evidence",
+    "decode_evidence_request",
+    "decode_identity",
+    "encode_activate_request",
+    "encode_evidence",
+    "encode_evidence_request",
+    "encode_identity",
+]
+
 API_PREFIX: Final = "/v1"
 #: Nonces shorter than this give a replaying attacker too good odds; TPM2B_DATA caps the top.
 MIN_NONCE_BYTES: Final = 20
@@ -45,10 +68,6 @@ class IdentityResponse(TypedDict):
 class ActivateRequest(TypedDict):
     credentialBlob: str  # base64 TPM2B_ID_OBJECT
     encryptedSecret: str  # base64 TPM2B_ENCRYPTED_SECRET
-
-
-class ActivateResponse(TypedDict):
-    secret: str  # base64
 
 
 class EvidenceRequest(TypedDict):

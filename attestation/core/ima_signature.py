@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+__all__ = ["PublicKey", "load_keylime_keys", "load_pem_key", "verify_signature"]
+
 PublicKey = RSAPublicKey | EllipticCurvePublicKey
 
 _HEADER = struct.Struct(">BBBIH")
@@ -34,7 +36,6 @@ _HASH_IDS: dict[int, hashes.HashAlgorithm] = {
     6: hashes.SHA512(),
     7: hashes.SHA224(),
 }
-HASH_ALGO_IDS = {h.name: i for i, h in _HASH_IDS.items()}
 
 
 def keyid_v2(key: PublicKey) -> int:

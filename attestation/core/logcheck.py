@@ -16,6 +16,8 @@ from attestation.core.policy import LogJudgement, RuntimePolicy, evaluate_log
 from attestation.core.replay import ReplayResult, ReplayState, verify_against_quote
 from attestation.core.types import HashAlg, ImaEntry, PodRef
 
+__all__ = ["NOT_JUDGED", "CheckLog", "LogCheck", "PolicyFor", "check_log"]
+
 PolicyFor = Callable[[PodRef | None], RuntimePolicy | None]
 
 #: The judgement of a round whose replay failed: nothing in the log is proven, nothing is judged.

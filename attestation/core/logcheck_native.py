@@ -1,11 +1,11 @@
 """The native implementation of :func:`attestation.core.logcheck.check_log`.
 
-The C scan (attestation/_imafast.c) does the per-entry work: parse and check every entry, replay
-PCR 10 in every quoted bank, and test each covered entry's (path, digest) against its owner's
-policy table. It hands back only the covered count, where the covered entries end, the positions
-of the entries that failed that test ("suspects", rare) and how many entries each cgroup had.
-Everything a person reads is still made by the reference code: each suspect is parsed and judged
-by ``core.ima`` and ``core.policy`` exactly as in the pure path, and whenever the scan
+The C scan (attestation/core/_imafast.c) does the per-entry work: parse and check every entry,
+replay PCR 10 in every quoted bank, and test each covered entry's (path, digest) against its
+owner's policy table. It hands back only the covered count, where the covered entries end, the
+positions of the entries that failed that test ("suspects", rare) and how many entries each cgroup
+had. Everything a person reads is still made by the reference code: each suspect is parsed and
+judged by ``core.ima`` and ``core.policy`` exactly as in the pure path, and whenever the scan
 declines (malformed or unusual entries, a replay that does not reach the quote) the whole check
 runs in the reference, which raises the parse error or builds the ``ima.pcr_mismatch`` failure.
 
@@ -24,6 +24,8 @@ from attestation.core.logcheck import LogCheck, PolicyFor
 from attestation.core.policy import LogJudgement, evaluate_log
 from attestation.core.replay import ReplayResult, ReplayState
 from attestation.core.types import Failure, HashAlg, PodRef
+
+__all__ = ["check_log"]
 
 
 def check_log(

@@ -21,6 +21,8 @@ from attestation.core.replay import ReplayState, check_boot_aggregate, verify_ag
 from attestation.core.tpm_types import PublicKey, parse_public
 from attestation.core.types import IMA_PCR, Failure, HashAlg, PodRef, Severity
 
+__all__ = ["BundleError", "OfflinePolicies", "OfflineResult", "verify_bundle", "verify_log"]
+
 LogFormat = Literal["binary", "ascii"]
 HOST = "host"
 

@@ -23,6 +23,8 @@ from attestation.core.attribution import attribute
 from attestation.core.names import RUNTIME_POLICY_API_VERSION, RUNTIME_POLICY_KIND
 from attestation.core.types import ImaEntry, PodRef
 
+__all__ = ["document", "dump", "from_log", "from_tree"]
+
 #: Paths that change on every boot or are not files at all: excluded by default.
 DEFAULT_EXCLUDES = ("^/proc/", "^/sys/", "^/dev/", "^/run/", "^/tmp/")
 

@@ -40,14 +40,7 @@ from attestation.core.tpm_types.constants import (
 )
 from attestation.core.types import ClockInfo, Failure, HashAlg
 
-__all__ = [
-    "QuoteParseError",
-    "QuoteResult",
-    "parse_attest",
-    "parse_signature",
-    "pcr_digest",
-    "verify_quote",
-]
+__all__ = ["QuoteResult", "pcr_digest", "verify_quote"]
 
 PcrValues = Mapping[HashAlg, Mapping[int, bytes]]
 
@@ -209,6 +202,11 @@ def _selection_failures(
     return out
 
 
+def _went_back(failure_id: str, counter: str, before: int, after: int) -> Failure:
+    """A TPMS_CLOCK_INFO counter that only ever goes up went down."""
+    return Failure(failure_id, f"{counter} went from {before} back to {after}")
+
+
 def _clock_failures(now: ClockInfo, previous: ClockInfo | None) -> tuple[list[Failure], bool]:
     out = []
     if not now.safe:
@@ -221,22 +219,14 @@ def _clock_failures(now: ClockInfo, previous: ClockInfo | None) -> tuple[list[Fa
     if previous is None:
         return out, False
     if now.reset_count < previous.reset_count:
-        out.append(
-            Failure(
-                "quote.reset_count_rollback",
-                f"resetCount went from {previous.reset_count} back to {now.reset_count}",
-            )
-        )
+        before, after = previous.reset_count, now.reset_count
+        out.append(_went_back("quote.reset_count_rollback", "resetCount", before, after))
         return out, False
     if now.reset_count > previous.reset_count:
         return out, True
     if now.restart_count < previous.restart_count:
-        out.append(
-            Failure(
-                "quote.restart_count_rollback",
-                f"restartCount went from {previous.restart_count} back to {now.restart_count}",
-            )
-        )
+        before, after = previous.restart_count, now.restart_count
+        out.append(_went_back("quote.restart_count_rollback", "restartCount", before, after))
     elif now.restart_count == previous.restart_count and now.clock < previous.clock:
         out.append(
             Failure(

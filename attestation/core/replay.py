@@ -21,6 +21,15 @@ from types import MappingProxyType
 from attestation.core.ima import ImaLog
 from attestation.core.types import IMA_PCR, Failure, HashAlg, ImaEntry
 
+__all__ = [
+    "ReplayResult",
+    "ReplayState",
+    "boot_aggregates",
+    "check_boot_aggregate",
+    "replay",
+    "verify_against_quote",
+]
+
 _Hash = Callable[[bytes], "hashlib._Hash"]
 
 
@@ -85,27 +94,25 @@ def replay(
     alg: HashAlg, start: bytes, datas: Sequence[bytes], skip: Mapping[int, str] | None = None
 ) -> bytes:
     """PCR 10 of bank ``alg`` after extending ``start`` with every entry (pure, whole list)."""
+    if skip:
+        return _scan(alg, start, datas, skip, None)[1]
     h = _hasher(alg)
     pcr = start
-    if not skip:
-        for digest in map(_digest, map(h, datas)):
-            pcr = h(pcr + digest).digest()
-        return pcr
-    ff = b"\xff" * alg.digest_size
-    for k, data in enumerate(datas):
-        kind = skip.get(k)
-        if kind is None:
-            pcr = h(pcr + h(data).digest()).digest()
-        elif kind == "violation":
-            pcr = h(pcr + ff).digest()
+    for digest in map(_digest, map(h, datas)):
+        pcr = h(pcr + digest).digest()
     return pcr
 
 
 def _scan(
-    alg: HashAlg, start: bytes, datas: Sequence[bytes], skip: Mapping[int, str], target: bytes
+    alg: HashAlg,
+    start: bytes,
+    datas: Sequence[bytes],
+    skip: Mapping[int, str],
+    target: bytes | None,
 ) -> tuple[int, bytes]:
-    """The number of entries after which the running value equals ``target`` (-1 if none), and
-    the last value computed. Stops at the first match: later entries are not yet covered."""
+    """The number of entries after which the running value equals ``target`` (-1 if none; None
+    never matches: the whole list is replayed), and the last value computed. Stops at the first
+    match: later entries are not yet covered."""
     pcr = start
     if pcr == target:
         return 0, pcr

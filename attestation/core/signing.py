@@ -28,6 +28,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from attestation.core.types import Failure
 
+__all__ = [
+    "SigningError",
+    "canonical_payload",
+    "generate_private_key",
+    "key_id",
+    "load_private_key_pem",
+    "load_public_key_pem",
+    "private_key_to_pem",
+    "public_key_to_pem",
+    "public_keys_by_id",
+    "sign_status",
+    "verify_status",
+]
+
 ALGORITHM = "Ed25519"
 SIGNATURE_FIELD = "signature"
 

@@ -10,6 +10,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+__all__ = [
+    "IMA_PCR",
+    "ClockInfo",
+    "Failure",
+    "HashAlg",
+    "ImaEntry",
+    "NodeVerdict",
+    "PodRef",
+    "PodVerdict",
+    "Severity",
+]
+
 Severity = Literal["error", "warning"]
 
 #: The PCR the kernel's IMA extends.
@@ -31,13 +43,6 @@ class HashAlg(StrEnum):
     @property
     def tpm_alg_id(self) -> int:
         return {"sha1": 0x0004, "sha256": 0x000B, "sha384": 0x000C, "sha512": 0x000D}[self.value]
-
-    @classmethod
-    def from_tpm_alg_id(cls, alg_id: int) -> HashAlg:
-        for alg in cls:
-            if alg.tpm_alg_id == alg_id:
-                return alg
-        raise ValueError(f"unsupported TPM hash algorithm 0x{alg_id:04x}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation.core.quote import QuoteParseError, _ecdsa_der, verify_quote
-from attestation.core.tpm_types import parse_attest, parse_public, parse_signature
+from attestation.core.quote import _ecdsa_der, verify_quote
+from attestation.core.tpm_types import QuoteParseError, parse_attest, parse_public, parse_signature
 from attestation.core.tpm_types.attest import _parse_attest_checked
 from attestation.core.tpm_types.constants import (
     ALG_ECC,

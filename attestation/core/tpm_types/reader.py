@@ -10,13 +10,8 @@ from attestation.core.types import HashAlg
 
 __all__ = ["HASH_BY_ID", "U16", "U32", "QuoteParseError", "Reader", "hash_alg"]
 
-#: TPM_ALG_ID of the hash algorithms (Part 2, 6.3)
-HASH_BY_ID: Final = {
-    0x0004: HashAlg.SHA1,
-    0x000B: HashAlg.SHA256,
-    0x000C: HashAlg.SHA384,
-    0x000D: HashAlg.SHA512,
-}
+#: The hash algorithms by TPM_ALG_ID (Part 2, 6.3)
+HASH_BY_ID: Final = {alg.tpm_alg_id: alg for alg in HashAlg}
 U16: Final = struct.Struct(">H")
 U32: Final = struct.Struct(">I")
 
