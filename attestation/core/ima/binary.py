@@ -118,8 +118,7 @@ def _ng_run(buf: bytes, pos: int, shape: _Shape, cols: Columns) -> int:
     return where the first that does not (or the buffer's end) starts."""
     n = len(buf)
     before = len(cols.ends)
-    col_add, data_add, digest_add = cols.columns.append, cols.datas.append, cols.digests.append
-    path_add, cg_add, end_add = cols.paths.append, cols.cgroups.append, cols.ends.append
+    col_add, data_add, digest_add, path_add, cg_add, end_add = cols.appenders()
     ng_from, ng_size, ng_data, ng_fixed, dng = (
         shape.ng_from, shape.ng_size, shape.ng_data, shape.ng_fixed, shape.dng
     )  # fmt: skip
@@ -157,8 +156,7 @@ def _cgpath_run(buf: bytes, pos: int, shape: _Shape, cols: Columns) -> int:
     only its header and digest/path are read and checked."""
     n = len(buf)
     before = len(cols.ends)
-    col_add, data_add, digest_add = cols.columns.append, cols.datas.append, cols.digests.append
-    path_add, cg_add, end_add = cols.paths.append, cols.cgroups.append, cols.ends.append
+    col_add, data_add, digest_add, path_add, cg_add, end_add = cols.appenders()
     head_from, cg_data, dig_from, dig_size, dng = (
         shape.cg_head_from, shape.cg_data, shape.dig_from, shape.dig_size, shape.dng
     )  # fmt: skip

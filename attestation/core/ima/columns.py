@@ -7,7 +7,7 @@ replay, attribution and policy read the columns.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, overload
@@ -46,6 +46,9 @@ R_CGROUP: Final = 7
 R_SIG: Final = 8
 R_END: Final = 9
 Row = tuple[int, bytes, bytes, bytes, bytes, bytes, bytes, bytes | None, bytes | None, int]
+
+_Add = Callable[[bytes], None]
+_Appenders = tuple[_Add, _Add, _Add, _Add, Callable[[bytes | None], None], Callable[[int], None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,12 @@ class Columns:
         self.cgroups.append(row[R_CGROUP])
         self.signatures.append(row[R_SIG])
         self.ends.append(row[R_END])
+
+    def appenders(self) -> _Appenders:
+        """The ``append`` of each column a fast run fills per entry (columns, datas, digests,
+        paths, cgroups, ends), for its loop to hold in locals."""
+        return (self.columns.append, self.datas.append, self.digests.append, self.paths.append,
+                self.cgroups.append, self.ends.append)  # fmt: skip
 
     def fill(self, count: int, template: bytes, alg: bytes) -> None:
         """The columns that are the same for every entry of a fast run, filled once per run."""
