@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from attestation.core.clock import parse_time
 from tests.support.controlplane import ClusterHandle
@@ -125,13 +126,36 @@ def test_a_new_node_starts_untrusted(lab: Lab) -> None:
     assert lab.state_of(name) in ("Pending", "Unknown")
 
 
-def test_metrics_count_rounds(lab: Lab) -> None:
+Sample = tuple[str, frozenset[tuple[str, str]]]
+TRUSTED_ROUNDS: Sample = ("trustgate_attestations_total", frozenset({("result", "trusted")}))
+VERIFICATIONS: Sample = ("trustgate_verification_seconds_count", frozenset())
+EVIDENCE_AGE: Sample = ("trustgate_evidence_age_seconds", frozenset({("node", "ops-1")}))
+
+
+def _scrape(lab: Lab) -> dict[Sample, float]:
+    """The verifier's /metrics as Prometheus parses it: (name, labels) -> value."""
     url = f"http://127.0.0.1:{lab.system.verifier_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    assert 'trustgate_attestations_total{result="trusted"}' in text
-    assert "trustgate_verification_seconds_bucket" in text
-    assert 'trustgate_evidence_age_seconds{node="ops-1"}' in text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_rounds(lab: Lab) -> None:
+    """The counters move with the rounds (every series exists from the start, at zero: being
+    present proves nothing), and the node's evidence age stays below max-age."""
+    before = _scrape(lab)
+    assert before[TRUSTED_ROUNDS] > 0, "ops-1 was Trusted before this test: rounds were counted"
+    after = wait_for(
+        "three more trusted rounds counted",
+        lambda: (now := _scrape(lab))[TRUSTED_ROUNDS] >= before[TRUSTED_ROUNDS] + 3 and now,
+        timeout=15,
+    )
+    assert after[VERIFICATIONS] >= before[VERIFICATIONS] + 3
+    assert 0 <= after[EVIDENCE_AGE] < 3.0  # the lab's max-age
 
 
 def test_pods_on_a_node_unknown_for_longer_than_the_grace_are_evicted(lab: Lab) -> None:

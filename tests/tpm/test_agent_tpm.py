@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from cryptography import x509
+from tpm2_pytss.constants import TPM2_CAP, TPM2_HR
 
 from attestation.agent.tpm import AkBlob, Tpm, TpmError
 from attestation.core.quote import verify_quote
@@ -32,13 +33,28 @@ def test_ak_blob_survives_a_reboot(swtpm: SwTpm) -> None:
     assert tpm.ak_name() == parse_public(blob.public).name
 
 
+def _loaded(swtpm: SwTpm) -> dict[str, int]:
+    """Transient objects and sessions the TPM holds right now (what a caller forgot to flush)."""
+    with swtpm.esapi() as esys:
+        counts = {}
+        for kind, first in (("objects", TPM2_HR.TRANSIENT), ("sessions", TPM2_HR.HMAC_SESSION)):
+            _, data = esys.get_capability(TPM2_CAP.HANDLES, first, 64)
+            counts[kind] = len(data.data.handles)
+        return counts
+
+
 def test_many_operations_leak_no_handles(swtpm: SwTpm) -> None:
-    """swtpm holds ~3 transient objects: a leaked AK or session per call would fail quickly."""
+    """swtpm holds ~3 transient objects: a leaked AK or session per call would fail quickly,
+    and one leaked by the last call would still be loaded afterwards."""
     tpm = Tpm(swtpm.tcti)
-    tpm.create_ak("ecc")
+    ak = tpm.create_ak("ecc")
+    assert _loaded(swtpm) == {"objects": 0, "sessions": 0}
     for i in range(12):
-        tpm.quote(i.to_bytes(2, "big"), (0, 10))
-        tpm.create_ak("ecc")
+        nonce = i.to_bytes(2, "big")
+        q = tpm.quote(nonce, (0, 10))
+        assert verify_quote(q.attest, q.signature, ak.public, nonce, q.pcr_values).ok, i
+        ak = tpm.create_ak("ecc")
+    assert _loaded(swtpm) == {"objects": 0, "sessions": 0}
 
 
 def test_quotes_from_threads_are_serialised(swtpm: SwTpm) -> None:
