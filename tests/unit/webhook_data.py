@@ -71,7 +71,7 @@ def node_attestation(node: str, key: Ed25519PrivateKey | None, **kwargs: Any) ->
 
 
 class StaticSource:
-    """A NodeTrustSource holding data: a list, then the given watch events, then the watch ends
+    """A ListWatchSource holding data: a list, then the given watch events, then the watch ends
     (the view relists, so ``relists`` counts list calls)."""
 
     def __init__(self, items: Sequence[Obj], events: Iterable[tuple[str, Obj]] = ()) -> None:
