@@ -8,10 +8,12 @@ import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from attestation.core.audit import verify_chain
+from attestation.core.names import ATTESTED_LABEL, UNTRUSTED_TAINT
 from attestation.core.nodeattestation import node_trust
 from attestation.core.signing import load_public_key_pem, public_keys_by_id
 from tests.support.controlplane import ClusterHandle
@@ -102,13 +104,19 @@ def test_agent_down_makes_node_unknown_after_max_age_and_recovers(lab: Lab) -> N
     node = lab.nodes["vworker-2"]
     node.stop_agent()
     wait_for("vworker-2 Unknown", lambda: lab.state_of("vworker-2") == "Unknown", timeout=20)
-    n = _node(lab, "vworker-2")
-    assert n["metadata"]["labels"]["trustgate.io/attested"] == "false"
-    assert any(t["key"] == "trustgate.io/untrusted" for t in n["spec"]["taints"])
+    # The status is written first, the label and taint right after it: wait for both.
+    n = wait_for("vworker-2 labelled false", lambda: _labelled(lab, "vworker-2", "false"), 5)
+    assert any(t["key"] == UNTRUSTED_TAINT for t in n["spec"]["taints"])
     assert lab.state_of("vworker-1") == "Trusted"
     node.start_agent()
     wait_for("vworker-2 Trusted again", lambda: lab.state_of("vworker-2") == "Trusted", timeout=20)
-    assert _node(lab, "vworker-2")["metadata"]["labels"]["trustgate.io/attested"] == "true"
+    wait_for("vworker-2 labelled true", lambda: _labelled(lab, "vworker-2", "true"), 5)
+
+
+def _labelled(lab: Lab, node: str, value: str) -> dict[str, Any] | None:
+    """The node once its attested label reads ``value``."""
+    obj = _node(lab, node)
+    return obj if obj["metadata"]["labels"].get(ATTESTED_LABEL) == value else None
 
 
 def test_nodeattestation_written_by_another_identity_is_refused(lab: Lab, tmp_path: Path) -> None:
