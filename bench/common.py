@@ -4,6 +4,9 @@ kernel accounts them, percentiles, machine load, and writing bench/out/<name>.js
 CPU is read from ``/proc/<pid>/stat`` (utime + stime of every thread of the process), so a
 figure belongs to the process measured and not to the load generator sharing the cores.
 The kernel counts in clock ticks (10 ms): measure over enough work that a tick is noise.
+
+Waiting (``poll``), the install path (``install_trustgate``) and finding ``trustgate`` are the
+lab's own (attestation.lab), under the names the benches use.
 """
 
 from __future__ import annotations
@@ -11,19 +14,36 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from attestation.lab.cluster import install_manifests, wait_for
+from attestation.lab.cluster import install_manifests as install_trustgate
+from attestation.lab.cluster import service_account_kubeconfig
 from attestation.lab.controlplane import ControlPlane
+from attestation.lab.node import trustgate_exe
+from attestation.lab.poll import wait_for as poll
 from tests.support.lab import FILES, policy_document
+
+__all__ = [
+    "OUT_DIR",
+    "ROOT",
+    "http_ok",
+    "install_trustgate",
+    "machine",
+    "percentile",
+    "poll",
+    "proc_cpu_seconds",
+    "proc_memory_mib",
+    "trustgate_exe",
+    "verifier_kubeconfig",
+    "write_policies",
+    "write_result",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench" / "out"
@@ -62,13 +82,6 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "loadavg": [round(load1, 2), round(load5, 2), round(load15, 2)]}
 
 
-def trustgate_exe() -> str:
-    exe = shutil.which("trustgate", path=str(Path(sys.executable).parent))
-    if not exe:
-        raise FileNotFoundError("the trustgate console script is not in this venv (make setup)")
-    return exe
-
-
 def write_result(name: str, result: dict[str, Any]) -> Path:
     result = {"bench": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result}
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -81,11 +94,6 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
 # --- a real control plane with trustgate installed ------------------------------------------
 
 
-def install_trustgate(plane: ControlPlane) -> None:
-    """The namespace, CRD and RBAC from manifests/, as the demo and the tests install them."""
-    install_manifests(plane)
-
-
 def write_policies(directory: Path) -> None:
     """The runtime policies the lab's simulated nodes satisfy (tests/support/lab.py FILES)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -95,13 +103,7 @@ def write_policies(directory: Path) -> None:
 
 def verifier_kubeconfig(plane: ControlPlane, workdir: Path) -> Path:
     """A kubeconfig holding the verifier ServiceAccount's token: RBAC as deployed applies."""
-    token = plane.token_for("trustgate-system", "trustgate-verifier")
-    return plane.kubeconfig_for_token(token, workdir / "verifier.kubeconfig")
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float, every: float = 0.02) -> Any:
-    """Poll ``check`` until it returns something truthy, with a deadline."""
-    return wait_for(what, check, timeout, every)
+    return service_account_kubeconfig(plane, "trustgate-verifier", workdir)
 
 
 def http_ok(url: str) -> bool:

@@ -4,26 +4,53 @@ processes running with the manifests' ServiceAccount tokens. Used by `trustgate 
 
 from __future__ import annotations
 
+import base64
 import ssl
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation.core.signing import generate_private_key, private_key_to_pem, public_key_to_pem
+from attestation.core.names import GROUP, NODEATTESTATION_API_VERSION, NODEATTESTATION_PLURAL
+from attestation.core.nodeattestation import NodeTrust, node_trust
+from attestation.core.signing import (
+    generate_private_key,
+    load_public_key_pem,
+    private_key_to_pem,
+    public_key_to_pem,
+    public_keys_by_id,
+)
 from attestation.lab.controlplane import ControlPlane
 from attestation.lab.node import SimNode, trustgate_exe
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from attestation.lab.swtpm import LocalCa
 
+__all__ = [
+    "MANIFESTS",
+    "NAMESPACE",
+    "NODEATTESTATIONS",
+    "NODE_LABEL",
+    "LabCluster",
+    "install_manifests",
+    "manifests_dir",
+    "register_webhooks",
+    "service_account_kubeconfig",
+    "unregister_webhooks",
+]
+
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 NAMESPACE = "trustgate-system"
+#: The agent DaemonSet's and the verifier's node selector in manifests/.
 NODE_LABEL = ("trustgate.io/5g-core", "true")
+#: The API path of the NodeAttestation collection.
+NODEATTESTATIONS = f"/apis/{NODEATTESTATION_API_VERSION}/{NODEATTESTATION_PLURAL}"
+_ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 
 
 def manifests_dir() -> Path:
@@ -101,10 +128,6 @@ class LabCluster:
         for name, doc in documents.items():
             (self.policies / f"{name}.yaml").write_text(yaml.safe_dump(dict(doc), sort_keys=False))
 
-    def _service_account_kubeconfig(self, name: str) -> Path:
-        token = self.plane.token_for(NAMESPACE, name)
-        return self.plane.kubeconfig_for_token(token, self.workdir / f"{name}.kubeconfig")
-
     def start_verifier(
         self,
         *,
@@ -118,9 +141,9 @@ class LabCluster:
         agents push to replica 0's port). With ``leader_election`` replicas share a Lease."""
         port = self.verifier_port if replica == 0 else free_port()
         audit = self.audit_log if replica == 0 else self.audit_log.with_suffix(f".{replica}.jsonl")
+        kubeconfig = service_account_kubeconfig(self.plane, "trustgate-verifier", self.workdir)
         argv = [
-            trustgate_exe(), "verifier",
-            "--kubeconfig", str(self._service_account_kubeconfig("trustgate-verifier")),
+            trustgate_exe(), "verifier", "--kubeconfig", str(kubeconfig),
             "--agents", ",".join(f"{n}={self.agent_urls.get(n, node.agent_url)}"
                                  for n, node in self.nodes.items()),
             "--node-selector", "=".join(self.node_label),
@@ -148,10 +171,10 @@ class LabCluster:
     def start_webhook(self) -> None:
         """The webhook as the manifests run it: self-managed TLS (its CA and serving certificate
         in a Secret, the caBundle patched into the configurations by the webhook itself)."""
-        self._register_webhooks()
+        register_webhooks(self.plane, self.webhook_port)  # no caBundle: the webhook's job
+        kubeconfig = service_account_kubeconfig(self.plane, "trustgate-webhook", self.workdir)
         argv = [
-            trustgate_exe(), "webhook",
-            "--kubeconfig", str(self._service_account_kubeconfig("trustgate-webhook")),
+            trustgate_exe(), "webhook", "--kubeconfig", str(kubeconfig),
             "--verifier-key", str(self.verifier_public_key),
             "--self-signed-tls", "--tls-namespace", NAMESPACE, "--tls-ip-san", "127.0.0.1",
             "--host", "127.0.0.1", "--port", str(self.webhook_port),
@@ -164,60 +187,45 @@ class LabCluster:
         url = f"https://127.0.0.1:{self.webhook_port}/readyz"
         self.webhook.wait_until(lambda: _ready(url, ctx), 60, "webhook ready (caBundle in place)")
 
-    def _register_webhooks(self) -> None:
-        """The manifests' webhook configurations, pointed at the local process by URL (a
-        cluster points them at the Service instead). No caBundle: the webhook fills it in."""
-        docs = yaml.safe_load_all((manifests_dir() / "webhook-configurations.yaml").read_text())
-        for doc in docs:
-            if not doc:
-                continue
-            for hook in doc["webhooks"]:
-                path = hook["clientConfig"]["service"]["path"]
-                hook["clientConfig"] = {"url": f"https://127.0.0.1:{self.webhook_port}{path}"}
-            base = f"/apis/admissionregistration.k8s.io/v1/{doc['kind'].lower()}s"
-            try:
-                self.plane.request("DELETE", f"{base}/{doc['metadata']['name']}")
-            except urllib.error.HTTPError as e:
-                if e.code != 404:
-                    raise
-            self.plane.request("POST", base, doc)
-
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, path: str) -> Any:
-        try:
-            return self.plane.request("GET", path)
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return None
-            raise
+        return self.plane.get(path)
+
+    def nodeattestation(self, node: str) -> dict[str, Any] | None:
+        obj: dict[str, Any] | None = self.get(f"{NODEATTESTATIONS}/{node}")
+        return obj
 
     def nodeattestation_state(self, node: str) -> str | None:
-        obj = self.get(f"/apis/trustgate.io/v1alpha1/nodeattestations/{node}")
-        state = ((obj or {}).get("status") or {}).get("state")
+        """The state as published, signed or not (what `kubectl get nodeattestations` shows)."""
+        state = ((self.nodeattestation(node) or {}).get("status") or {}).get("state")
         return str(state) if state else None
+
+    @property
+    def verifier_keys(self) -> dict[str, Ed25519PublicKey]:
+        """What the webhook is given to check NodeAttestation signatures with."""
+        return public_keys_by_id([load_public_key_pem(self.verifier_public_key.read_bytes())])
+
+    def node_trust(self, node: str) -> NodeTrust | None:
+        """The node's NodeAttestation as the webhook reads it (signature checked); None while
+        there is none."""
+        obj = self.nodeattestation(node)
+        return None if obj is None else node_trust(obj, self.verifier_keys)
+
+    def trusted(self, node: str, now: datetime | None = None) -> bool:
+        """Whether the webhook would admit NF pods to ``node`` at ``now`` (default: now)."""
+        trust = self.node_trust(node)
+        return trust is not None and trust.trusted_at(now or datetime.now(UTC))
 
     def pods(self, namespace: str) -> list[dict[str, Any]]:
         return list((self.get(f"/api/v1/namespaces/{namespace}/pods") or {}).get("items") or [])
 
     # -- teardown --------------------------------------------------------------------------------
 
-    def unregister_webhooks(self) -> None:
-        """Remove the webhook configurations: with failurePolicy Fail they would refuse NF pods
-        (and, in protected namespaces, bindings) once the webhook process is gone."""
-        for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
-            try:
-                self.plane.request(
-                    "DELETE", f"/apis/admissionregistration.k8s.io/v1/{kind}/trustgate"
-                )
-            except urllib.error.HTTPError as e:
-                if e.code != 404:
-                    raise
-
     def stop(self) -> None:
         if self.webhook is not None:
             if not self._owns_plane:
-                self.unregister_webhooks()
+                unregister_webhooks(self.plane)
             self.webhook.stop()
         for verifier in self.verifiers:
             verifier.stop()
@@ -232,15 +240,8 @@ class LabCluster:
         """On a shared control plane, remove this lab's Nodes and NodeAttestations: a node left
         labelled attested=true with no verifier behind it sends later labs' schedulers astray."""
         for name in self.nodes:
-            for path in (
-                f"/api/v1/nodes/{name}",
-                f"/apis/trustgate.io/v1alpha1/nodeattestations/{name}",
-            ):
-                try:
-                    self.plane.request("DELETE", path)
-                except urllib.error.HTTPError as e:
-                    if e.code != 404:
-                        raise
+            self.plane.delete(f"/api/v1/nodes/{name}")
+            self.plane.delete(f"{NODEATTESTATIONS}/{name}")
 
 
 def install_manifests(plane: ControlPlane) -> None:
@@ -253,8 +254,40 @@ def install_manifests(plane: ControlPlane) -> None:
     )  # fmt: skip
     plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=30s",
-        "crd/nodeattestations.trustgate.io",
+        f"crd/{NODEATTESTATION_PLURAL}.{GROUP}",
     )  # fmt: skip
+
+
+def register_webhooks(plane: ControlPlane, port: int, ca_bundle: bytes | None = None) -> None:
+    """The manifests' webhook configurations, (re)created pointing at a local webhook on
+    ``port`` by URL (a cluster points them at the Service instead), with ``ca_bundle`` or, by
+    default, without one (as the manifests ship: a self-managing webhook patches it in)."""
+    docs = yaml.safe_load_all((manifests_dir() / "webhook-configurations.yaml").read_text())
+    for doc in docs:
+        if not doc:
+            continue
+        for hook in doc["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}"}
+            if ca_bundle is not None:
+                hook["clientConfig"]["caBundle"] = base64.b64encode(ca_bundle).decode()
+        base = f"{_ADMISSION}/{doc['kind'].lower()}s"
+        plane.delete(f"{base}/{doc['metadata']['name']}")
+        plane.request("POST", base, doc)
+
+
+def unregister_webhooks(plane: ControlPlane) -> None:
+    """Remove the webhook configurations: with failurePolicy Fail they would refuse NF pods
+    (and, in protected namespaces, bindings) once the webhook process is gone."""
+    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        plane.delete(f"{_ADMISSION}/{kind}/trustgate")
+
+
+def service_account_kubeconfig(plane: ControlPlane, name: str, directory: Path) -> Path:
+    """``directory``/``name``.kubeconfig holding a token of trustgate's ServiceAccount ``name``:
+    a component run with it gets exactly what the manifests' RBAC grants."""
+    token = plane.token_for(NAMESPACE, name)
+    return plane.kubeconfig_for_token(token, directory / f"{name}.kubeconfig")
 
 
 def _ready(url: str, ctx: ssl.SSLContext) -> bool:
@@ -263,15 +296,3 @@ def _ready(url: str, ctx: ssl.SSLContext) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30, every: float = 0.05) -> Any:
-    """Poll ``check`` until truthy; raise TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise TimeoutError(f"{what}: not within {timeout:.0f}s (last seen: {last!r})")

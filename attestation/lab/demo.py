@@ -11,6 +11,7 @@ does and extends PCR 10 of the node's TPM with the same digests.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -20,11 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from attestation.core.names import NF_LABEL
+from attestation.core.clock import parse_time
+from attestation.core.names import ATTESTED_LABEL, NF_LABEL, TRUST_STATE_ANNOTATION, UNTRUSTED_TAINT
 from attestation.core.policy_gen import from_tree
-from attestation.lab.cluster import LabCluster, manifests_dir, wait_for
+from attestation.lab.cluster import LabCluster, manifests_dir
 from attestation.lab.node import trustgate_exe
+from attestation.lab.poll import wait_for
 from attestation.lab.timeline import Sample, Timeline
+
+__all__ = ["ATTACK", "IMAGES", "NAMESPACE", "NODES", "Demo", "StepFailed", "run_demo"]
 
 NAMESPACE = "5g-core"
 NODES = ("worker-1", "worker-2", "worker-3")
@@ -82,6 +87,13 @@ class Demo:
     # -- the scenario ----------------------------------------------------------------------------
 
     def run(self) -> None:
+        self._set_up()
+        pods = self._attest_and_schedule()
+        self._attack_the_upf(pods)
+        self._stop_an_agent()
+        self._audit_trail()
+
+    def _set_up(self) -> None:
         self.step("Setting up: control plane, TPMs, nodes, verifier, webhook")
         self.lab.start()
         self.lab.install()
@@ -99,13 +111,14 @@ class Demo:
         )
         self.timeline.record(self._sample)
 
+    def _attest_and_schedule(self) -> dict[str, dict[str, Any]]:
         self.step("1: nodes enroll (EK chain + credential activation) and attest")
         for name in NODES:
-            wait_for(f"{name} Trusted", self._is_trusted(name), 60)
+            wait_for(f"{name} Trusted", functools.partial(self.lab.trusted, name), 60)
         self.timeline.mark("nodes attested")
         self.check(True, "all three nodes Trusted, signed by the verifier")
         self.show("get", "nodeattestations")
-        self.show("get", "nodes", "-L", "trustgate.io/attested")
+        self.show("get", "nodes", "-L", ATTESTED_LABEL)
 
         self.step("2: AMF, SMF and UPF are deployed: they schedule only onto attested nodes")
         self.kubectl("apply", "-k", str(manifests_dir() / "samples"))
@@ -114,13 +127,15 @@ class Demo:
         for pod in pods.values():
             meta = pod["metadata"]
             self.check(
-                self.lab.nodeattestation_state(pod["spec"]["nodeName"]) == "Trusted",
+                self.lab.trusted(pod["spec"]["nodeName"]),
                 f"{meta['name']} ({meta['labels'][NF_LABEL]}) bound to attested node "
                 f"{pod['spec']['nodeName']}",
             )
         self._start_containers(pods)
         self.show("get", "pods", "-n", NAMESPACE, "-o", "wide", "-L", NF_LABEL)
+        return pods
 
+    def _attack_the_upf(self, pods: dict[str, dict[str, Any]]) -> None:
         self.step("3: attack: an unknown binary runs inside the UPF pod")
         upf = pods["upf"]
         node = self.lab.nodes[upf["spec"]["nodeName"]]
@@ -146,7 +161,7 @@ class Demo:
                 f"{nf.upper()} {pod['metadata']['name']} untouched and still trusted",
             )  # fmt: skip
         self.check(
-            self.lab.nodeattestation_state(node.name) == "Trusted",
+            self.lab.trusted(node.name),
             f"{node.name} itself stays Trusted: only the divergent pod is removed",
         )
         self._describe_trust(upf)
@@ -156,6 +171,7 @@ class Demo:
         self.check(True, f"replacement {replacement['metadata']['name']} scheduled onto attested "
                    f"node {replacement['spec']['nodeName']} and trusted")  # fmt: skip
 
+    def _stop_an_agent(self) -> None:
         self.step("4: worker-3's agent stops: its evidence goes stale")
         self.lab.nodes["worker-3"].stop_agent()
         self.timeline.mark("worker-3 agent stops")
@@ -169,11 +185,9 @@ class Demo:
                    f"(max-age {self.max_age:g}s)")  # fmt: skip
         node3 = self.lab.get("/api/v1/nodes/worker-3")
         self.check(
-            node3["metadata"]["labels"].get("trustgate.io/attested") == "false"
-            and any(
-                t["key"] == "trustgate.io/untrusted" for t in node3["spec"].get("taints") or []
-            ),
-            "worker-3 labelled trustgate.io/attested=false and tainted untrusted",
+            node3["metadata"]["labels"].get(ATTESTED_LABEL) == "false"
+            and any(t["key"] == UNTRUSTED_TAINT for t in node3["spec"].get("taints") or []),
+            f"worker-3 labelled {ATTESTED_LABEL}=false and tainted {UNTRUSTED_TAINT}",
         )
         self.show("get", "nodeattestations")
         before = {p["metadata"]["uid"] for p in self.lab.pods(NAMESPACE)}
@@ -188,14 +202,12 @@ class Demo:
             + ", ".join(f"{p['metadata']['name']}->{p['spec']['nodeName']}" for p in new),
         )
 
+    def _audit_trail(self) -> None:
         self.step("5: the audit trail")
         result = subprocess.run(
             [trustgate_exe(), "audit", "verify", str(self.lab.audit_log)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
         print(f"$ trustgate audit verify {self.lab.audit_log}\n{result.stdout.strip()}")
         self.check(result.returncode == 0, "audit chain verifies")
         time.sleep(1.0)  # let the timeline catch the last annotations
@@ -220,9 +232,6 @@ class Demo:
             docs[nf] = from_tree(root, name=nf, network_function=nf)
         self.lab.write_policies(docs)
         self.say(f"runtime policies generated from images: {', '.join(sorted(docs))}")
-
-    def _is_trusted(self, node: str) -> Callable[[], bool]:
-        return lambda: self.lab.nodeattestation_state(node) == "Trusted"
 
     def _sample(self) -> Sample:
         sample: Sample = {}
@@ -264,7 +273,7 @@ class Demo:
                 "requiredDuringSchedulingIgnoredDuringExecution"
             ) or {}
             self.check(
-                "trustgate.io/attested" in json.dumps(terms),
+                ATTESTED_LABEL in json.dumps(terms),
                 f"{pod['metadata']['name']}: webhook added the attested-node affinity, "
                 "gated it until a node was trusted, and the verifier lifted the gate",
             )
@@ -307,7 +316,7 @@ class Demo:
             for line in self.lab.audit_log.read_text().splitlines():
                 record = json.loads(line)
                 if record.get("action") == "remediate" and record.get("uid") == uid:
-                    return datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
+                    return parse_time(record["time"], "time")
             return None
 
         try:
@@ -354,9 +363,7 @@ class Demo:
 
 
 def _trust(pod: dict[str, Any]) -> str:
-    return str(
-        (pod.get("metadata", {}).get("annotations") or {}).get("trustgate.io/trust-state", "")
-    )
+    return str((pod.get("metadata", {}).get("annotations") or {}).get(TRUST_STATE_ANNOTATION, ""))
 
 
 def run_demo(

@@ -25,6 +25,22 @@ from pathlib import Path
 
 from attestation.core.types import IMA_PCR, HashAlg
 
+__all__ = [
+    "TEMPLATES",
+    "BuiltLog",
+    "Digest",
+    "Extend",
+    "ImaWriter",
+    "Written",
+    "ascii_line",
+    "build_log",
+    "cgroupfs_pod_cgroup",
+    "encode_entry",
+    "encode_legacy_ima",
+    "encode_template_data",
+    "systemd_pod_cgroup",
+]
+
 Extend = Callable[[int, Mapping[HashAlg, bytes]], None]
 
 TEMPLATES = ("ima-ng", "ima-sig", "ima-cgpath")

@@ -15,6 +15,8 @@ from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from attestation.lab.swtpm import LocalCa, SwTpm
 
+__all__ = ["SimNode", "trustgate_exe"]
+
 
 def trustgate_exe() -> str:
     """The console script of this environment (the lab starts real `trustgate` processes)."""

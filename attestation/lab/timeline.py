@@ -8,14 +8,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attestation.core.names import NODE_STATES, POD_STATES
+
+__all__ = ["COLOURS", "Sample", "Timeline"]
+
+_BY_TRUST = {
+    "trusted": "#2e9d4f",
+    "untrusted": "#d43a2f",
+    "unknown": "#9a9a9a",
+    "pending": "#f0b429",
+}
 #: Colours by state: nodes (NodeAttestation state) and pods (trust-state annotation / lifecycle).
-COLOURS = {
-    "Trusted": "#2e9d4f", "trusted": "#2e9d4f",
-    "Untrusted": "#d43a2f", "untrusted": "#d43a2f",
-    "Unknown": "#9a9a9a", "unknown": "#9a9a9a",
-    "Pending": "#f0b429", "pending": "#f0b429",
-    "evicted": "#7a1f1a", "none": "#ffffff",
-}  # fmt: skip
+COLOURS: dict[str, str] = {
+    **{state: _BY_TRUST[state.lower()] for state in (*NODE_STATES, *POD_STATES)},
+    "evicted": "#7a1f1a",
+    "none": "#ffffff",
+}
 
 Sample = dict[str, str]  # row name -> state
 

@@ -25,9 +25,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attestation.core.clock import format_time
+from attestation.core.names import (
+    ATTESTED_LABEL,
+    LAST_VERIFIED_ANNOTATION,
+    NF_LABEL,
+    NODEATTESTATION_API_VERSION,
+    NODEATTESTATION_KIND,
+    SCHEDULING_GATE,
+    TRUST_STATE_ANNOTATION,
+)
 from attestation.core.signing import sign_status
+from attestation.lab.cluster import NODEATTESTATIONS
+from attestation.lab.poll import wait_for
 from tests.support.controlplane import ClusterHandle
-from tests.support.lab import Lab, lab_cluster, wait_for
+from tests.support.lab import Lab, lab_cluster
 from tests.support.swtpm import LocalCa
 from tests.support.verdicts import assert_trusted_and_fresh, seen, wait_state
 
@@ -35,7 +46,6 @@ NS, OPEN_NS = "adv-5g", "adv-open"
 GOOD, BAD, FAKE = "adm-good", "adm-bad", "adm-fake"
 TENANT = "tenant"
 MAX_AGE = 3.0
-NA_PATH = "/apis/trustgate.io/v1alpha1/nodeattestations"
 
 
 @dataclass
@@ -76,7 +86,7 @@ def env(
     cluster.ensure_namespace(OPEN_NS)
     workdir = tmp_path_factory.mktemp("adv-admission")
     with lab_cluster(cluster, swtpm_ca, workdir, [GOOD, BAD], webhook=True, max_age=MAX_AGE) as lab:
-        cluster.add_node(FAKE, {"trustgate.io/attested": "true"})  # hand-made and hand-labelled
+        cluster.add_node(FAKE, {ATTESTED_LABEL: "true"})  # hand-made and hand-labelled
         lab.nodes[BAD].writer.measure("/usr/bin/rootkit", b"evil")  # a host file no policy lists
         wait_state(lab, GOOD, "Trusted", timeout=60)
         wait_state(lab, BAD, "Untrusted", "ima.policy.unknown_file", timeout=60)
@@ -116,6 +126,11 @@ def _pod_events(env: Env, pod: str) -> list[tuple[str, str]]:
     return [(e["reason"], e.get("message", "")) for e in env.lab.events_for(NS, pod)]
 
 
+def _pointer(key: str) -> str:
+    """``key`` as one JSON Pointer token (RFC 6901: ``~`` and ``/`` escaped)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
 # -- forged trust ------------------------------------------------------------------------------
 
 
@@ -125,7 +140,7 @@ def test_hand_set_attested_label_does_not_admit_nf_pods(env: Env) -> None:
     # An admin makes the untrusted node look attested: label true, taint gone.
     cluster.request(
         "PATCH", f"/api/v1/nodes/{BAD}",
-        {"metadata": {"labels": {"trustgate.io/attested": "true"}}, "spec": {"taints": None}},
+        {"metadata": {"labels": {ATTESTED_LABEL: "true"}}, "spec": {"taints": None}},
         content_type="application/merge-patch+json",
     )  # fmt: skip
     code, message = env.refusal("upf-on-bad", UPF, nodeName=BAD)
@@ -143,7 +158,7 @@ def test_hand_set_attested_label_does_not_admit_nf_pods(env: Env) -> None:
     )
     pod = env.lab.pod(NS, "upf-sched") or {}
     assert not pod["spec"].get("nodeName")
-    assert pod["metadata"]["annotations"]["trustgate.io/trust-state"] == "pending"
+    assert pod["metadata"]["annotations"][TRUST_STATE_ANNOTATION] == "pending"
     assert_trusted_and_fresh(env.lab, GOOD)
 
 
@@ -167,8 +182,8 @@ def test_nodeattestation_writes_by_others_are_refused_or_worthless(env: Env) -> 
 
     # A cluster admin can write anything; a status not signed by the verifier is worthless.
     cluster = env.lab.cluster
-    na = {"apiVersion": "trustgate.io/v1alpha1", "kind": "NodeAttestation"}
-    cluster.request("POST", NA_PATH, {**na, "metadata": {"name": FAKE}})
+    na = {"apiVersion": NODEATTESTATION_API_VERSION, "kind": NODEATTESTATION_KIND}
+    cluster.request("POST", NODEATTESTATIONS, {**na, "metadata": {"name": FAKE}})
     good_status = (env.lab.nodeattestation(GOOD) or {})["status"]
     attacker = Ed25519PrivateKey.generate()
     now = datetime.now(UTC)
@@ -183,7 +198,7 @@ def test_nodeattestation_writes_by_others_are_refused_or_worthless(env: Env) -> 
         (own_key, "signature.unknown_key"),  # a verdict signed with the attacker's own key
     ]:
         cluster.request(
-            "PATCH", f"{NA_PATH}/{FAKE}/status", {"status": forged},
+            "PATCH", f"{NODEATTESTATIONS}/{FAKE}/status", {"status": forged},
             content_type="application/merge-patch+json",
         )  # fmt: skip
         wait_for(
@@ -206,23 +221,23 @@ def test_tenant_cannot_unprotect_an_nf_pod_or_its_namespace(env: Env) -> None:
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     pod = env.lab.pod(NS, "upf-t") or {}
-    assert pod["metadata"]["labels"]["trustgate.io/network-function"] == "upf"
+    assert pod["metadata"]["labels"][NF_LABEL] == "upf"
     # (Lifting the gate by hand: tests/cluster/test_webhook_cluster.py; here the verifier lifts
     # it at once, as a trusted node exists.)
     escapes = {
         "drop the NF label": [
-            {"op": "remove", "path": "/metadata/labels/trustgate.io~1network-function"},
+            {"op": "remove", "path": f"/metadata/labels/{_pointer(NF_LABEL)}"},
             {"op": "replace", "path": "/metadata/labels/app", "value": "web"},
         ],
         "claim trust": [  # "add" replaces: the pod may already be annotated trusted
             {
                 "op": "add",
-                "path": "/metadata/annotations/trustgate.io~1trust-state",
+                "path": f"/metadata/annotations/{_pointer(TRUST_STATE_ANNOTATION)}",
                 "value": "trusted",
             },
             {
                 "op": "add",
-                "path": "/metadata/annotations/trustgate.io~1last-verified",
+                "path": f"/metadata/annotations/{_pointer(LAST_VERIFIED_ANNOTATION)}",
                 "value": "2099-01-01T00:00:00Z",
             },
         ],
@@ -280,13 +295,13 @@ def test_verifier_down_keeps_pods_and_refuses_nf_pods_once_evidence_expires(env:
     assert not running["metadata"].get("deletionTimestamp")  # nothing evicts without a verifier
     # Replaying the last genuine verdict does not help: it carries its own expiresAt.
     lab.cluster.request(
-        "PATCH", f"{NA_PATH}/{GOOD}/status", {"status": before},
+        "PATCH", f"{NODEATTESTATIONS}/{GOOD}/status", {"status": before},
         content_type="application/merge-patch+json",
     )  # fmt: skip
     assert "attestation expired at" in env.refusal("upf-replayed", UPF, nodeName=GOOD)[1]
     # The verifier comes back: trust returns, NF pods are admitted again.
     waiting = lab.pod(NS, "upf-waiting") or {}
-    assert waiting["spec"]["schedulingGates"] == [{"name": "trustgate.io/attestation"}]
+    assert waiting["spec"]["schedulingGates"] == [{"name": SCHEDULING_GATE}]
     assert not waiting["spec"].get("nodeName")
     lab.system.start_verifier(
         interval=0.5, max_age=MAX_AGE, extra_args=("--eviction-deadline", "5")
@@ -318,5 +333,5 @@ def test_webhook_down_refuses_nf_pods_and_nothing_else(env: Env) -> None:
     )
     assert bound
     # The verifier does not need the webhook.
-    wait_for("adm-good re-verified", lambda: seen(lab, GOOD).fresh)
+    wait_for("adm-good re-verified", lambda: seen(lab, GOOD).trusted)
     assert_trusted_and_fresh(lab, GOOD)

@@ -23,11 +23,12 @@ import pytest
 from attestation.agent.tpm import Tpm
 from attestation.core import enroll
 from attestation.lab.node import SimNode
+from attestation.lab.poll import wait_for
 from attestation.lab.swtpm import SwTpm
 from attestation.verifier.collector import _EVIDENCE_BODY
 from tests.support.attacks import BlackHole, HostileAgent, Impersonation, Mode
 from tests.support.controlplane import ClusterHandle
-from tests.support.lab import Lab, lab_cluster, wait_for
+from tests.support.lab import Lab, lab_cluster
 from tests.support.swtpm import LocalCa
 from tests.support.verdicts import (
     assert_trusted_and_fresh,
@@ -106,12 +107,10 @@ def env(
 
     with proxy_stack, lab_cluster(
         trustgate_installed, swtpm_ca, workdir, [MITM, PEER, *hostile_from_start],
-        max_age=MAX_AGE, agent_urls=urls,
+        max_age=MAX_AGE, agent_urls=urls, trusted=[MITM, PEER],
         verifier_args=("--eviction-deadline", "5", "--agent-timeout", str(AGENT_TIMEOUT)),
     ) as lab:  # fmt: skip
         try:
-            for node in (MITM, PEER):
-                wait_state(lab, node, "Trusted", timeout=60)
             peer_pod = lab.create_nf_pod(NS, "smf-peer", "smf", PEER)
             lab.nodes[PEER].run_in_pod(peer_pod, "/usr/bin/smfd", b"open5gs-smfd 2.7")
             wait_for("the peer's SMF pod trusted", lambda: _pod_state(lab) == "trusted")
@@ -180,7 +179,8 @@ def test_enrollment_attack_keeps_the_node_untrusted(env: Env, node: str, failure
     shown = assert_user_sees(env.lab, node, "Untrusted", failure_id)
     assert shown.reason.startswith(failure_id)
     assert shown.verified_at is not None
-    assert not shown.fresh  # an Untrusted verdict expires at once: nothing to trust until then
+    assert shown.expires_at == shown.verified_at  # an Untrusted verdict expires at once
+    assert not shown.trusted
     proxy = env.proxies[node]
     assert proxy.seen["evidence", proxy.mode] == 0  # no evidence is ever asked of it
     _neighbours_untouched(env)
@@ -227,7 +227,9 @@ def test_black_holed_agent_makes_node_unknown_after_max_age_and_others_stay_fres
     env: Env,
 ) -> None:
     """Connections to secret-1's agent (open ones too) are accepted and read, and never
-    answered: not a byte comes back. (secret-1 is honest since the enrollment tests.)"""
+    answered: not a byte comes back. Its proxy turns honest first (the enrollment tests may
+    not have run), so the node starts Trusted."""
+    env.proxies[SECRET].mode = "pass"
     wait_state(env.lab, SECRET, "Trusted")
 
     def start() -> None:
@@ -268,9 +270,17 @@ def _goes_unknown_alone(
     wait_state(env.lab, node, "Trusted")
 
 
-def test_peer_never_left_trusted(env: Env) -> None:
-    """Across every attack above, the neighbour's audit trail has no other verdict once it was
-    first attested."""
-    states = [r["state"] for r in audit_records(env.lab) if r.get("node") == PEER and "state" in r]
+def test_peer_never_left_trusted(env: Env, mitm: HostileAgent) -> None:
+    """Across every attack of this module, the neighbour's audit trail has no other verdict
+    once it was first attested. One attack runs here, so the trail is never empty of them
+    (this test alone, or first, still checks a neighbour under attack)."""
+    mitm.mode = "flip_signature"
+    wait_state(env.lab, MITM, "Untrusted", "quote.signature_invalid")
+    mitm.mode = "pass"
+    wait_state(env.lab, MITM, "Trusted")
+    records = audit_records(env.lab)
+    attacked = [r for r in records if r.get("node") == MITM and r.get("state") == "Untrusted"]
+    assert attacked, "no attack in the audit trail: nothing to have stayed Trusted through"
+    states = [r["state"] for r in records if r.get("node") == PEER and "state" in r]
     assert set(states[states.index("Trusted") :]) == {"Trusted"}, states
     assert seen(env.lab, PEER).state == "Trusted"

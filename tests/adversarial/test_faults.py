@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from attestation.lab.cluster import LabCluster
+from attestation.lab.cluster import install_manifests
 from attestation.lab.controlplane import ControlPlane
 from attestation.lab.node import trustgate_exe
+from attestation.lab.poll import wait_for
 from tests.support.controlplane import ClusterHandle
-from tests.support.lab import Lab, lab_cluster, wait_for
+from tests.support.lab import Lab, lab_cluster
 from tests.support.root_on_node import doctor_log
 from tests.support.swtpm import LocalCa
 from tests.support.verdicts import audit_records, seen, wait_state
@@ -56,7 +57,7 @@ def private_plane(tmp_path: Path) -> Iterator[ClusterHandle]:
     plane.start()
     handle = ClusterHandle(plane)
     try:
-        LabCluster(tmp_path / "installer", plane, log=lambda _m: None).install()  # CRD, RBAC
+        install_manifests(plane)  # namespace, CRD, RBAC
         yield handle
     finally:
         handle.api_client.close()
@@ -73,10 +74,9 @@ def test_verifier_catches_up_after_an_etcd_pause_and_an_apiserver_restart(
     assert plane.etcd is not None
     assert plane.apiserver is not None
     nodes = ("fault-1", "fault-2")
-    with lab_cluster(private_plane, swtpm_ca, tmp_path / "lab", nodes, max_age=MAX_AGE) as lab:
-        for node in nodes:
-            wait_state(lab, node, "Trusted", timeout=60)
-
+    with lab_cluster(
+        private_plane, swtpm_ca, tmp_path / "lab", nodes, max_age=MAX_AGE, trusted=nodes
+    ) as lab:
         plane.etcd.signal(signal.SIGSTOP)
         time.sleep(2 * MAX_AGE)  # the fault's duration, not a wait for a condition
         plane.etcd.signal(signal.SIGCONT)
@@ -117,9 +117,8 @@ KILLS = 20
 def kill_lab(
     trustgate_installed: ClusterHandle, swtpm_ca: LocalCa, tmp_path: Path
 ) -> Iterator[Lab]:
-    with lab_cluster(trustgate_installed, swtpm_ca, tmp_path, [OK, DOWN, DIVERGED]) as lab:
-        for node in (OK, DOWN, DIVERGED):
-            wait_state(lab, node, "Trusted", timeout=60)
+    nodes = [OK, DOWN, DIVERGED]
+    with lab_cluster(trustgate_installed, swtpm_ca, tmp_path, nodes, trusted=nodes) as lab:
         lab.nodes[DOWN].stop_agent()
         doctor_log(lab.nodes[DIVERGED], "drop_middle", tmp_path / "scratch")
         wait_state(lab, DOWN, "Unknown", "agent.unreachable")

@@ -11,7 +11,6 @@ The tests run in file order and each leaves ``tamper-1`` Trusted again (except t
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,16 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from attestation.lab.poll import hold_for, wait_for
 from tests.support.controlplane import ClusterHandle
-from tests.support.lab import FILES, Lab, lab_cluster, wait_for
-from tests.support.root_on_node import (
-    Doctoring,
-    doctor_log,
-    reboot,
-    roll_back_tpm,
-    run_in_pod,
-    snapshot_tpm,
-)
+from tests.support.lab import FILES, Lab, lab_cluster
+from tests.support.root_on_node import Doctoring, doctor_log, reboot, roll_back_tpm, snapshot_tpm
 from tests.support.swtpm import LocalCa
 from tests.support.verdicts import (
     assert_trusted_and_fresh,
@@ -60,12 +53,11 @@ def env(
 ) -> Iterator[Env]:
     trustgate_installed.ensure_namespace(NS)
     workdir = tmp_path_factory.mktemp("adv-node")
-    with lab_cluster(trustgate_installed, swtpm_ca, workdir, [TAMPER, PODS]) as lab:
-        for node in (TAMPER, PODS):
-            wait_state(lab, node, "Trusted", timeout=60)
+    nodes = [TAMPER, PODS]
+    with lab_cluster(trustgate_installed, swtpm_ca, workdir, nodes, trusted=nodes) as lab:
         upf = lab.create_nf_pod(NS, "upf-ok", "upf", PODS)
         for path, content in FILES["upf"].items():
-            run_in_pod(lab.nodes[PODS], upf, path, content)
+            lab.nodes[PODS].run_in_pod(upf, path, content)
         wait_for("upf-ok trusted", lambda: pod_view(lab, NS, "upf-ok")[0] == "trusted")
         yield Env(lab, workdir, upf)
 
@@ -77,10 +69,11 @@ def _neighbour_untouched(env: Env) -> None:
 
 def _stays(env: Env, node: str, state: str, seconds: float) -> None:
     """Observe ``node`` for ``seconds`` (several verifier rounds): it must keep ``state``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+
+    def keeps_state() -> None:
         assert seen(env.lab, node).state == state
-        time.sleep(0.1)
+
+    hold_for(seconds, keeps_state)
 
 
 def _evicted_with(env: Env, pod: str, why: str) -> None:
@@ -121,7 +114,7 @@ def test_doctored_log_is_caught_and_sticks_until_reboot(env: Env, how: Doctoring
     _evicted_with(env, amf, "node: ima.pcr_mismatch")
     _neighbour_untouched(env)
     # A hash chain that diverged cannot be re-joined: honest entries after it change nothing.
-    run_in_pod(node, "00000000-0000-4000-8000-000000000000", "/usr/bin/amfd", b"x")
+    node.run_in_pod("00000000-0000-4000-8000-000000000000", "/usr/bin/amfd", b"x")
     _stays(env, TAMPER, "Untrusted", 1.5)
     # A reboot starts a new list: the verifier re-attests it from offset 0.
     reboot(node, FILES["host"])
@@ -177,11 +170,11 @@ def test_modified_smf_binary_evicts_that_pod_and_excluded_paths_pass(env: Env) -
     excluded file is logged first, so when the SMF finding shows, it was judged too."""
     node = env.lab.nodes[PODS]
     smf = env.lab.create_nf_pod(NS, "smf-mod", "smf", PODS)
-    run_in_pod(node, smf, "/usr/bin/smfd", FILES["smf"]["/usr/bin/smfd"])
+    node.run_in_pod(smf, "/usr/bin/smfd", FILES["smf"]["/usr/bin/smfd"])
     wait_for("smf-mod trusted", lambda: pod_view(env.lab, NS, "smf-mod")[0] == "trusted")
 
-    run_in_pod(node, env.upf_uid, "/tmp/healthcheck.sh", b"#!/bin/sh\nexit 0\n")
-    run_in_pod(node, smf, "/usr/bin/smfd", b"open5gs-smfd 2.7 + backdoor")
+    node.run_in_pod(env.upf_uid, "/tmp/healthcheck.sh", b"#!/bin/sh\nexit 0\n")
+    node.run_in_pod(smf, "/usr/bin/smfd", b"open5gs-smfd 2.7 + backdoor")
 
     _evicted_with(env, "smf-mod", "ima.policy.digest_mismatch (/usr/bin/smfd in pod")
     status = (env.lab.nodeattestation(PODS) or {})["status"]

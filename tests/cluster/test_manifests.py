@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.error
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +22,13 @@ import pytest
 import yaml
 
 from attestation.cli.main import build_parser
+from attestation.core.names import GROUP, NODEATTESTATION_PLURAL
 from attestation.core.signing import load_private_key_pem, load_public_key_pem
 from attestation.kube.client import Kube, KubeError, WebhookConfigurations, load_api_client
+from attestation.lab.poll import wait_for
 from attestation.verifier.policies import load_policy_dir
 from tests.support.controlplane import ClusterHandle
-from tests.support.lab import FILES, wait_for
+from tests.support.lab import FILES
 from webhook.cabundle import ca_bundle_in_place, ca_bundle_patch
 from webhook.certs import CertPolicy, create
 from webhook.protect import ProtectionRules, network_function
@@ -62,7 +63,7 @@ def installed(control_plane: ClusterHandle) -> Iterator[ClusterHandle]:
     cluster.kubectl("apply", "--server-side", "-k", str(MANIFESTS))
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=30s",
-        "crd/nodeattestations.trustgate.io",
+        f"crd/{NODEATTESTATION_PLURAL}.{GROUP}",
     )  # fmt: skip
     try:
         yield cluster
@@ -266,7 +267,7 @@ def test_without_its_eviction_rule_the_verifiers_eviction_is_refused(
         cluster.kubectl("apply", "--server-side", "-f", str(MANIFESTS / "rbac.yaml"))
         wait_for("eviction allowed again", lambda: evict_status() == 201, timeout=10)
         kube.close()
-        _delete_namespace(cluster, ns)
+        cluster.delete(f"/api/v1/namespaces/{ns}")
 
 
 def test_reapplying_the_base_keeps_the_ca_bundle_the_webhook_wrote(
@@ -295,14 +296,6 @@ def test_reapplying_the_base_keeps_the_ca_bundle_the_webhook_wrote(
             assert ca_bundle_in_place(after, bundle.ca_bundle), kind
     finally:
         kube.close()
-
-
-def _delete_namespace(cluster: ClusterHandle, ns: str) -> None:
-    try:
-        cluster.request("DELETE", f"/api/v1/namespaces/{ns}")
-    except urllib.error.HTTPError as e:
-        if e.code != 404:
-            raise
 
 
 # -- rendering and the files the manifests point at ----------------------------------------------

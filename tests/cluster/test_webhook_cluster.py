@@ -7,12 +7,10 @@ at it by URL; its trust comes from a real NodeAttestation watch and its pod look
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
-import time
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,32 +18,29 @@ from typing import Any
 
 import pytest
 import uvicorn
-import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.core.clock import format_time
+from attestation.core.names import (
+    ATTESTED_LABEL,
+    NF_LABEL,
+    NODEATTESTATION_API_VERSION,
+    NODEATTESTATION_KIND,
+    SCHEDULING_GATE,
+    TRUST_STATE_ANNOTATION,
+)
 from attestation.core.signing import public_keys_by_id, sign_status
 from attestation.kube.client import Kube, Resource, nodeattestation_path
+from attestation.lab.cluster import register_webhooks, unregister_webhooks
 from attestation.lab.pki import CertificateAuthority
+from attestation.lab.poll import wait_for
 from attestation.lab.process import free_port
 from tests.support.controlplane import ClusterHandle
+from tests.unit.webhook_data import status
 from webhook.app import create_app, server_config
 from webhook.settings import WebhookSettings
 
-MANIFEST = Path(__file__).parents[2] / "manifests" / "webhook-configurations.yaml"
 VERIFIER_NS, VERIFIER_SA = "trustgate-system", "trustgate-verifier"
 KEY = Ed25519PrivateKey.generate()
-
-
-def eventually(what: str, check: Callable[[], Any], seconds: float = 60) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass
@@ -86,59 +81,19 @@ class Env:
         return self.cluster.request("GET", f"{self.pods(ns)}/{name}")
 
     def attest(self, node: str, state: str = "Trusted") -> None:
-        now = datetime.now(UTC)
-        status = sign_status(
-            node,
-            {
-                "state": state,
-                "reason": "test verdict",
-                "verifiedAt": format_time(now),
-                "expiresAt": format_time(now + timedelta(minutes=10)),
-                "quoteDigest": "00" * 32,
-                "akName": "000b" + "11" * 32,
-                "failures": [],
-                "pods": [],
-                "sequence": 1,
-            },
-            KEY,
+        verdict = status(
+            state, reason="test verdict", verified=datetime.now(UTC), ttl=timedelta(minutes=10)
         )
+        signed = sign_status(node, verdict, KEY)
         path = nodeattestation_path(node)
         if self.kube.get(path) is None:
             body = {
-                "apiVersion": "trustgate.io/v1alpha1",
-                "kind": "NodeAttestation",
+                "apiVersion": NODEATTESTATION_API_VERSION,
+                "kind": NODEATTESTATION_KIND,
                 "metadata": {"name": node},
             }
             self.kube.create(nodeattestation_path(), body)
-        self.kube.merge_patch(f"{path}/status", {"status": status})
-
-
-def _register(cluster: ClusterHandle, port: int, ca_pem: bytes) -> None:
-    for doc in yaml.safe_load_all(MANIFEST.read_text()):
-        for hook in doc["webhooks"]:
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {
-                "url": f"https://127.0.0.1:{port}{path}",
-                "caBundle": base64.b64encode(ca_pem).decode(),
-            }
-        plural = doc["kind"].lower() + "s"
-        base = f"/apis/admissionregistration.k8s.io/v1/{plural}"
-        _tolerating(404, cluster.request, "DELETE", f"{base}/{doc['metadata']['name']}")
-        cluster.request("POST", base, doc)
-
-
-def _unregister(cluster: ClusterHandle) -> None:
-    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
-        path = f"/apis/admissionregistration.k8s.io/v1/{kind}/trustgate"
-        _tolerating(404, cluster.request, "DELETE", path)
-
-
-def _tolerating(code: int, call: Callable[..., Any], *args: Any) -> None:
-    try:
-        call(*args)
-    except urllib.error.HTTPError as e:
-        if e.code != code:
-            raise
+        self.kube.merge_patch(f"{path}/status", {"status": signed})
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +103,7 @@ def env(
     cluster = trustgate_installed
     work = tmp_path_factory.mktemp("webhook")
     kube = Kube(cluster.api_client)
-    eventually("the NodeAttestation CRD", lambda: _served(kube))
+    wait_for("the NodeAttestation CRD", lambda: _served(kube), 60)
     ns, open_ns = cluster.unique("core5g"), cluster.unique("plain")
     cluster.ensure_namespace(ns, {"trustgate.io/protected": "true"})
     cluster.ensure_namespace(open_ns)
@@ -189,9 +144,9 @@ def env(
     thread.start()
     webhook = Webhook(server, thread)
     try:
-        eventually("the webhook to start", lambda: server.started, 10)
-        eventually("the NodeAttestation view to sync", lambda: app.state.trust_view.synced, 10)
-        _register(cluster, settings.port, ca.files.cert.read_bytes())
+        wait_for("the webhook to start", lambda: server.started, 10)
+        wait_for("the NodeAttestation view to sync", lambda: app.state.trust_view.synced, 10)
+        register_webhooks(cluster.plane, settings.port, ca.files.cert.read_bytes())
         e = Env(
             cluster,
             kube,
@@ -200,10 +155,10 @@ def env(
             webhook,
             cluster.plane.kubeconfig_for_token(token, work / "verifier.kubeconfig"),
         )
-        eventually("the webhooks to take effect", lambda: _mutated_probe(e), 30)
+        wait_for("the webhooks to take effect", lambda: _mutated_probe(e), 30)
         yield e
     finally:
-        _unregister(cluster)
+        unregister_webhooks(cluster.plane)
         webhook.stop()
 
 
@@ -260,13 +215,13 @@ def test_nf_pod_is_gated_until_an_attested_node_exists_then_binds_only_there(env
     # would otherwise take the scheduler's retries.
     mine = {"trustgate.test/webhook": stale}
     # A node labelled attested without a NodeAttestation: affinity matches, the binding must not.
-    env.cluster.add_node(stale, {"trustgate.io/attested": "true", **mine})
+    env.cluster.add_node(stale, {ATTESTED_LABEL: "true", **mine})
     env.create_pod("upf-a", {"app": "free5gc-upf"}, nodeSelector=mine)
     pod = env.pod("upf-a")
-    assert pod["spec"]["schedulingGates"] == [{"name": "trustgate.io/attestation"}]
-    assert pod["metadata"]["labels"]["trustgate.io/network-function"] == "upf"
-    assert pod["metadata"]["annotations"]["trustgate.io/trust-state"] == "pending"
-    eventually(
+    assert pod["spec"]["schedulingGates"] == [{"name": SCHEDULING_GATE}]
+    assert pod["metadata"]["labels"][NF_LABEL] == "upf"
+    assert pod["metadata"]["annotations"][TRUST_STATE_ANNOTATION] == "pending"
+    wait_for(
         "SchedulingGated",
         lambda: _scheduled_condition(env.pod("upf-a")).get("reason") == "SchedulingGated",
         30,
@@ -280,7 +235,7 @@ def test_nf_pod_is_gated_until_an_attested_node_exists_then_binds_only_there(env
     assert lifted.returncode == 0, lifted.stderr
 
     # The scheduler picks the stale node; the webhook refuses the binding.
-    eventually(
+    wait_for(
         "the binding to the stale node to be refused",
         lambda: f"node {stale} has no NodeAttestation" in _events_for(env, "upf-a"),
         60,
@@ -288,9 +243,9 @@ def test_nf_pod_is_gated_until_an_attested_node_exists_then_binds_only_there(env
     assert not env.pod("upf-a")["spec"].get("nodeName")
 
     # A signed Trusted verdict for another node: the pod binds there, never to the stale one.
-    env.cluster.add_node(good, {"trustgate.io/attested": "true", **mine})
+    env.cluster.add_node(good, {ATTESTED_LABEL: "true", **mine})
     env.attest(good)
-    node = eventually("the pod to bind", lambda: env.pod("upf-a")["spec"].get("nodeName"), 90)
+    node = wait_for("the pod to bind", lambda: env.pod("upf-a")["spec"].get("nodeName"), 90)
     assert node == good
 
 
@@ -305,7 +260,7 @@ def test_nodename_preset_on_untrusted_node_is_rejected_at_create(env: Env) -> No
     body = refused.value.read().decode()
     assert refused.value.code == 403
     assert f"node {bad} is not attested (Untrusted): test verdict" in body
-    eventually("the watch to see the trusted node", lambda: _create_pinned(env, good), 10)
+    wait_for("the watch to see the trusted node", lambda: _create_pinned(env, good), 10)
     assert env.pod("smf-ok")["spec"]["nodeName"] == good
 
 
@@ -322,7 +277,7 @@ def test_non_nf_pod_schedules_anywhere(env: Env) -> None:
     env.cluster.add_node(plain, {"plain": "yes"})
     env.create_pod("nginx", {"app": "nginx"}, nodeSelector={"plain": "yes"})
     assert not env.pod("nginx")["spec"].get("schedulingGates")
-    assert eventually("nginx to bind", lambda: env.pod("nginx")["spec"].get("nodeName")) == plain
+    assert wait_for("nginx to bind", lambda: env.pod("nginx")["spec"].get("nodeName"), 60) == plain
 
 
 def test_webhook_down_refuses_nf_pods_only(env: Env) -> None:
@@ -334,7 +289,8 @@ def test_webhook_down_refuses_nf_pods_only(env: Env) -> None:
     # Pods that are not NFs never reach the webhook (matchConditions), in any namespace.
     env.create_pod("web", {"app": "web"})
     env.create_pod("web", {"app": "web"}, ns=env.open_ns)
-    assert eventually(
+    assert wait_for(
         "the open namespace's pod to bind",
         lambda: env.pod("web", env.open_ns)["spec"].get("nodeName"),
+        60,
     )

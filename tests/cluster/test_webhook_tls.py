@@ -11,17 +11,17 @@ import logging
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attestation.core.names import NF_LABEL, SCHEDULING_GATE
 from attestation.core.signing import public_key_to_pem
 from attestation.kube.client import (
     Kube,
@@ -30,17 +30,17 @@ from attestation.kube.client import (
     secret_path,
     webhook_configuration_path,
 )
+from attestation.lab.cluster import register_webhooks, unregister_webhooks
 from attestation.lab.node import trustgate_exe
+from attestation.lab.poll import wait_for
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from tests.support.controlplane import ClusterHandle
-from tests.support.lab import wait_for
 from webhook.cabundle import ca_bundle_in_place
 from webhook.certs import CertPolicy, TlsMaterial, reissue, renewal_due
 from webhook.settings import SelfTlsSettings
 from webhook.tls import KINDS, SelfManagedTls
 from webhook.tlssecret import material_from_secret, secret_for
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 NS, SA, SECRET = "trustgate-system", "trustgate-webhook", "trustgate-webhook-tls"
 DNS = f"{SA}.{NS}.svc"
 POLICY = CertPolicy(dns_names=(DNS, f"{DNS}.cluster.local"), ip_addresses=("127.0.0.1",))
@@ -67,7 +67,8 @@ class Env:
         return port
 
     def secret(self) -> dict[str, Any] | None:
-        return _get(self.cluster, secret_path(NS, SECRET))
+        secret: dict[str, Any] | None = self.cluster.get(secret_path(NS, SECRET))
+        return secret
 
     def material(self) -> TlsMaterial:
         secret = self.secret()
@@ -75,7 +76,9 @@ class Env:
         return material_from_secret(secret)
 
     def configuration(self, kind: str) -> dict[str, Any]:
-        config = _get(self.cluster, webhook_configuration_path(kind, "trustgate"))
+        config: dict[str, Any] | None = self.cluster.get(
+            webhook_configuration_path(kind, "trustgate")
+        )
         assert config is not None
         return config
 
@@ -105,41 +108,6 @@ def _urls(config: dict[str, Any], port: int) -> list[str]:
         path = hook["clientConfig"]["url"].split("/", 3)[3]
         out.append(f"https://127.0.0.1:{port}/{path}")
     return out
-
-
-def _get(cluster: ClusterHandle, path: str) -> dict[str, Any] | None:
-    try:
-        obj: dict[str, Any] = cluster.request("GET", path)
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return None
-        raise
-    return obj
-
-
-def _delete(cluster: ClusterHandle, path: str) -> None:
-    try:
-        cluster.request("DELETE", path)
-    except urllib.error.HTTPError as e:
-        if e.code != 404:
-            raise
-
-
-def _register_without_ca_bundle(cluster: ClusterHandle, port: int) -> None:
-    """The manifests' configurations, pointed at the first replica by URL, with no caBundle."""
-    for doc in yaml.safe_load_all((MANIFESTS / "webhook-configurations.yaml").read_text()):
-        for hook in doc["webhooks"]:
-            assert "caBundle" not in hook["clientConfig"]
-            path = hook["clientConfig"]["service"]["path"]
-            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}"}
-        kind = "mutating" if doc["kind"].startswith("Mutating") else "validating"
-        _delete(cluster, webhook_configuration_path(kind, "trustgate"))
-        cluster.request("POST", webhook_configuration_path(kind), doc)
-
-
-def _unregister(cluster: ClusterHandle) -> None:
-    for kind in KINDS:
-        _delete(cluster, webhook_configuration_path(kind, "trustgate"))
 
 
 def served_cert(port: int) -> x509.Certificate:
@@ -176,27 +144,23 @@ def env(
         "--self-signed-tls", "--tls-namespace", NS, "--tls-ip-san", "127.0.0.1",
         "--tls-check-interval", "1s", "--host", "127.0.0.1",
     ]  # fmt: skip
-    _delete(cluster, secret_path(NS, SECRET))
+    cluster.delete(secret_path(NS, SECRET))
     e = Env(cluster, work, ns, argv)
     try:
         yield e
     finally:
-        _unregister(cluster)  # failurePolicy Fail would break later tests' NF pods
+        unregister_webhooks(cluster.plane)  # failurePolicy Fail would break later NF pods
         for process in e.replicas:
             process.stop()
-        _delete(cluster, secret_path(NS, SECRET))
-        _delete(cluster, f"/api/v1/namespaces/{ns}")
-
-
-def _eventually(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
-    return wait_for(what, check, timeout=timeout, every=0.1)
+        cluster.delete(secret_path(NS, SECRET))
+        cluster.delete(f"/api/v1/namespaces/{ns}")
 
 
 def test_first_replica_creates_the_secret_patches_ca_bundle_and_is_called(env: Env) -> None:
     # Registered first, without a caBundle: until the webhook patches it, the API server cannot
     # trust any certificate, and failurePolicy Fail refuses NF pods.
     port = free_port()
-    _register_without_ca_bundle(env.cluster, port)
+    register_webhooks(env.cluster.plane, port)  # as the manifests ship: no caBundle
     with pytest.raises(urllib.error.HTTPError):
         env.create_nf_pod("upf-before")
 
@@ -208,15 +172,15 @@ def test_first_replica_creates_the_secret_patches_ca_bundle_and_is_called(env: E
     assert renewal_due(material, POLICY, datetime.now(UTC)) is None
     assert served_cert(port) == material.serving_cert
 
-    _eventually(
+    wait_for(
         "caBundle in both configurations",
         lambda: all(ca_bundle_in_place(env.configuration(k), material.ca_bundle) for k in KINDS),
     )
-    assert _eventually("ready", lambda: readyz(port, material.ca_bundle) == 200)
+    assert wait_for("ready", lambda: readyz(port, material.ca_bundle) == 200)
 
-    pod = _eventually("the API server to call the webhook", lambda: _try_create(env, "upf-a"))
-    assert pod["metadata"]["labels"]["trustgate.io/network-function"] == "upf"
-    assert pod["spec"]["schedulingGates"] == [{"name": "trustgate.io/attestation"}]
+    pod = wait_for("the API server to call the webhook", lambda: _try_create(env, "upf-a"))
+    assert pod["metadata"]["labels"][NF_LABEL] == "upf"
+    assert pod["spec"]["schedulingGates"] == [{"name": SCHEDULING_GATE}]
 
 
 def _try_create(env: Env, name: str) -> dict[str, Any] | None:
@@ -232,16 +196,14 @@ def test_second_replica_serves_the_same_certificate(env: Env) -> None:
     port = env.start_replica()
     material = env.material()
     assert served_cert(port) == served_cert(env.ports[0]) == material.serving_cert
-    assert _eventually("second replica ready", lambda: readyz(port, material.ca_bundle) == 200)
+    assert wait_for("second replica ready", lambda: readyz(port, material.ca_bundle) == 200)
     after = env.secret()
     assert after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
     env.point_webhooks_at(port)
-    pod = _eventually(
-        "the API server to call the second replica", lambda: _try_create(env, "upf-b")
-    )
-    assert pod["spec"]["schedulingGates"] == [{"name": "trustgate.io/attestation"}]
+    pod = wait_for("the API server to call the second replica", lambda: _try_create(env, "upf-b"))
+    assert pod["spec"]["schedulingGates"] == [{"name": SCHEDULING_GATE}]
 
 
 def test_a_certificate_close_to_expiry_is_renewed_and_still_accepted(env: Env) -> None:
@@ -261,12 +223,12 @@ def test_a_certificate_close_to_expiry_is_renewed_and_still_accepted(env: Env) -
         material = env.material()
         return material if material.cert not in (original.cert, seeded.cert) else None
 
-    material = _eventually("a replica to renew the serving certificate", renewed)
+    material = wait_for("a replica to renew the serving certificate", renewed)
     assert material.ca_bundle == original.ca_bundle  # same CA: no caBundle change needed
     left = material.serving_cert.not_valid_after_utc - datetime.now(UTC)
     assert left > timedelta(days=89)
     for port in env.ports:
-        _eventually(
+        wait_for(
             f"replica on {port} to serve the renewed certificate",
             lambda p=port: served_cert(p) == material.serving_cert,  # type: ignore[misc]
         )
@@ -276,9 +238,9 @@ def test_a_certificate_close_to_expiry_is_renewed_and_still_accepted(env: Env) -
     port = env.start_replica()
     assert served_cert(port) == material.serving_cert
     env.point_webhooks_at(port)
-    pod = _eventually("the API server to accept the renewed certificate",
+    pod = wait_for("the API server to accept the renewed certificate",
                       lambda: _try_create(env, "upf-c"))  # fmt: skip
-    assert pod["metadata"]["labels"]["trustgate.io/network-function"] == "upf"
+    assert pod["metadata"]["labels"][NF_LABEL] == "upf"
     for kind in KINDS:
         assert ca_bundle_in_place(env.configuration(kind), material.ca_bundle)
 

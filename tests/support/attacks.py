@@ -20,7 +20,7 @@ import select
 import socket
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +29,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tests.support.serve import serve
+
+__all__ = ["BlackHole", "HostileAgent", "Impersonation", "Mode"]
 
 Mode = Literal[
     "pass",  # forward everything unchanged
@@ -137,42 +139,45 @@ class HostileAgent:
 
         @app.post("/v1/evidence")
         async def evidence(request: Request) -> Response:
-            mode = self.mode
-            self.seen["evidence", mode] += 1
-            if mode == "hang":
-                generation = self._generation
-                while not self._released(generation):
-                    await asyncio.sleep(0.05)
-                return Response(status_code=503)
-            if mode == "garbage":
-                return Response(
-                    b"\x00\xffnot json{" + os.urandom(512), media_type="application/json"
-                )
-            if mode == "http_error":
-                return JSONResponse({"error": "agent exploded"}, status_code=500)
-            if mode == "huge":
-                return StreamingResponse(_zeros(self.huge_bytes), media_type="application/json")
-            if mode == "trickle":
-                trickle = self._trickle(self._generation)
-                return StreamingResponse(trickle, media_type="application/json")
-            real = await forward(request, self.other if mode == "foreign" else self.upstream)
-            if real.status_code != 200:
-                return Response(real.content, real.status_code, media_type="application/json")
-            doc = real.json()
-            if mode == "pass":
-                self._recorded = doc
-            elif mode == "replay" and self._recorded is not None:
-                asked = json.loads(await request.body())
-                doc = json.loads(json.dumps(self._recorded))
-                # An attacker who knows the protocol relabels the old answer for the new offset.
-                doc["ima"] = {"offset": asked["imaOffset"], "log": ""}
-            elif mode == "flip_signature":
-                sig = bytearray(base64.b64decode(doc["signature"]))
-                sig[-1] ^= 0x01
-                doc["signature"] = base64.b64encode(bytes(sig)).decode()
-            return JSONResponse(doc)
+            return await self._evidence(request, forward)
 
         return app
+
+    async def _evidence(
+        self, request: Request, forward: Callable[[Request, str], Awaitable[httpx.Response]]
+    ) -> Response:
+        mode = self.mode
+        self.seen["evidence", mode] += 1
+        if mode == "hang":
+            generation = self._generation
+            while not self._released(generation):
+                await asyncio.sleep(0.05)
+            return Response(status_code=503)
+        if mode == "garbage":
+            return Response(b"\x00\xffnot json{" + os.urandom(512), media_type="application/json")
+        if mode == "http_error":
+            return JSONResponse({"error": "agent exploded"}, status_code=500)
+        if mode == "huge":
+            return StreamingResponse(_zeros(self.huge_bytes), media_type="application/json")
+        if mode == "trickle":
+            trickle = self._trickle(self._generation)
+            return StreamingResponse(trickle, media_type="application/json")
+        real = await forward(request, self.other if mode == "foreign" else self.upstream)
+        if real.status_code != 200:
+            return Response(real.content, real.status_code, media_type="application/json")
+        doc = real.json()
+        if mode == "pass":
+            self._recorded = doc
+        elif mode == "replay" and self._recorded is not None:
+            asked = json.loads(await request.body())
+            doc = json.loads(json.dumps(self._recorded))
+            # An attacker who knows the protocol relabels the old answer for the new offset.
+            doc["ima"] = {"offset": asked["imaOffset"], "log": ""}
+        elif mode == "flip_signature":
+            sig = bytearray(base64.b64decode(doc["signature"]))
+            sig[-1] ^= 0x01
+            doc["signature"] = base64.b64encode(bytes(sig)).decode()
+        return JSONResponse(doc)
 
     async def _trickle(self, generation: int) -> AsyncIterator[bytes]:
         yield b"{"

@@ -10,8 +10,8 @@ plane do not see each other's nodes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
-import urllib.error
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +19,11 @@ from typing import Any
 
 import pytest
 
-from attestation.lab.cluster import LabCluster, install_manifests, wait_for
+from attestation.core.names import NF_LABEL
+from attestation.core.policy_gen import document
+from attestation.lab.cluster import LabCluster, install_manifests
 from attestation.lab.node import SimNode
+from attestation.lab.poll import wait_for
 from attestation.lab.process import ManagedProcess
 from attestation.lab.swtpm import LocalCa
 from tests.support.controlplane import ClusterHandle
@@ -36,19 +39,13 @@ FILES: dict[str, dict[str, bytes]] = {
 }
 
 
-def policy_document(nf: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "trustgate.io/v1alpha1",
-        "kind": "RuntimePolicy",
-        "metadata": {"name": nf},
-        "spec": {
-            "networkFunction": nf,
-            "digests": {
-                p: [f"sha256:{hashlib.sha256(c).hexdigest()}"] for p, c in FILES[nf].items()
-            },
-            "excludes": ["^/tmp/"],
-        },
+def policy_document(nf: str, files: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+    """The runtime policy allowing exactly ``files`` (default: ``FILES[nf]``), as an operator
+    would write it; only ``^/tmp/`` is excluded."""
+    digests = {
+        p: [f"sha256:{hashlib.sha256(c).hexdigest()}"] for p, c in (files or FILES[nf]).items()
     }
+    return document(nf, nf, digests, excludes=["^/tmp/"])
 
 
 @pytest.fixture(scope="session")
@@ -82,26 +79,25 @@ class Lab:
         return self.system.verifier
 
     def _get(self, path: str) -> dict[str, Any] | None:
-        try:
-            obj: dict[str, Any] = self.cluster.request("GET", path)
-            return obj
-        except urllib.error.HTTPError as e:
-            if e.code != 404:
-                raise
-            return None
+        obj: dict[str, Any] | None = self.system.get(path)
+        return obj
 
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(f"/api/v1/namespaces/{namespace}/pods/{name}")
 
     def nodeattestation(self, node: str) -> dict[str, Any] | None:
-        return self._get(f"/apis/trustgate.io/v1alpha1/nodeattestations/{node}")
+        return self.system.nodeattestation(node)
 
     def state_of(self, node: str) -> str | None:
         return self.system.nodeattestation_state(node)
 
+    def trusted(self, node: str) -> bool:
+        """Signed by this lab's verifier, Trusted and not expired: what the webhook admits on."""
+        return self.system.trusted(node)
+
     def create_nf_pod(self, namespace: str, name: str, nf: str, node: str) -> str:
         pod = self.cluster.request("POST", f"/api/v1/namespaces/{namespace}/pods", {
-            "metadata": {"name": name, "labels": {"trustgate.io/network-function": nf, "nf": nf}},
+            "metadata": {"name": name, "labels": {NF_LABEL: nf, "nf": nf}},
             "spec": {"nodeName": node, "containers": [{"name": nf, "image": f"open5gs/{nf}"}]},
         })  # fmt: skip
         return str(pod["metadata"]["uid"])
@@ -127,11 +123,13 @@ def lab_cluster(
     push: bool = True,
     verifier_args: Sequence[str] = ("--eviction-deadline", "5"),
     agent_urls: Callable[[Mapping[str, SimNode]], Mapping[str, str]] | None = None,
+    trusted: Sequence[str] = (),
 ) -> Iterator[Lab]:
     """Start the simulated nodes, the verifier (and the webhook); tear everything down after.
 
     ``agent_urls`` is called once the nodes' agents run, before the verifier starts; the URLs it
-    returns replace those nodes' agents in the verifier's ``--agents`` (a hostile proxy, say)."""
+    returns replace those nodes' agents in the verifier's ``--agents`` (a hostile proxy, say).
+    The lab is handed over once the ``trusted`` nodes are (enrollment included: up to 60 s)."""
     label = ("trustgate.test/lab", workdir.name.replace("_", "-")[-50:].strip("-"))
     system = LabCluster(workdir, cluster.plane, node_label=label, tpm_ca=ca, log=lambda _m: None)
     try:
@@ -144,6 +142,8 @@ def lab_cluster(
         if agent_urls is not None:
             system.agent_urls.update(agent_urls(system.nodes))  # restarts keep them too
         system.start_verifier(interval=interval, max_age=max_age, extra_args=verifier_args)
+        for name in trusted:
+            wait_for(f"{name} trusted", functools.partial(system.trusted, name), 60)
         yield Lab(cluster, system)
     finally:
         system.stop()

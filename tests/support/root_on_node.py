@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from attestation.lab.ima_writer import ImaWriter, encode_entry, systemd_pod_cgroup
+from attestation.lab.ima_writer import ImaWriter, encode_entry
 from attestation.lab.node import SimNode
 
-Doctoring = Literal["rewrite", "truncate", "reorder", "drop_middle"]
+__all__ = ["Doctoring", "doctor_log", "reboot", "roll_back_tpm", "snapshot_tpm"]
 
-HOST = ""  # the host's cgroup: no pod
+Doctoring = Literal["rewrite", "truncate", "reorder", "drop_middle"]
 
 
 def _raw(writer: ImaWriter, index: int) -> bytes:
@@ -66,11 +66,6 @@ def doctor_log(node: SimNode, how: Doctoring, scratch: Path) -> None:
         del entries[1]
     with node.writer.log_path.open("ab") as f:
         f.write(b"".join(entries))
-
-
-def run_in_pod(node: SimNode, pod_uid: str, path: str, content: bytes) -> None:
-    """A process in the pod's container executes ``path`` (measured for real)."""
-    node.writer.measure(path, content, cgroup_path=systemd_pod_cgroup(pod_uid, "c0"))
 
 
 def reboot(node: SimNode, host_files: Mapping[str, bytes], *, orderly: bool = True) -> None:

@@ -5,50 +5,75 @@ target was affected, and this is what `kubectl` and the audit trail show."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from attestation.core.clock import parse_time
-from tests.support.lab import Lab, wait_for
+from attestation.core.names import (
+    ATTESTED_LABEL,
+    REASON_ANNOTATION,
+    TRUST_STATE_ANNOTATION,
+    UNTRUSTED_TAINT,
+)
+from attestation.core.nodeattestation import NodeTrust, node_trust
+from attestation.lab.poll import hold_for, wait_for
+from attestation.verifier.events import NODE_EVENT_NAMESPACE
+from tests.support.lab import Lab
 
-NODE_EVENTS_NS = "default"  # attestation.verifier.events.NODE_EVENT_NAMESPACE
+__all__ = [
+    "Seen",
+    "assert_trusted_and_fresh",
+    "assert_user_sees",
+    "audit_records",
+    "node_events",
+    "pod_view",
+    "seen",
+    "verdict_records",
+    "wait_state",
+    "watch_freshness",
+]
 
 
 @dataclass(frozen=True)
 class Seen:
-    """One node as the cluster shows it."""
+    """One node as the cluster shows it: its NodeAttestation's status as `kubectl` prints it
+    (signed or not), the same status as the webhook reads it (``trust``: signature checked
+    against the lab's verifier key; None without a NodeAttestation), its label and its taint."""
 
     state: str
     reason: str
     failure_ids: tuple[str, ...]
-    verified_at: datetime | None
-    expires_at: datetime | None
+    trust: NodeTrust | None
     attested_label: str | None
     tainted: bool
 
     @property
-    def fresh(self) -> bool:
-        return self.expires_at is not None and datetime.now(UTC) < self.expires_at
+    def verified_at(self) -> datetime | None:
+        return self.trust.verified_at if self.trust else None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self.trust.expires_at if self.trust else None
+
+    @property
+    def trusted(self) -> bool:
+        """What the webhook decides now: ``NodeTrust.trusted_at``, its one predicate."""
+        return self.trust is not None and self.trust.trusted_at(datetime.now(UTC))
 
 
 def seen(lab: Lab, node: str) -> Seen:
-    status = (lab.nodeattestation(node) or {}).get("status") or {}
+    attestation = lab.nodeattestation(node)
+    status = (attestation or {}).get("status") or {}
     obj = lab.cluster.request("GET", f"/api/v1/nodes/{node}")
     taints = obj["spec"].get("taints") or []
-
-    def when(key: str) -> datetime | None:
-        return parse_time(status[key], key) if status.get(key) else None
-
     return Seen(
         state=str(status.get("state", "")),
         reason=str(status.get("reason", "")),
         failure_ids=tuple(str(f.get("id")) for f in status.get("failures") or []),
-        verified_at=when("verifiedAt"),
-        expires_at=when("expiresAt"),
-        attested_label=(obj["metadata"].get("labels") or {}).get("trustgate.io/attested"),
-        tainted=any(t.get("key") == "trustgate.io/untrusted" for t in taints),
+        trust=None if attestation is None else node_trust(attestation, lab.system.verifier_keys),
+        attested_label=(obj["metadata"].get("labels") or {}).get(ATTESTED_LABEL),
+        tainted=any(t.get("key") == UNTRUSTED_TAINT for t in taints),
     )
 
 
@@ -71,7 +96,7 @@ def node_events(lab: Lab, node: str, since: datetime | None = None) -> list[tupl
     floor = since.replace(microsecond=0) if since else None
     return [
         (e["reason"], e.get("message", ""))
-        for e in lab.events_for(NODE_EVENTS_NS, node)
+        for e in lab.events_for(NODE_EVENT_NAMESPACE, node)
         if floor is None or parse_time(e.get("lastTimestamp"), "lastTimestamp") >= floor
     ]
 
@@ -145,7 +170,7 @@ def assert_trusted_and_fresh(lab: Lab, *nodes: str) -> None:
     for node in nodes:
         now = seen(lab, node)
         assert now.state == "Trusted", (node, now)
-        assert now.fresh, (node, now)
+        assert now.trusted, (node, now)
         assert now.attested_label == "true", (node, now)
         assert not now.tainted, (node, now)
 
@@ -157,22 +182,24 @@ def pod_view(lab: Lab, namespace: str, name: str) -> tuple[str, str, bool]:
         return "", "", True
     ann = pod["metadata"].get("annotations") or {}
     return (
-        ann.get("trustgate.io/trust-state", ""),
-        ann.get("trustgate.io/reason", ""),
+        ann.get(TRUST_STATE_ANNOTATION, ""),
+        ann.get(REASON_ANNOTATION, ""),
         bool(pod["metadata"].get("deletionTimestamp")),
     )
 
 
 def watch_freshness(lab: Lab, node: str, seconds: float) -> float:
-    """Sample ``node`` for ``seconds``; it must stay Trusted and unexpired throughout. Returns the
-    largest evidence age seen (now - verifiedAt), the figure the report quotes."""
-    deadline = time.monotonic() + seconds
-    worst = 0.0
-    while time.monotonic() < deadline:
+    """Sample ``node`` for ``seconds``; it must stay trusted (signed, Trusted, unexpired)
+    throughout. Returns the largest evidence age seen (now - verifiedAt), the figure the report
+    quotes."""
+    ages = [0.0]
+
+    def still_trusted() -> None:
         now = seen(lab, node)
         assert now.state == "Trusted", (node, now)
-        assert now.fresh, (node, now)
+        assert now.trusted, (node, now)
         assert now.verified_at is not None
-        worst = max(worst, (datetime.now(UTC) - now.verified_at).total_seconds())
-        time.sleep(0.1)
-    return worst
+        ages.append((datetime.now(UTC) - now.verified_at).total_seconds())
+
+    hold_for(seconds, still_trusted)
+    return max(ages)
