@@ -28,7 +28,13 @@ from hypothesis import strategies as st
 from attestation.agent.app import create_app as create_agent
 from attestation.agent.settings import AgentSettings
 from attestation.core.evidence import decode_evidence, decode_evidence_request, decode_identity
-from attestation.core.names import SCHEDULING_GATE
+from attestation.core.names import (
+    ATTESTED_LABEL,
+    NF_LABEL,
+    PREFIX,
+    SCHEDULING_GATE,
+    TRUST_STATE_ANNOTATION,
+)
 from attestation.core.quote import verify_quote
 from attestation.core.signing import public_keys_by_id
 from attestation.core.types import HashAlg
@@ -208,13 +214,11 @@ def webhook() -> Iterator[httpx.Client]:
 
 
 NF_VALUES = st.sampled_from(["upf", "open5gs-upfd", "free5gc-smf", "oai-amf", "AMF", "upf1"])
-NF_KEYS = st.sampled_from(
-    ["nf", "app", "app.kubernetes.io/name", "component", "trustgate.io/network-function"]
-)
-LABEL_KEYS = st.sampled_from(["tier", "release", "trustgate.io/attested", "trustgate.io/x"])
+NF_KEYS = st.sampled_from(["nf", "app", "app.kubernetes.io/name", "component", NF_LABEL])
+LABEL_KEYS = st.sampled_from(["tier", "release", ATTESTED_LABEL, f"{PREFIX}x"])
 EXPRESSIONS = st.lists(
     st.fixed_dictionaries(
-        {"key": st.sampled_from(["zone", "trustgate.io/attested", "kubernetes.io/hostname"]),
+        {"key": st.sampled_from(["zone", ATTESTED_LABEL, "kubernetes.io/hostname"]),
          "operator": st.sampled_from(["In", "NotIn", "Exists"]),
          "values": st.lists(st.sampled_from(["a", "true", "false"]), max_size=2)}
     ),
@@ -245,7 +249,7 @@ def nf_pods(draw: st.DrawFn) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": "p", "namespace": "core", "labels": labels}
     if draw(st.booleans()):
         metadata["annotations"] = draw(
-            st.dictionaries(st.sampled_from(["trustgate.io/trust-state", "x"]),
+            st.dictionaries(st.sampled_from([TRUST_STATE_ANNOTATION, "x"]),
                             st.sampled_from(["trusted", "pending", ""]), max_size=2)
         )  # fmt: skip
     spec: dict[str, Any] = {"containers": [{"name": "c", "image": "i"}]}
@@ -296,8 +300,8 @@ def test_mutated_nf_pod_cannot_reach_an_unattested_node(webhook: httpx.Client, p
     assert answer["allowed"] is True
     patch = json.loads(base64.b64decode(answer["patch"])) if "patch" in answer else []
     out = apply_patch(pod, patch)
-    assert out["metadata"]["labels"]["trustgate.io/network-function"] in ("upf", "smf", "amf")
-    assert out["metadata"]["annotations"]["trustgate.io/trust-state"] == "pending"
+    assert out["metadata"]["labels"][NF_LABEL] in ("upf", "smf", "amf")
+    assert out["metadata"]["annotations"][TRUST_STATE_ANNOTATION] == "pending"
     gates = [g["name"] for g in out["spec"].get("schedulingGates") or []]
     assert (SCHEDULING_GATE in gates) != bool(out["spec"].get("nodeName"))
     required = out["spec"]["affinity"]["nodeAffinity"][
@@ -321,7 +325,7 @@ def test_trustgate_fields_change_only_by_the_verifier(
         meta = pod["metadata"]
         fields = {**meta.get("labels", {}), **meta.get("annotations", {})}
         gated = any(g["name"] == SCHEDULING_GATE for g in pod["spec"].get("schedulingGates") or [])
-        return {k: v for k, v in fields.items() if k.startswith("trustgate.io/")}, gated
+        return {k: v for k, v in fields.items() if k.startswith(PREFIX)}, gated
 
     if user != VERIFIER and mine(old) != mine(new):
         assert answer["allowed"] is False, answer
