@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi import Request as HttpRequest
 from fastapi import Response as HttpResponse
 
-from attestation.kube.informer import ListWatchSource, list_watch
+from attestation.adapters.informer import ListWatchSource, list_watch
 from webhook.metrics import Metrics
 from webhook.mutate import mutate
 from webhook.protect import network_function

@@ -15,7 +15,7 @@ this shell only reads and writes. Its order is what keeps requests working:
    certificate into the running server's SSLContext (new connections get it; open ones keep the
    old, still valid one).
 
-The two API collections are Protocols (``attestation.kube.client`` provides the real ones).
+The two API collections are Protocols (``attestation.adapters.kube`` provides the real ones).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Admission must answer in milliseconds and must not depend on the verifier being up, so nothing
 here is called inline on a request path except the pod cache's fallback lookup. The trust view is
-fed by ``attestation.kube.informer.list_watch`` on NodeAttestations (the loop the verifier's
+fed by ``attestation.adapters.informer.list_watch`` on NodeAttestations (the loop the verifier's
 informers run too), which calls ``replace`` and ``apply`` in its thread; each object's signature
 is checked once, when its event arrives, and the decision only compares ``now`` with
 ``expiresAt``.

@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from attestation.adapters.httpclient import HttpClient
 from attestation.agent import log as imalog
 from attestation.agent.settings import AgentSettings
 from attestation.agent.tpm import AkBlob, Tpm, TpmError
@@ -37,7 +38,6 @@ from attestation.core.evidence import (
     encode_evidence,
     encode_identity,
 )
-from attestation.kube.httpclient import HttpClient
 
 __all__ = ["create_app", "load_or_create_ak"]
 

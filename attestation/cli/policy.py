@@ -50,6 +50,7 @@ def register(sub: Any) -> None:
 
 
 def generate(args: argparse.Namespace) -> int:
+    from attestation.adapters import filetree
     from attestation.core import policy_gen
     from attestation.core.ima import ImaParseError, parse_ascii, parse_binary
     from attestation.core.policy import PolicyError, policy_from_document
@@ -63,7 +64,7 @@ def generate(args: argparse.Namespace) -> int:
         def progress(done: int, path: str) -> None:
             print(f"  hashed {done} files ({path})", file=sys.stderr)
 
-        doc = policy_gen.from_tree(
+        doc = filetree.from_tree(
             args.from_dir, name=name, network_function=args.nf, progress=progress
         )
     else:

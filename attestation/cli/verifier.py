@@ -172,9 +172,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> VerifierS
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from attestation.adapters.kube import Kube, load_api_client
     from attestation.core.policy import PolicyError
     from attestation.core.signing import SigningError
-    from attestation.kube.client import Kube, load_api_client
     from attestation.verifier.auditlog import AuditChainBroken
     from attestation.verifier.main import run as run_verifier
 

@@ -32,7 +32,7 @@ from webhook.settings import (
 )
 
 if TYPE_CHECKING:
-    from attestation.kube.client import Kube
+    from attestation.adapters.kube import Kube
     from webhook.tls import SelfManagedTls
 
 __all__ = ["duration", "register", "run", "settings_from"]
@@ -198,7 +198,7 @@ def _serve(settings: WebhookSettings, kubeconfig: Path | None) -> int:
     import shutil
     import tempfile
 
-    from attestation.kube.client import Kube, KubeError, load_api_client
+    from attestation.adapters.kube import Kube, KubeError, load_api_client
     from webhook.tls import TlsError
 
     kube = Kube(load_api_client(kubeconfig))
@@ -222,7 +222,7 @@ def _serve(settings: WebhookSettings, kubeconfig: Path | None) -> int:
 
 
 def _self_managed_tls(self_tls: SelfTlsSettings, kube: Kube, directory: Path) -> SelfManagedTls:
-    from attestation.kube.client import NamedSecret, WebhookConfigurations
+    from attestation.adapters.kube import NamedSecret, WebhookConfigurations
     from webhook.tls import SelfManagedTls
 
     return SelfManagedTls(
@@ -236,7 +236,7 @@ def _self_managed_tls(self_tls: SelfTlsSettings, kube: Kube, directory: Path) ->
 def _run_server(settings: WebhookSettings, kube: Kube, tls: SelfManagedTls | None) -> None:
     import uvicorn
 
-    from attestation.kube.client import Resource, nodeattestation_path
+    from attestation.adapters.kube import Resource, nodeattestation_path
     from webhook.app import create_app, server_config
 
     app = create_app(

@@ -1,6 +1,6 @@
 """A Kubernetes object as the API sends it: decoded JSON with the API's camelCase keys.
 
-The one spelling of that type: the adapter (``attestation.kube.client``), the list/watch loop,
+The one spelling of that type: the adapter (``attestation.adapters.kube``), the list/watch loop,
 the verifier and the webhook all pass objects in this form. A module that cares about a shape
 declares a TypedDict for it.
 """

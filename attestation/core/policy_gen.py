@@ -1,7 +1,8 @@
 """Make a runtime policy for a network function: from its image's root file system, or from the
 measurements of a known-good run.
 
-The image route lists every regular file (what *could* run); the log route lists what *did* run
+The image route lists every regular file (what *could* run; the files are read by
+``attestation.adapters.filetree``); the log route lists what *did* run
 on a node that was trusted at the time, split by owner (a pod or the host), so the same log yields
 the host policy and each network function's. Both produce our policy document (a dict, ready for
 YAML/JSON) and leave judging to ``policy.load_policy``, so a generated policy goes
@@ -10,11 +11,7 @@ through the same checks as a hand-written one.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import stat
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,7 +20,7 @@ from attestation.core.attribution import attribute
 from attestation.core.names import RUNTIME_POLICY_API_VERSION, RUNTIME_POLICY_KIND
 from attestation.core.types import ImaEntry, PodRef
 
-__all__ = ["document", "dump", "from_log", "from_tree"]
+__all__ = ["DEFAULT_EXCLUDES", "document", "dump", "from_log"]
 
 #: Paths that change on every boot or are not files at all: excluded by default.
 DEFAULT_EXCLUDES = ("^/proc/", "^/sys/", "^/dev/", "^/run/", "^/tmp/")
@@ -70,37 +67,4 @@ def from_log(
         if owner(pod):
             value = f"{entry.file_digest_alg}:{entry.file_digest.hex()}"
             digests.setdefault(entry.path, set()).add(value)
-    return document(name, network_function, digests, excludes)
-
-
-def from_tree(
-    root: Path,
-    *,
-    name: str,
-    network_function: str,
-    excludes: Iterable[str] = DEFAULT_EXCLUDES,
-    progress: Callable[[int, str], None] | None = None,
-) -> dict[str, Any]:
-    """Hash (SHA-256) every regular file under ``root`` (an unpacked image), paths rooted at
-    ``/``. Symlinks are not followed: IMA measures the file they resolve to, which is listed
-    under its own path. ``progress(files_done, path)`` is called every 1000 files and at the end.
-    """
-    digests: dict[str, list[str]] = {}
-    done = 0
-    path = ""
-    for top, dirs, files in os.walk(root, followlinks=False):
-        dirs.sort()
-        for filename in sorted(files):
-            full = os.path.join(top, filename)
-            if not stat.S_ISREG(os.lstat(full).st_mode):
-                continue
-            with open(full, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-            path = "/" + os.path.relpath(full, root).replace(os.sep, "/")
-            digests[path] = [f"sha256:{digest}"]
-            done += 1
-            if progress is not None and done % 1000 == 0:
-                progress(done, path)
-    if progress is not None:
-        progress(done, path)
     return document(name, network_function, digests, excludes)

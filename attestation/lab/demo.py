@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from attestation.adapters.filetree import from_tree
 from attestation.core.clock import parse_time
 from attestation.core.names import ATTESTED_LABEL, NF_LABEL, TRUST_STATE_ANNOTATION, UNTRUSTED_TAINT
-from attestation.core.policy_gen import from_tree
 from attestation.lab.cluster import LabCluster, manifests_dir
 from attestation.lab.node import trustgate_exe
 from attestation.lab.poll import wait_for

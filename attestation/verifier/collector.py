@@ -4,7 +4,7 @@ The agent is outside the trust boundary: the evidence it returns authenticates i
 is signed by an AK bound to the TPM's EK), so TLS here gives confidentiality, not trust, and the
 agent's serving certificate is not verified. What the agent can still do is be slow, hang, or
 send garbage or huge bodies: every call ends within a deadline, bodies are capped while they
-arrive (:mod:`attestation.kube.httpclient`), and each way of failing becomes a
+arrive (:mod:`attestation.adapters.httpclient`), and each way of failing becomes a
 :class:`CollectorError` with a stable failure id.
 """
 
@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any, Final
 
+from attestation.adapters.httpclient import HttpClient, HttpClientError
 from attestation.core.evidence import (
     API_PREFIX,
     MAX_LOG_BYTES,
@@ -28,7 +29,6 @@ from attestation.core.evidence import (
     encode_activate_request,
     encode_evidence_request,
 )
-from attestation.kube.httpclient import HttpClient, HttpClientError
 
 __all__ = ["AgentClient", "CollectorError"]
 

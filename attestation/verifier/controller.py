@@ -19,6 +19,8 @@ from datetime import datetime
 
 from prometheus_client import Gauge
 
+from attestation.adapters.informer import Informer, uid_key
+from attestation.adapters.kube import Kube, Resource, node_path, pod_path
 from attestation.core import enroll
 from attestation.core.clock import Clock, utcnow
 from attestation.core.evidence import EvidenceQuery
@@ -33,8 +35,6 @@ from attestation.core.verdict import (
     attest_round,
     forget_pods,
 )
-from attestation.kube.client import Kube, Resource, node_path, pod_path
-from attestation.kube.informer import Informer, uid_key
 from attestation.verifier.bynode import ByNode
 from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.metrics import VerifierMetrics

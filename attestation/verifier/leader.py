@@ -13,9 +13,9 @@ import contextlib
 import logging
 from typing import Any
 
+from attestation.adapters.kube import Kube, KubeError, lease_path
 from attestation.core.clock import Clock, format_time, utcnow
 from attestation.core.freshness import lease_expired
-from attestation.kube.client import Kube, KubeError, lease_path
 
 __all__ = ["LeaderElector"]
 

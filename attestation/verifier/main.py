@@ -10,10 +10,10 @@ import signal
 
 import uvicorn
 
+from attestation.adapters.kube import Kube
+from attestation.adapters.serving import EmbeddedServer
 from attestation.core.clock import Clock, utcnow
 from attestation.core.signing import load_private_key_pem
-from attestation.kube.client import Kube
-from attestation.kube.serving import EmbeddedServer
 from attestation.verifier.auditlog import AuditLog
 from attestation.verifier.controller import Verifier
 from attestation.verifier.leader import LeaderElector

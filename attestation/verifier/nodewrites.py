@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from attestation.adapters.kube import Kube, KubeError, node_path, nodeattestation_path
 from attestation.core.names import (
     ATTESTED_LABEL,
     NODEATTESTATION_API_VERSION,
     NODEATTESTATION_KIND,
     UNTRUSTED_TAINT,
 )
-from attestation.kube.client import Kube, KubeError, node_path, nodeattestation_path
 
 __all__ = ["write_label_and_taint", "write_status"]
 

@@ -21,6 +21,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attestation.adapters.kube import (
+    Kube,
+    KubeError,
+    event_path,
+    node_path,
+    nodeattestation_path,
+    pod_path,
+)
 from attestation.core.clock import Clock, parse_time, utcnow
 from attestation.core.freshness import refresh_due, unknown_too_long
 from attestation.core.names import SCHEDULING_GATE, NodeState
@@ -29,14 +37,6 @@ from attestation.core.signing import sign_status
 from attestation.core.status import PodTrustView, node_status, pod_annotations, pod_trust, reason
 from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import PodInfo
-from attestation.kube.client import (
-    Kube,
-    KubeError,
-    event_path,
-    node_path,
-    nodeattestation_path,
-    pod_path,
-)
 from attestation.verifier.auditlog import AuditLog, audit_time
 from attestation.verifier.events import Event, node_event, pod_event, remediation_event
 from attestation.verifier.metrics import VerifierMetrics

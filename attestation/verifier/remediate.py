@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from attestation.kube.client import Kube, KubeError, pod_path
+from attestation.adapters.kube import Kube, KubeError, pod_path
 from attestation.verifier.settings import RemediationMode
 
 __all__ = ["Outcome", "PodTarget", "Remediator", "Report"]

@@ -1,4 +1,4 @@
-"""attestation.kube.client against the real API server: list + watch, patches, eviction, errors."""
+"""attestation.adapters.kube on the real API server: list + watch, patches, eviction, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from attestation.kube.client import Kube, KubeError, node_path, pod_path
+from attestation.adapters.kube import Kube, KubeError, node_path, pod_path
 from tests.support.controlplane import ClusterHandle
 
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
+from attestation.adapters.kube import Kube, KubeError, WebhookConfigurations, load_api_client
 from attestation.cli.main import build_parser
 from attestation.core.names import GROUP, NODEATTESTATION_PLURAL
 from attestation.core.signing import load_private_key_pem, load_public_key_pem
-from attestation.kube.client import Kube, KubeError, WebhookConfigurations, load_api_client
 from attestation.lab.poll import wait_for
 from attestation.verifier.policies import load_policy_dir
 from tests.support.controlplane import ClusterHandle

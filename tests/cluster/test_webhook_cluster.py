@@ -2,7 +2,7 @@
 
 The webhook runs in-process under uvicorn on 127.0.0.1 with the manifests' configurations pointed
 at it by URL; its trust comes from a real NodeAttestation watch and its pod look-ups from the API
-(attestation.kube.client). NodeAttestations are signed with a test verifier key.
+(attestation.adapters.kube). NodeAttestations are signed with a test verifier key.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attestation.adapters.kube import Kube, Resource, nodeattestation_path
 from attestation.core.names import (
     ATTESTED_LABEL,
     NF_LABEL,
@@ -29,7 +30,6 @@ from attestation.core.names import (
     TRUST_STATE_ANNOTATION,
 )
 from attestation.core.signing import public_keys_by_id, sign_status
-from attestation.kube.client import Kube, Resource, nodeattestation_path
 from attestation.lab.cluster import register_webhooks, unregister_webhooks
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.poll import wait_for

@@ -21,15 +21,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from attestation.core.names import NF_LABEL, SCHEDULING_GATE
-from attestation.core.signing import public_key_to_pem
-from attestation.kube.client import (
+from attestation.adapters.kube import (
     Kube,
     NamedSecret,
     WebhookConfigurations,
     secret_path,
     webhook_configuration_path,
 )
+from attestation.core.names import NF_LABEL, SCHEDULING_GATE
+from attestation.core.signing import public_key_to_pem
 from attestation.lab.cluster import register_webhooks, unregister_webhooks
 from attestation.lab.node import trustgate_exe
 from attestation.lab.poll import wait_for

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attestation.kube.httpclient import MAX_LINE, HttpClient, HttpClientError, read_response
+from attestation.adapters.httpclient import MAX_LINE, HttpClient, HttpClientError, read_response
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 

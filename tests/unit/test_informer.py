@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from attestation.adapters.informer import Informer, list_watch, uid_key
 from attestation.core.kubeobject import KubeObject, WatchEvent
-from attestation.kube.informer import Informer, list_watch, uid_key
 
 RETRY = 0.2
 

@@ -6,9 +6,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from attestation.adapters.filetree import from_tree
 from attestation.core.ima import parse_binary
 from attestation.core.policy import evaluate, load_policy, policy_from_document
-from attestation.core.policy_gen import dump, from_log, from_tree
+from attestation.core.policy_gen import dump, from_log
 from attestation.core.types import PodRef
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
 

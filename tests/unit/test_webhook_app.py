@@ -24,8 +24,8 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attestation.adapters.informer import ListWatchSource
 from attestation.core.signing import public_keys_by_id
-from attestation.kube.informer import ListWatchSource
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import free_port
 from tests.unit.webhook_data import NOW, PodTable, StaticSource, node_attestation, vector

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class ListWatchSource(Protocol):
-    """One collection (``attestation.kube.client.Resource``, or data in tests).
+    """One collection (``attestation.adapters.kube.Resource``, or data in tests).
 
     ``list`` returns every object and the list's resourceVersion; ``watch`` yields events from
     that version on, blocking, and returns when the server ends the watch. Both may raise on I/O

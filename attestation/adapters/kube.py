@@ -243,7 +243,7 @@ def _error(method: str, path: str, e: ApiException) -> KubeError:
 
 
 class Resource:
-    """One collection as an ``attestation.kube.informer.ListWatchSource``."""
+    """One collection as an ``attestation.adapters.informer.ListWatchSource``."""
 
     def __init__(self, kube: Kube, path: str, *, label_selector: str = "") -> None:
         self._kube = kube
