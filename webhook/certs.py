@@ -18,43 +18,25 @@ serving validity, so the old CA also outlives every certificate it signed.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-#: Named defaults: a CA for ten years, replaced a year ahead; serving certificates for 90 days,
-#: renewed with 30 days left (a replica that misses a few hourly checks still renews in time).
-CA_VALIDITY = timedelta(days=3650)
-CA_RENEW_BEFORE = timedelta(days=365)
-SERVING_VALIDITY = timedelta(days=90)
-SERVING_RENEW_BEFORE = timedelta(days=30)
-#: Certificates start a little in the past: the API server's clock may lag the webhook's.
-BACKDATE = timedelta(minutes=5)
+from webhook.certpolicy import CertPolicy
+from webhook.issuer import Issued, cert_to_pem, general_names, issue, key_to_pem, new_ca
 
 CA_COMMON_NAME = "trustgate-webhook-ca"
 
 __all__ = [
-    "BACKDATE",
     "CA_COMMON_NAME",
-    "CA_RENEW_BEFORE",
-    "CA_VALIDITY",
-    "SERVING_RENEW_BEFORE",
-    "SERVING_VALIDITY",
     "CertError",
-    "CertPolicy",
-    "Issued",
     "Renewal",
     "TlsMaterial",
     "create",
-    "issue",
-    "new_ca",
     "reissue",
     "renew",
     "renewal_due",
@@ -63,31 +45,6 @@ __all__ = [
 
 class CertError(ValueError):
     """PEM material that does not parse or does not fit together (key vs certificate)."""
-
-
-@dataclass(frozen=True, slots=True)
-class CertPolicy:
-    """What the serving certificate must name and how long things live."""
-
-    dns_names: tuple[str, ...]
-    ip_addresses: tuple[str, ...] = ()
-    ca_validity: timedelta = CA_VALIDITY
-    ca_renew_before: timedelta = CA_RENEW_BEFORE
-    serving_validity: timedelta = SERVING_VALIDITY
-    serving_renew_before: timedelta = SERVING_RENEW_BEFORE
-
-    def __post_init__(self) -> None:
-        if not self.dns_names and not self.ip_addresses:
-            raise ValueError("the serving certificate needs at least one DNS name or IP address")
-        for ip in self.ip_addresses:
-            ipaddress.ip_address(ip)  # ValueError names the bad address
-        if not timedelta(0) < self.serving_renew_before < self.serving_validity:
-            raise ValueError("serving_renew_before must be positive and below serving_validity")
-        if not self.serving_validity < self.ca_renew_before < self.ca_validity:
-            raise ValueError(
-                "ca_renew_before must exceed serving_validity (the old CA must outlive the "
-                "certificates it signed) and stay below ca_validity"
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,22 +72,6 @@ class Renewal:
 
     material: TlsMaterial
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Issued:
-    """A certificate and the private key it certifies (a CA's, or a leaf's)."""
-
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @property
-    def cert_pem(self) -> bytes:
-        return _pem(self.cert)
-
-    @property
-    def key_pem(self) -> bytes:
-        return _key_pem(self.key)
 
 
 def create(policy: CertPolicy, now: datetime) -> TlsMaterial:
@@ -189,8 +130,8 @@ def renew(material: TlsMaterial | None, policy: CertPolicy, now: datetime) -> Re
     if _serving_due(material.serving_cert, cas, policy, now):
         serving = _serving(Issued(cas[0], ca_key), policy, now)
         cert_pem, key_pem = serving.cert_pem, serving.key_pem
-    bundle = b"".join(_pem(c) for c in cas)
-    return Renewal(TlsMaterial(bundle, _key_pem(ca_key), cert_pem, key_pem), reason)
+    bundle = b"".join(cert_to_pem(c) for c in cas)
+    return Renewal(TlsMaterial(bundle, key_to_pem(ca_key), cert_pem, key_pem), reason)
 
 
 # -- decisions ---------------------------------------------------------------------------------
@@ -242,15 +183,7 @@ def _check(material: TlsMaterial) -> None:
 
 
 def _wanted_names(policy: CertPolicy) -> frozenset[x509.GeneralName]:
-    return _general_names(policy.dns_names, policy.ip_addresses)
-
-
-def _general_names(
-    dns_names: Sequence[str], ip_addresses: Sequence[str]
-) -> frozenset[x509.GeneralName]:
-    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ip_addresses]
-    return frozenset(names)
+    return general_names(policy.dns_names, policy.ip_addresses)
 
 
 def _names(cert: x509.Certificate) -> frozenset[x509.GeneralName]:
@@ -259,87 +192,6 @@ def _names(cert: x509.Certificate) -> frozenset[x509.GeneralName]:
     except x509.ExtensionNotFound:
         return frozenset()
     return frozenset(san)
-
-
-# -- building ----------------------------------------------------------------------------------
-
-
-def new_ca(common_name: str, *, validity: timedelta, now: datetime) -> Issued:
-    """A CA that signs leaf certificates only (path length 0), valid from ``now`` (backdated)
-    for ``validity``. The serial is also in its name: successive CAs of one name stay apart
-    (the issuer match in a bundle)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    serial = x509.random_serial_number()
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        x509.NameAttribute(NameOID.SERIAL_NUMBER, f"{serial:x}"),
-    ])  # fmt: skip
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
-        .sign(key, hashes.SHA256())
-    )
-    return Issued(cert, key)
-
-
-def issue(
-    ca: Issued,
-    *,
-    common_name: str,
-    organizations: Sequence[str] = (),
-    dns_names: Sequence[str] = (),
-    ip_addresses: Sequence[str] = (),
-    server: bool = True,
-    client: bool = False,
-    validity: timedelta,
-    now: datetime,
-) -> Issued:
-    """A leaf certificate from ``ca``: a TLS server's (names as subject alternative names), a
-    client's (``organizations`` become its groups at a Kubernetes API server), or both. Valid
-    from ``now`` (backdated) for ``validity``, never past the CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    # Never outlive the issuer: a chain with an expired CA fails even if the leaf is valid.
-    not_after = min(now + validity, ca.cert.not_valid_after_utc)
-    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    subject += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
-    usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
-    ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(subject))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    )
-    names = _general_names(dns_names, ip_addresses)
-    if names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(sorted(names, key=str)), critical=False
-        )
-    cert = (
-        builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
-    return Issued(cert, key)
 
 
 def _webhook_ca(policy: CertPolicy, now: datetime) -> Issued:
@@ -357,32 +209,7 @@ def _serving(ca: Issued, policy: CertPolicy, now: datetime) -> Issued:
     )
 
 
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    # ECDSA keys sign; key_encipherment is for RSA key transport and has no meaning here.
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 # -- PEM -----------------------------------------------------------------------------------------
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 def _load_certs(pem: bytes, what: str) -> list[x509.Certificate]:

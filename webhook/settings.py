@@ -1,20 +1,21 @@
 """The webhook's settings: one frozen tree with named defaults, built once at start and passed down.
 
 Nothing in the webhook reads the environment or a file on its own; the CLI builds this from the
-flags the user gave (the defaults are only here, and in ``webhook.certs.CertPolicy``) and hands
+flags the user gave (the defaults are only here, and in ``webhook.certpolicy.CertPolicy``) and hands
 it to ``create_app``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from attestation.core.signing import load_public_key_pem, public_keys_by_id
-from webhook.certs import CertPolicy
+from webhook.certpolicy import CertPolicy
 from webhook.protect import ProtectionRules
+
+if TYPE_CHECKING:  # the key type only; the CLI loads the keys (attestation.core.signing)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -22,7 +23,6 @@ __all__ = [
     "DEFAULT_VERIFIER_USERNAME",
     "SelfTlsSettings",
     "WebhookSettings",
-    "verifier_keys_from_pem",
 ]
 
 #: The verifier's ServiceAccount as the API server names it in ``userInfo.username``.
@@ -76,7 +76,3 @@ class WebhookSettings:
     tls_key_file: str = ""
     #: When set, the webhook manages its own certificate and tls_*_file are ignored.
     self_tls: SelfTlsSettings | None = None
-
-
-def verifier_keys_from_pem(pems: Iterable[bytes]) -> dict[str, Ed25519PublicKey]:
-    return public_keys_by_id(load_public_key_pem(p) for p in pems)

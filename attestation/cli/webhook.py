@@ -22,13 +22,11 @@ from attestation.cli.common import (
     given,
     setup_logging,
 )
-from attestation.core.signing import SigningError
-from webhook.certs import CertPolicy
+from webhook.certpolicy import CertPolicy
 from webhook.settings import (
     DEFAULT_SERVICE_NAME,
     SelfTlsSettings,
     WebhookSettings,
-    verifier_keys_from_pem,
 )
 
 if TYPE_CHECKING:
@@ -143,8 +141,10 @@ def _register_self_tls(p: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WebhookSettings:
     """The settings the options (and, where one is not given, the environment) ask for; reads
     the verifier's public keys."""
+    from attestation.core.signing import SigningError, load_public_key_pem, public_keys_by_id
+
     try:
-        keys = verifier_keys_from_pem(p.read_bytes() for p in args.verifier_key)
+        keys = public_keys_by_id(load_public_key_pem(p.read_bytes()) for p in args.verifier_key)
     except (OSError, SigningError) as e:
         raise UsageError(f"--verifier-key: {e}") from e
     options = given(args, WebhookSettings)

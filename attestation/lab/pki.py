@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from webhook.certs import Issued, issue, new_ca
+from webhook.issuer import Issued, issue, new_ca
 
 __all__ = ["CertFiles", "CertificateAuthority"]
 

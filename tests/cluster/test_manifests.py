@@ -30,7 +30,8 @@ from attestation.verifier.policies import load_policy_dir
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES
 from webhook.cabundle import ca_bundle_in_place, ca_bundle_patch
-from webhook.certs import CertPolicy, create
+from webhook.certpolicy import CertPolicy
+from webhook.certs import create
 from webhook.protect import ProtectionRules, network_function
 from webhook.tls import KINDS
 

@@ -36,7 +36,8 @@ from attestation.lab.poll import wait_for
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from tests.support.controlplane import ClusterHandle
 from webhook.cabundle import ca_bundle_in_place
-from webhook.certs import CertPolicy, TlsMaterial, reissue, renewal_due
+from webhook.certpolicy import CertPolicy
+from webhook.certs import TlsMaterial, reissue, renewal_due
 from webhook.settings import SelfTlsSettings
 from webhook.tls import KINDS, SelfManagedTls
 from webhook.tlssecret import material_from_secret, secret_for

@@ -16,14 +16,18 @@ from attestation.agent.settings import AgentSettings
 from attestation.cli import agent, verifier, webhook
 from attestation.cli.common import UsageError, default_of, native
 from attestation.cli.main import build_parser, main
-from attestation.core.signing import generate_private_key, public_key_to_pem
+from attestation.core.signing import (
+    generate_private_key,
+    load_public_key_pem,
+    public_key_to_pem,
+    public_keys_by_id,
+)
 from attestation.verifier.settings import VerifierSettings
-from webhook.certs import CertPolicy
+from webhook.certpolicy import CertPolicy
 from webhook.settings import (
     DEFAULT_SERVICE_NAME,
     SelfTlsSettings,
     WebhookSettings,
-    verifier_keys_from_pem,
 )
 
 SERVICE = f"{DEFAULT_SERVICE_NAME}.{default_of(SelfTlsSettings, 'namespace')}.svc"
@@ -41,7 +45,7 @@ def verifier_key(tmp_path: Path) -> Path:
 
 
 def _keys(path: Path) -> Any:
-    return verifier_keys_from_pem([path.read_bytes()])
+    return public_keys_by_id([load_public_key_pem(path.read_bytes())])
 
 
 @pytest.fixture

@@ -16,17 +16,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
+from webhook.certpolicy import CertPolicy
 from webhook.certs import (
     CertError,
-    CertPolicy,
     TlsMaterial,
     create,
-    issue,
-    new_ca,
     reissue,
     renew,
     renewal_due,
 )
+from webhook.issuer import issue, new_ca
 from webhook.tlssecret import TlsSecretError, material_from_secret, secret_for
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
