@@ -5,7 +5,7 @@
  * entry (a Python object per field, two hashlib calls, two lookups); here it is the two SHA-256
  * calls and the two lookups, nothing else.
  *
- * The Python code stays the reference (attestation/logcheck.py). This module answers only the
+ * The Python code stays the reference (attestation/core/logcheck.py). This module answers only the
  * common case and says None for everything else, and the caller then runs the reference:
  *   - any entry that is malformed, or of a template other than ima-ng, ima-sig and ima-cgpath,
  *     or whose path or cgroup path is not UTF-8 (the reference raises ImaParseError with its
@@ -13,8 +13,8 @@
  *   - a replay that does not reach the quoted PCR 10 in every bank (ima.pcr_mismatch is
  *     rare and its message comes from the reference too);
  *   - an OpenSSL failure.
- * The checks below are those of attestation/ima.py's general parser, in the same order as far as
- * they decide between "stop before a partial trailing entry" and "malformed".
+ * The checks below are those of attestation/core/ima/entry.py (the general parser), in the same
+ * order as far as they decide between "stop before a partial trailing entry" and "malformed".
  *
  * Every length read from the log is compared against what is left of the buffer before use, as a
  * difference (n - pos < len), never as a sum that could overflow. The buffer is a bytes object
@@ -30,7 +30,7 @@
 #error "attestation._imafast needs OpenSSL 3 (EVP_MD_fetch); without it the pure path is used"
 #endif
 
-/* attestation/ima.py's caps */
+/* the caps of attestation/core/ima/entry.py */
 #define MAX_TEMPLATE_NAME 15
 #define MAX_PATH 4096
 #define MAX_FIELD (64 * 1024)
@@ -70,7 +70,7 @@ le32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* One ``u32 len || bytes`` template field at *pos of data (ima.py: _field). */
+/* One ``u32 len || bytes`` template field at *pos of data (ima/entry.py: _field). */
 static int
 take_field(Span data, Py_ssize_t *pos, Span *out)
 {
@@ -85,7 +85,7 @@ take_field(Span data, Py_ssize_t *pos, Span *out)
     return OK;
 }
 
-/* A NUL-terminated string field (ima.py: _string). */
+/* A NUL-terminated string field (ima/entry.py: _string). */
 static int
 take_string(Span field, Py_ssize_t cap, Span *out)
 {
@@ -102,7 +102,7 @@ is_alnum(unsigned char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-/* d-ng: ``algo ":" NUL digest``, or a bare 16/20-byte digest (ima.py: _digest_ng). */
+/* d-ng: ``algo ":" NUL digest``, or a bare 16/20-byte digest (ima/entry.py: _digest_ng). */
 static int
 take_digest(Span field, Span *digest)
 {
@@ -173,7 +173,7 @@ utf8_ok(Span s)
     return 1;
 }
 
-/* The entry at pos (ima.py: _slow_entry): OK, PARTIAL (the buffer ends inside it: stop before
+/* The entry at pos (ima/entry.py: _slow_entry): OK, PARTIAL (the buffer ends inside it: stop before
  * it), or REJECT (malformed or a template handled only by the reference). */
 static int
 parse_entry(const unsigned char *buf, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t cs, Entry *e)
