@@ -15,6 +15,21 @@ from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
 
 from attestation.core.kubeobject import KubeObject
 
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "OPERATIONS",
+    "GroupVersionKind",
+    "Operation",
+    "PatchOp",
+    "Request",
+    "ResponseWire",
+    "ReviewError",
+    "ReviewResponseWire",
+    "StatusWire",
+    "decode_review",
+]
+
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 
