@@ -19,7 +19,6 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
 from time import perf_counter
 
 import uvicorn
@@ -28,6 +27,7 @@ from fastapi import Request as HttpRequest
 from fastapi import Response as HttpResponse
 
 from attestation.adapters.informer import ListWatchSource, list_watch
+from attestation.core.clock import Clock, utcnow
 from webhook.metrics import Metrics
 from webhook.mutate import mutate
 from webhook.protect import network_function
@@ -54,17 +54,13 @@ class _Refused(Exception):
         self.status, self.decision, self.message = status, decision, message
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_app(
     settings: WebhookSettings,
     *,
     trust_source: ListWatchSource,
     pod_lookup: PodLookup,
     tls: SelfManagedTls | None = None,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Clock = utcnow,
 ) -> FastAPI:
     """``trust_source``: the NodeAttestations, watched into the trust view for as long as the app
     runs. ``tls``: the self-managed certificate (``webhook.tls``), prepared before the server
@@ -119,7 +115,7 @@ class _Decisions:
         settings: WebhookSettings,
         view: TrustView,
         pod_lookup: PodLookup,
-        clock: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         rules = settings.protection
         self._rules = rules

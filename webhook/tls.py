@@ -26,10 +26,10 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from attestation.core.clock import Clock, utcnow
 from attestation.core.kubeobject import KubeObject
 from webhook.cabundle import ca_bundle_patch
 from webhook.certs import TlsMaterial, renew
@@ -78,10 +78,6 @@ class TlsError(RuntimeError):
     """The Secret could not be settled (every attempt lost a race, or it is not usable)."""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class SelfManagedTls:
     """Owns the certificate files in ``directory`` (private: mode 0700, on tmpfs in the pod)
     and the running server's SSLContext once ``ssl_context_factory`` has built it."""
@@ -93,7 +89,7 @@ class SelfManagedTls:
         configurations: WebhookConfigurationStore,
         directory: Path,
         *,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self._settings = settings
         self._secrets = secrets
