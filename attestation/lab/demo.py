@@ -28,6 +28,7 @@ from attestation.lab.cluster import LabCluster, manifests_dir
 from attestation.lab.node import trustgate_exe
 from attestation.lab.poll import wait_for
 from attestation.lab.timeline import Sample, Timeline
+from attestation.verifier.settings import VerifierSettings
 
 __all__ = ["ATTACK", "IMAGES", "NAMESPACE", "NODES", "Demo", "StepFailed", "run_demo"]
 
@@ -366,11 +367,14 @@ def _trust(pod: dict[str, Any]) -> str:
     return str((pod.get("metadata", {}).get("annotations") or {}).get(TRUST_STATE_ANNOTATION, ""))
 
 
+_DEFAULTS = VerifierSettings()  # the production interval and max-age, unless told otherwise
+
+
 def run_demo(
     out: Path,
     *,
-    interval: float = 2.0,
-    max_age: float = 10.0,
+    interval: float = _DEFAULTS.interval,
+    max_age: float = _DEFAULTS.max_age,
     keep: Callable[[], bool] = lambda: False,
 ) -> int:
     out = out.resolve()  # every path the lab writes into kubeconfigs must be absolute
