@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-from functools import cache
 from typing import Any
 
 import pytest
@@ -19,36 +17,13 @@ from attestation.core.logcheck import CheckLog
 from attestation.core.policy import RuntimePolicy, policy_from_document
 from attestation.core.types import Failure, HashAlg
 from attestation.core.verdict import AttestationState, PodInfo, PolicySet, RoundResult, attest_round
-from tests.unit.tpm_vectors import VECTORS, RecordedQuote, ak_public, quotes
+from tests.unit.tpm_vectors import RecordedQuote, ak_public, quotes, round_quote, round_vectors
 
 NODE = "worker-1"
 
 
-@cache
-def _round() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((VECTORS / "vectors.json").read_text())["round"]
-    return data
-
-
-def _quote(i: int) -> tuple[RecordedQuote, int]:
-    """The round's ``i``-th quote and the log's length when it was taken."""
-    q = _round()["quotes"][i]
-    recorded = RecordedQuote(
-        ak=q["ak"],
-        ak_public=ak_public(q["ak"]),
-        nonce=bytes.fromhex(q["nonce"]),
-        attest=bytes.fromhex(q["attest"]),
-        signature=bytes.fromhex(q["signature"]),
-        pcr_values={
-            HashAlg(bank): {int(pcr): bytes.fromhex(v) for pcr, v in values.items()}
-            for bank, values in q["pcr_values"].items()
-        },
-    )
-    return recorded, int(q["log_bytes"])
-
-
 def _policy(owner: str) -> RuntimePolicy:
-    files = {p: bytes.fromhex(c) for p, c in _round()["files"][owner].items()}
+    files = {p: bytes.fromhex(c) for p, c in round_vectors()["files"][owner].items()}
     digests = {p: [f"sha256:{hashlib.sha256(c).hexdigest()}"] for p, c in files.items()}
     return policy_from_document(
         {
@@ -62,14 +37,14 @@ def _policy(owner: str) -> RuntimePolicy:
 
 
 def _pod(nf: str) -> PodInfo:
-    p = _round()["pods"][nf]
+    p = round_vectors()["pods"][nf]
     return PodInfo(p["uid"], p["namespace"], p["name"], nf)
 
 
-LOG = bytes.fromhex(_round()["log"])
-FIRST, FIRST_END = _quote(0)
-SECOND, SECOND_END = _quote(1)
-INTRUDER = _round()["intruder"]["path"]
+LOG = bytes.fromhex(round_vectors()["log"])
+FIRST, FIRST_END = round_quote(0)
+SECOND, SECOND_END = round_quote(1)
+INTRUDER = round_vectors()["intruder"]["path"]
 UPF, SMF = _pod("upf"), _pod("smf")
 PODS = {UPF.uid: UPF, SMF.uid: SMF}
 POLICIES = PolicySet({"upf": _policy("upf"), "smf": _policy("smf")}, _policy("host"))

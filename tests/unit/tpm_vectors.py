@@ -36,22 +36,34 @@ def recorded_at() -> datetime:
     return datetime.fromisoformat(_manifest()["recorded_at"])
 
 
+def _recorded(q: dict[str, Any]) -> RecordedQuote:
+    return RecordedQuote(
+        ak=q["ak"],
+        ak_public=ak_public(q["ak"]),
+        nonce=bytes.fromhex(q["nonce"]),
+        attest=bytes.fromhex(q["attest"]),
+        signature=bytes.fromhex(q["signature"]),
+        pcr_values={
+            HashAlg(bank): {int(pcr): bytes.fromhex(v) for pcr, v in values.items()}
+            for bank, values in q["pcr_values"].items()
+        },
+    )
+
+
 def quotes() -> list[RecordedQuote]:
-    aks = _manifest()["aks"]
-    return [
-        RecordedQuote(
-            ak=q["ak"],
-            ak_public=bytes.fromhex(aks[q["ak"]]),
-            nonce=bytes.fromhex(q["nonce"]),
-            attest=bytes.fromhex(q["attest"]),
-            signature=bytes.fromhex(q["signature"]),
-            pcr_values={
-                HashAlg(bank): {int(pcr): bytes.fromhex(v) for pcr, v in values.items()}
-                for bank, values in q["pcr_values"].items()
-            },
-        )
-        for q in _manifest()["quotes"]
-    ]
+    return [_recorded(q) for q in _manifest()["quotes"]]
+
+
+def round_vectors() -> dict[str, Any]:
+    """The recorded round: a kernel-style log, its files by owner, and its quotes."""
+    data: dict[str, Any] = _manifest()["round"]
+    return data
+
+
+def round_quote(i: int) -> tuple[RecordedQuote, int]:
+    """The round's ``i``-th quote and the log's length in bytes when it was taken."""
+    q = round_vectors()["quotes"][i]
+    return _recorded(q), int(q["log_bytes"])
 
 
 def ak_public(alg: str) -> bytes:
