@@ -17,7 +17,6 @@ from attestation.cli.common import (
     UsageError,
     default_of,
     env_fallback,
-    fail,
     given,
     setup_logging,
 )
@@ -91,10 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from attestation.agent.app import create_app
 
     setup_logging()
-    try:
-        settings = settings_from(args, os.environ)
-    except UsageError as e:
-        return fail(f"agent: {e}")
+    settings = settings_from(args, os.environ)
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level="warning",
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

@@ -45,8 +45,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 class UsageError(ValueError):
-    """Options that do not fit together or name something unusable; the handler turns it into
-    :func:`fail`'s one line."""
+    """Options that do not fit together or name something unusable; ``main`` turns it into
+    :func:`fail`'s one line, prefixed with the command."""
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -16,7 +16,7 @@ from attestation.cli import (
     verify,
     webhook,
 )
-from attestation.cli.common import Handler
+from attestation.cli.common import Handler, UsageError, fail
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except UsageError as e:  # unusable options, whichever command: one line, exit 2
+        return fail(f"{args.command}: {e}")
 
 
 if __name__ == "__main__":

@@ -179,10 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from attestation.verifier.main import run as run_verifier
 
     setup_logging()
-    try:
-        settings = settings_from(args, os.environ)
-    except UsageError as e:
-        return fail(f"verifier: {e}")
+    settings = settings_from(args, os.environ)
     for what, path in (("--ek-ca", settings.ek_ca_bundle), ("--signing-key", settings.signing_key)):
         if not path.is_file():
             return fail(f"verifier: {what} {path} does not exist")

@@ -186,10 +186,7 @@ def _self_tls(args: argparse.Namespace, env: Mapping[str, str]) -> SelfTlsSettin
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
-    try:
-        settings = settings_from(args, os.environ)
-    except UsageError as e:
-        return fail(f"webhook: {e}")
+    settings = settings_from(args, os.environ)
     return _serve(settings, getattr(args, "kubeconfig", None))
 
 

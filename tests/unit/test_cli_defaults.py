@@ -327,3 +327,24 @@ def test_demo_without_the_lab_is_a_one_line_error(
     assert len(err) == 1
     assert "attestation.lab" in err[0]
     assert "make demo" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["agent"], "trustgate: agent: --node (or $NODE_NAME) is required"),
+        (["verifier", "--listen", "nope"], "trustgate: verifier: --listen must be HOST:PORT"),
+        (["webhook", "--verifier-key", "/nonexistent.pem"], "trustgate: webhook: --verifier-key"),
+    ],
+)
+def test_unusable_options_are_one_line_and_exit_2(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message), err
+    assert "\n" not in err
