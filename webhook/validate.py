@@ -20,7 +20,7 @@ from typing import Any
 
 from attestation.core.clock import format_time
 from attestation.core.kubeobject import KubeObject
-from attestation.core.names import PREFIX
+from attestation.core.names import PREFIX, SCHEDULING_GATE
 from attestation.core.nodeattestation import NodeTrust
 from webhook.mutate import has_gate
 from webhook.protect import ProtectionRules, annotations_of, labels_of, network_function
@@ -154,7 +154,7 @@ def _trustgate_changes(old: KubeObject, new: KubeObject) -> list[str]:
         if key.startswith(PREFIX) and getter(old).get(key) != getter(new).get(key)
     ]
     if has_gate(_spec(old)) != has_gate(_spec(new)):
-        changes.append("the scheduling gate trustgate.io/attestation")
+        changes.append(f"the scheduling gate {SCHEDULING_GATE}")
     return changes
 
 

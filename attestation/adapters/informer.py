@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from attestation.adapters.kube import KubeError
 from attestation.core.kubeobject import KubeObject, WatchEvent
 
 __all__ = ["Informer", "ListWatchSource", "list_watch", "name_key", "uid_key"]
@@ -71,7 +72,9 @@ def list_watch(
                 if event_type != "BOOKMARK":
                     on_event(event_type, obj)
         except Exception as e:  # the API server may be restarting; keep trying
-            log.warning("%s: list/watch failed: %s; retrying", name, e)
+            # A bug in a callback keeps its traceback; the API server being away does not need one.
+            trouble = isinstance(e, KubeError | OSError)
+            log.warning("%s: list/watch failed: %s; retrying", name, e, exc_info=not trouble)
         if time.monotonic() - started < retry_seconds:
             stop.wait(retry_seconds)
 

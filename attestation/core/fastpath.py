@@ -30,14 +30,13 @@ def _native() -> CheckLog | None:
 
 #: The implementations available here, by name: "pure" always, "native" when it was built.
 IMPLEMENTATIONS: Final[dict[str, CheckLog]] = {"pure": logcheck.check_log}
-_built = _native()
-if _built is not None:
+if (_built := _native()) is not None:
     IMPLEMENTATIONS["native"] = _built
 
 
 def select(native: bool = True) -> CheckLog:
     """The native check when asked for and built, else the pure reference."""
-    return IMPLEMENTATIONS["native"] if native and _built is not None else logcheck.check_log
+    return IMPLEMENTATIONS.get("native", logcheck.check_log) if native else logcheck.check_log
 
 
 #: The fastest one built here: what a round uses unless told otherwise.

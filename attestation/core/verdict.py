@@ -177,7 +177,7 @@ def attest_round(
             "the TPM was reset (a reboot): re-attesting from the start of the new log",
             severity="warning",
         )
-        return RoundResult(fresh, result(fresh, pending).verdict, True)
+        return dataclasses.replace(result(fresh, pending), rebooted=True)
     if not quote.ok:
         return result(state, *quote.failures)
     state = dataclasses.replace(state, clock=quote.clock_info)

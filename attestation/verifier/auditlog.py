@@ -57,7 +57,7 @@ class AuditLog:
     def append(self, record: Mapping[str, Any]) -> None:
         with self._lock:
             # A record stamped when its event happened keeps that time.
-            stamped = {"time": audit_time(self._clock()), **record}
+            stamped = record if "time" in record else {"time": audit_time(self._clock()), **record}
             line = encode_record(self._seq, self._prev, stamped)
             os.lseek(self._fd, 0, os.SEEK_END)
             os.write(self._fd, line)

@@ -4,20 +4,21 @@ transition gets an Event, and its body. Pure; the publisher posts them."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from attestation.core.clock import format_time
 from attestation.core.names import NodeState
-from attestation.core.status import PodTrustView
+from attestation.core.status import MAX_REASON, PodTrustView
 from attestation.core.verdict import PodInfo
-from attestation.verifier.remediate import Outcome, PodTarget
+
+if TYPE_CHECKING:  # types only: importing remediate would load the Kubernetes client
+    from attestation.verifier.remediate import Outcome, PodTarget
 
 __all__ = [
     "COMPONENT",
     "NODE_EVENT_NAMESPACE",
     "Event",
     "EventType",
-    "event",
     "node_event",
     "pod_event",
     "remediation_event",
@@ -40,7 +41,7 @@ _REMEDIATION_REASONS: dict[Outcome, str] = {
 }
 
 
-def event(
+def _event(
     *,
     kind: Literal["Node", "Pod"],
     name: str,
@@ -64,7 +65,7 @@ def event(
         "metadata": {"generateName": f"{name}.", "namespace": ns},
         "involvedObject": involved,
         "reason": reason,
-        "message": message[:1024],
+        "message": message[:MAX_REASON],
         "type": type_,
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
@@ -84,7 +85,7 @@ def node_event(
         reason, message, type_ = "Attested", "TPM quote and IMA log verified", "Normal"
     else:
         reason, message, type_ = f"Attestation{state}", node_reason, "Warning"
-    return event(
+    return _event(
         kind="Node", name=node, namespace=None, uid=uid, reason=reason, message=message,
         type_=type_, instance=instance, now=now,
     )  # fmt: skip
@@ -99,7 +100,7 @@ def pod_event(
         return None
     if before is not None and before.state == view.state:
         return None
-    return event(
+    return _event(
         kind="Pod", name=info.name, namespace=info.namespace, uid=info.uid,
         reason=f"Attestation{view.state.capitalize()}",
         message=view.reason or f"trust state {view.state}",
@@ -114,7 +115,7 @@ def remediation_event(
     reason = _REMEDIATION_REASONS.get(outcome)
     if reason is None:
         return None
-    return event(
+    return _event(
         kind="Pod", name=target.name, namespace=target.namespace, uid=target.uid, reason=reason,
         message=f"{outcome}: {detail}", type_="Warning", instance=instance, now=now,
     )  # fmt: skip

@@ -34,7 +34,14 @@ from attestation.core.freshness import refresh_due, unknown_too_long
 from attestation.core.names import SCHEDULING_GATE, NodeState
 from attestation.core.nodeattestation import NodeTrust
 from attestation.core.signing import sign_status
-from attestation.core.status import PodTrustView, node_status, pod_annotations, pod_trust, reason
+from attestation.core.status import (
+    MAX_REASON,
+    PodTrustView,
+    node_status,
+    pod_annotations,
+    pod_trust,
+    reason,
+)
 from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import PodInfo
 from attestation.verifier.auditlog import AuditLog, audit_time
@@ -128,7 +135,7 @@ class Publisher:
         prev = self.published.get(node)
         if prev is not None and prev.trust.trusted_at(now):
             return  # the last verdict holds until it expires
-        text = f"{why.id}: {why.message}"[:1024]
+        text = f"{why.id}: {why.message}"[:MAX_REASON]
         if prev is None or (prev.trust.state, prev.trust.reason) != ("Unknown", text):
             verdict = NodeVerdict(node=node, trusted=False, failures=(why,))
             await self._publish(node, "Unknown", text, verdict, pods, b"")
@@ -158,7 +165,7 @@ class Publisher:
         changed = prev is None or (prev.trust.state, prev.trust.reason) != (state, node_reason)
         pods_changed = prev is None or prev.pods != views
         every = timedelta(seconds=self.settings.refresh_every)
-        due = prev is None or refresh_due(prev.trust.verified_at, now, every)
+        due = refresh_due(prev.trust.verified_at if prev else None, now, every)
         if not (changed or pods_changed or due):
             return
         if changed or pods_changed:
