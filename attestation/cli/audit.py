@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ def verify(args: argparse.Namespace) -> int:
     except OSError as e:
         return fail(f"audit verify: {e}")
     report = verify_chain(data)
+    import json
+
     print(json.dumps({
         "ok": report.ok, "records": report.records, "brokenAt": report.broken_at,
         "problem": report.problem or None, "tornTail": report.torn_tail,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,6 +49,8 @@ class UsageError(ValueError):
 
 
 def setup_logging(verbose: bool = False) -> None:
+    import logging
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

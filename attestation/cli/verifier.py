@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
@@ -163,6 +162,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> VerifierS
         options.update(listen_host=host, listen_port=int(port))
     env_fallback(options, env, namespace="POD_NAMESPACE")
     if "identity" not in options:
+        import socket
+
         options["identity"] = env.get("POD_NAME") or socket.gethostname()
     if not native(env):
         options["native"] = False

@@ -7,7 +7,6 @@ extension."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,8 @@ def _policies(args: argparse.Namespace) -> Any:
 
 
 def _print(result: Any) -> int:
+    import json
+
     print(json.dumps(result.as_json(), indent=2))
     return 0 if result.trusted else 1
 
@@ -103,6 +104,8 @@ def verify_ima(args: argparse.Namespace) -> int:
 
 
 def verify_evidence(args: argparse.Namespace) -> int:
+    import json
+
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     from attestation.core.fastpath import select

@@ -20,7 +20,6 @@ from attestation.core.names import GROUP, NODEATTESTATION_API_VERSION, NODEATTES
 from attestation.core.nodeattestation import NodeTrust, node_trust
 from attestation.core.signing import (
     generate_private_key,
-    load_public_key_pem,
     private_key_to_pem,
     public_key_to_pem,
     public_keys_by_id,
@@ -108,6 +107,8 @@ class LabCluster:
         self.signing_key.write_bytes(private_key_to_pem(key))
         self.signing_key.chmod(0o600)
         self.verifier_public_key.write_bytes(public_key_to_pem(key.public_key()))
+        #: What the webhook is given to check NodeAttestation signatures with.
+        self.verifier_keys: dict[str, Ed25519PublicKey] = public_keys_by_id([key.public_key()])
 
     def install(self) -> None:
         install_manifests(self.plane)
@@ -200,11 +201,6 @@ class LabCluster:
         """The state as published, signed or not (what `kubectl get nodeattestations` shows)."""
         state = ((self.nodeattestation(node) or {}).get("status") or {}).get("state")
         return str(state) if state else None
-
-    @property
-    def verifier_keys(self) -> dict[str, Ed25519PublicKey]:
-        """What the webhook is given to check NodeAttestation signatures with."""
-        return public_keys_by_id([load_public_key_pem(self.verifier_public_key.read_bytes())])
 
     def node_trust(self, node: str) -> NodeTrust | None:
         """The node's NodeAttestation as the webhook reads it (signature checked); None while

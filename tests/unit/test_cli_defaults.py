@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -348,3 +349,14 @@ def test_unusable_options_are_one_line_and_exit_2(
     err = capsys.readouterr().err.strip()
     assert err.startswith(message), err
     assert "\n" not in err
+
+
+def test_the_entry_point_loads_nothing_heavy() -> None:
+    """``trustgate --help`` reads the defaults without the cryptography, server, Kubernetes or
+    TPM stacks (a fresh interpreter: this test process has them all loaded)."""
+    heavy = ("cryptography", "uvicorn", "fastapi", "kubernetes", "tpm2_pytss", "yaml", "asyncio")
+    probe = "import sys, attestation.cli.main; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert [m for m in heavy if m in loaded] == []
