@@ -32,6 +32,7 @@ __all__ = [
     "PeerClosed",
     "Response",
     "read_response",
+    "unverified_tls",
 ]
 
 #: Longest status, header or chunk-size line (StreamReader's limit, also the read buffer size:
@@ -42,6 +43,16 @@ MAX_HEADERS: Final = 100
 _IDLE_PER_PEER: Final = 2
 
 FailureKind = Literal["unreachable", "timeout", "bad_response", "too_large"]
+
+
+def unverified_tls() -> ssl.SSLContext:
+    """TLS that encrypts but does not authenticate the peer: for callers whose answers
+    authenticate themselves (a TPM quote over the caller's nonce) or do not matter (a push
+    notification, a readiness probe)."""
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    return tls
 
 
 class HttpClientError(Exception):

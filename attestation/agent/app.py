@@ -12,7 +12,6 @@ import base64
 import contextlib
 import json
 import logging
-import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from attestation.adapters.httpclient import HttpClient
+from attestation.adapters.httpclient import HttpClient, unverified_tls
 from attestation.agent import log as imalog
 from attestation.agent.settings import AgentSettings
 from attestation.agent.tpm import AkBlob, Tpm, TpmError
@@ -149,11 +148,12 @@ async def _pushing(settings: AgentSettings, log_file: imalog.ImaLogFile) -> Asyn
     # The notification carries no evidence, only "look at me now"; its answer does not matter,
     # so the verifier's certificate is not checked here. The small client (not httpx) also keeps
     # the agent lean: httpx pulls in ~5 MiB of imports (rich, click).
-    tls = ssl.create_default_context()
-    tls.check_hostname = False
-    tls.verify_mode = ssl.CERT_NONE
     client = HttpClient(
-        tls, deadline=1.0, connect_timeout=1.0, max_peers=1, user_agent="trustgate-agent"
+        unverified_tls(),
+        deadline=1.0,
+        connect_timeout=1.0,
+        max_peers=1,
+        user_agent="trustgate-agent",
     )
     notify_url = settings.notify_url
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from attestation.adapters.httpclient import unverified_tls
 from attestation.core.names import GROUP, NODEATTESTATION_API_VERSION, NODEATTESTATION_PLURAL
 from attestation.core.nodeattestation import NodeTrust, node_trust
 from attestation.core.signing import (
@@ -182,9 +183,7 @@ class LabCluster:
         ]  # fmt: skip
         self.webhook = ManagedProcess("webhook", argv, self.workdir / "logs" / "webhook.log")
         self.webhook.start()
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE  # only asking whether it is ready
+        ctx = unverified_tls()  # only asking whether it is ready
         url = f"https://127.0.0.1:{self.webhook_port}/readyz"
         self.webhook.wait_until(lambda: _ready(url, ctx), 60, "webhook ready (caBundle in place)")
 

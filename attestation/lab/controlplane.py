@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attestation.adapters.httpclient import unverified_tls
 from attestation.core.clock import format_time, utcnow
 from attestation.lab.binaries import K8S_VERSION, Binaries
 from attestation.lab.kubeconfig import write_kubeconfig
@@ -191,9 +192,7 @@ class ControlPlane:
             ],
         )
         # The health port serves a self-signed certificate: only liveness is checked here.
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = unverified_tls()
         proc.wait_until(
             lambda: _http_get(f"https://127.0.0.1:{port}/healthz", ctx) == b"ok",
             30,

@@ -11,11 +11,10 @@ arrive (:mod:`attestation.adapters.httpclient`), and each way of failing becomes
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Mapping
 from typing import Any, Final
 
-from attestation.adapters.httpclient import HttpClient, HttpClientError
+from attestation.adapters.httpclient import HttpClient, HttpClientError, unverified_tls
 from attestation.core.evidence import (
     API_PREFIX,
     MAX_LOG_BYTES,
@@ -60,9 +59,7 @@ class AgentClient:
         connect_timeout: float = 1.0,
         max_agents: int = _MAX_AGENTS,
     ) -> None:
-        tls = ssl.create_default_context()  # confidentiality only, see the module doc
-        tls.check_hostname = False
-        tls.verify_mode = ssl.CERT_NONE
+        tls = unverified_tls()  # confidentiality only, see the module doc
         # ``timeout`` bounds each call, first byte to last: an agent that sends a byte every
         # second must not hold its node's round forever (its last verdict would never give way
         # to Unknown).
