@@ -70,7 +70,7 @@ le32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* One ``u32 len || bytes`` template field at *pos of data (ima/entry.py: _field). */
+/* One ``u32 len || bytes`` template field at *pos of data (ima/entry.py: read_field). */
 static int
 take_field(Span data, Py_ssize_t *pos, Span *out)
 {
@@ -173,7 +173,7 @@ utf8_ok(Span s)
     return 1;
 }
 
-/* The entry at pos (ima/entry.py: _slow_entry): OK, PARTIAL (the buffer ends inside it: stop before
+/* The entry at pos (ima/entry.py: read_entry): OK, PARTIAL (the buffer ends inside it: stop before
  * it), or REJECT (malformed or a template handled only by the reference). */
 static int
 parse_entry(const unsigned char *buf, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t cs, Entry *e)

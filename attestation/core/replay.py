@@ -94,13 +94,7 @@ def replay(
     alg: HashAlg, start: bytes, datas: Sequence[bytes], skip: Mapping[int, str] | None = None
 ) -> bytes:
     """PCR 10 of bank ``alg`` after extending ``start`` with every entry (pure, whole list)."""
-    if skip:
-        return _scan(alg, start, datas, skip, None)[1]
-    h = _hasher(alg)
-    pcr = start
-    for digest in map(_digest, map(h, datas)):
-        pcr = h(pcr + digest).digest()
-    return pcr
+    return _scan(alg, start, datas, skip or {}, None)[1]
 
 
 def _scan(

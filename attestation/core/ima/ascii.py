@@ -13,7 +13,7 @@ from attestation.core.ima.entry import (
     MAX_PATH,
     MAX_TEMPLATE_DATA,
     MAX_TEMPLATE_NAME,
-    _field,
+    read_field,
     u32_pack,
 )
 from attestation.core.ima.errors import ImaParseError, MalformedField
@@ -136,13 +136,13 @@ def render_ascii_line(entry: ImaEntry) -> str:
         digest = f"{entry.file_digest_alg}:{digest}"
     fields = [str(entry.pcr), entry.template_hash.hex(), entry.template_name]
     if entry.template_name == "ima-cgpath":
-        dep, _ = _field(entry.template_data, 0, "dep")
+        dep, _ = read_field(entry.template_data, 0, "dep")
         fields += [dep[:-1].decode("utf-8"), entry.cgroup_path or ""]
     fields += [digest, entry.path]
     if entry.template_name == "ima-sig":
         fields.append((entry.signature or b"").hex())
     elif entry.template_name == "ima-buf":
-        _, pos = _field(entry.template_data, 0, "d-ng")
-        _, pos = _field(entry.template_data, pos, "n-ng")
-        fields.append(_field(entry.template_data, pos, "buf")[0].hex())
+        _, pos = read_field(entry.template_data, 0, "d-ng")
+        _, pos = read_field(entry.template_data, pos, "n-ng")
+        fields.append(read_field(entry.template_data, pos, "buf")[0].hex())
     return " ".join(fields)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Final
 
 from attestation.core.ima.columns import R_ALG, R_DIGEST, R_END, R_TEMPLATE, Columns, ImaLog
-from attestation.core.ima.entry import MAX_FIELD, MAX_PATH, _slow_entry, u32_from, u32_pack
+from attestation.core.ima.entry import MAX_FIELD, MAX_PATH, read_entry, u32_from, u32_pack
 from attestation.core.ima.errors import ImaParseError, MalformedField
 
 __all__ = ["parse_binary"]
@@ -101,7 +101,7 @@ def parse_binary(
     with _gc_paused():
         while pos < n:
             try:
-                row = _slow_entry(buf, pos, column_size)
+                row = read_entry(buf, pos, column_size)
             except MalformedField as e:
                 raise ImaParseError(start_index + len(cols.ends), pos, str(e)) from None
             if row is None:
@@ -113,8 +113,12 @@ def parse_binary(
                 alg, digest = row[R_ALG], row[R_DIGEST]
                 if shape is None or not shape.matches(alg, digest):
                     shape = _Shape(alg, len(digest), column_size)
-                run = _ng_run if template == b"ima-ng" else _cgpath_run
-                pos = run(buf, pos, shape, cols)
+                run, name = (
+                    (_ng_run, _NG_NAME) if template == b"ima-ng" else (_cgpath_run, _CG_NAME)
+                )
+                # A log that mixes templates would start a run per entry that reads none.
+                if buf.startswith(name, pos + 4 + column_size):
+                    pos = run(buf, pos, shape, cols)
     return cols.freeze(start_index, offset, pos, column_size)
 
 

@@ -150,6 +150,8 @@ class Columns:
 
     def fill(self, count: int, template: bytes, alg: bytes) -> None:
         """The columns that are the same for every entry of a fast run, filled once per run."""
+        if not count:
+            return
         self.pcrs += repeat(IMA_PCR, count)
         self.templates += repeat(template, count)
         self.algs += repeat(alg, count)

@@ -26,6 +26,8 @@ __all__ = [
     "MAX_PATH",
     "MAX_TEMPLATE_DATA",
     "MAX_TEMPLATE_NAME",
+    "read_entry",
+    "read_field",
     "u32_from",
     "u32_pack",
 ]
@@ -50,7 +52,7 @@ u32_pack: Final = _U32.pack
 _Fields = tuple[bytes, bytes, bytes, bytes | None, bytes | None]
 
 
-def _field(data: bytes, pos: int, what: str) -> tuple[bytes, int]:
+def read_field(data: bytes, pos: int, what: str) -> tuple[bytes, int]:
     """The ``u32 len || bytes`` field at ``pos``, and where the next one starts."""
     if pos + 4 > len(data):
         raise MalformedField(f"template data ends before the {what} field's length")
@@ -93,11 +95,11 @@ def _string(field: bytes, what: str, cap: int) -> bytes:
 
 def _fields_ng(data: bytes, third: str = "") -> _Fields:
     """ima-ng: d-ng || n-ng; ima-sig and ima-buf add a ``third`` field (sig, buf)."""
-    d, pos = _field(data, 0, "d-ng")
-    n, pos = _field(data, pos, "n-ng")
+    d, pos = read_field(data, 0, "d-ng")
+    n, pos = read_field(data, pos, "n-ng")
     extra = b""
     if third:
-        extra, pos = _field(data, pos, third)
+        extra, pos = read_field(data, pos, third)
     _end(data, pos)
     alg, digest = _digest_ng(d)
     sig = (extra or None) if third == "sig" else None
@@ -106,10 +108,10 @@ def _fields_ng(data: bytes, third: str = "") -> _Fields:
 
 def _fields_cgpath(data: bytes) -> _Fields:
     """ima-cgpath: dep || cg-path || d-ng || n-ng."""
-    dep, pos = _field(data, 0, "dep")
-    cg, pos = _field(data, pos, "cg-path")
-    d, pos = _field(data, pos, "d-ng")
-    n, pos = _field(data, pos, "n-ng")
+    dep, pos = read_field(data, 0, "dep")
+    cg, pos = read_field(data, pos, "cg-path")
+    d, pos = read_field(data, pos, "d-ng")
+    n, pos = read_field(data, pos, "n-ng")
     _end(data, pos)
     _string(dep, "dep", MAX_FIELD)
     alg, digest = _digest_ng(d)
@@ -124,7 +126,7 @@ _FIELD_PARSERS: Final[dict[bytes, Callable[[bytes], _Fields]]] = {
 }
 
 
-def _slow_entry(buf: bytes, pos: int, column_size: int) -> Row | None:
+def read_entry(buf: bytes, pos: int, column_size: int) -> Row | None:
     """Parse the entry at ``pos`` in full generality; None if the buffer ends inside it."""
     n = len(buf)
     p = pos + 8 + column_size
