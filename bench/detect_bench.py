@@ -53,6 +53,7 @@ from common import (
     write_result,
 )
 
+from attestation.core.names import NF_LABEL, TRUST_STATE_ANNOTATION
 from attestation.core.signing import generate_private_key, private_key_to_pem
 from attestation.core.types import HashAlg
 from attestation.lab.controlplane import ControlPlane
@@ -157,7 +158,7 @@ def _node_state(plane: ControlPlane) -> str | None:
 
 def _pod_state(plane: ControlPlane, name: str) -> str | None:
     pod = plane.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}")
-    state = (pod["metadata"].get("annotations") or {}).get("trustgate.io/trust-state")
+    state = (pod["metadata"].get("annotations") or {}).get(TRUST_STATE_ANNOTATION)
     return str(state) if state else None
 
 
@@ -173,7 +174,7 @@ def trial(
     plane: ControlPlane, node: Node, tail: AuditTail, name: str, interval: float
 ) -> dict[str, float]:
     pod = plane.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", {
-        "metadata": {"name": name, "labels": {"trustgate.io/network-function": "upf"}},
+        "metadata": {"name": name, "labels": {NF_LABEL: "upf"}},
         "spec": {"nodeName": NODE, "containers": [{"name": "upf", "image": "open5gs/upf"}]},
     })  # fmt: skip
     uid = pod["metadata"]["uid"]

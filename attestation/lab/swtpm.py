@@ -26,7 +26,7 @@ from tpm2_pytss.constants import ESYS_TR
 
 from attestation.core.types import HashAlg
 from attestation.lab.poll import wait_for
-from attestation.lab.process import free_ports
+from attestation.lab.process import free_ports, tcp_open
 
 __all__ = ["PCR_BANKS", "LocalCa", "SwTpm"]
 
@@ -157,13 +157,8 @@ class SwTpm:
         assert self._proc is not None
         if self._proc.poll() is not None:
             raise RuntimeError(f"swtpm exited with {self._proc.returncode}: see {self._log}")
-        try:  # both channels: swtpm opens the control one first
-            with socket.create_connection(("127.0.0.1", self.port + 1), timeout=1):
-                pass
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+        # both channels: swtpm opens the control one first
+        return tcp_open("127.0.0.1", self.port + 1) and tcp_open("127.0.0.1", self.port)
 
     def _raw(self, command: bytes) -> bytes:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:

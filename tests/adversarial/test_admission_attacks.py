@@ -41,6 +41,7 @@ from tests.support.controlplane import ClusterHandle
 from tests.support.lab import Lab, lab_cluster
 from tests.support.swtpm import LocalCa
 from tests.support.verdicts import assert_trusted_and_fresh, seen, wait_state
+from webhook.mutate import pointer
 
 NS, OPEN_NS = "adv-5g", "adv-open"
 GOOD, BAD, FAKE = "adm-good", "adm-bad", "adm-fake"
@@ -124,11 +125,6 @@ def _failed_scheduling(env: Env, pod: str) -> str:
 
 def _pod_events(env: Env, pod: str) -> list[tuple[str, str]]:
     return [(e["reason"], e.get("message", "")) for e in env.lab.events_for(NS, pod)]
-
-
-def _pointer(key: str) -> str:
-    """``key`` as one JSON Pointer token (RFC 6901: ``~`` and ``/`` escaped)."""
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 # -- forged trust ------------------------------------------------------------------------------
@@ -226,18 +222,18 @@ def test_tenant_cannot_unprotect_an_nf_pod_or_its_namespace(env: Env) -> None:
     # it at once, as a trusted node exists.)
     escapes = {
         "drop the NF label": [
-            {"op": "remove", "path": f"/metadata/labels/{_pointer(NF_LABEL)}"},
+            {"op": "remove", "path": pointer("metadata", "labels", NF_LABEL)},
             {"op": "replace", "path": "/metadata/labels/app", "value": "web"},
         ],
         "claim trust": [  # "add" replaces: the pod may already be annotated trusted
             {
                 "op": "add",
-                "path": f"/metadata/annotations/{_pointer(TRUST_STATE_ANNOTATION)}",
+                "path": pointer("metadata", "annotations", TRUST_STATE_ANNOTATION),
                 "value": "trusted",
             },
             {
                 "op": "add",
-                "path": f"/metadata/annotations/{_pointer(LAST_VERIFIED_ANNOTATION)}",
+                "path": pointer("metadata", "annotations", LAST_VERIFIED_ANNOTATION),
                 "value": "2099-01-01T00:00:00Z",
             },
         ],

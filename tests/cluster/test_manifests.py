@@ -25,6 +25,12 @@ from attestation.adapters.kube import Kube, KubeError, WebhookConfigurations, lo
 from attestation.cli.main import build_parser
 from attestation.core.names import GROUP, NODEATTESTATION_PLURAL
 from attestation.core.signing import load_private_key_pem, load_public_key_pem
+from attestation.lab.cluster import (
+    MANIFESTS,
+    NAMESPACE,
+    install_manifests,
+    service_account_kubeconfig,
+)
 from attestation.lab.poll import wait_for
 from attestation.verifier.policies import load_policy_dir
 from tests.support.controlplane import ClusterHandle
@@ -36,8 +42,6 @@ from webhook.protect import ProtectionRules, network_function
 from webhook.tls import KINDS
 
 REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO / "manifests"
-SYSTEM_NS = "trustgate-system"
 
 
 def _docs(text: str) -> list[dict[str, Any]]:
@@ -74,18 +78,13 @@ def installed(control_plane: ClusterHandle) -> Iterator[ClusterHandle]:
             "mutatingwebhookconfiguration/trustgate", "validatingwebhookconfiguration/trustgate",
         )  # fmt: skip
         cluster.kubectl(
-            "delete", "--ignore-not-found", "--wait=false", "-n", SYSTEM_NS,
+            "delete", "--ignore-not-found", "--wait=false", "-n", NAMESPACE,
             "deployment/trustgate-verifier", "deployment/trustgate-webhook",
             "daemonset/trustgate-agent",
         )  # fmt: skip
         cluster.kubectl(
             "delete", "--ignore-not-found", "--wait=false", "-k", str(MANIFESTS / "samples")
         )
-
-
-def _kubeconfig_for(cluster: ClusterHandle, sa: str, tmp: Path) -> Path:
-    token = cluster.token_for(SYSTEM_NS, sa)
-    return cluster.plane.kubeconfig_for_token(token, tmp / f"{sa}.kubeconfig")
 
 
 # -- apply ---------------------------------------------------------------------------------------
@@ -96,14 +95,11 @@ def test_base_applies_server_side_and_coexists_with_the_test_install(
 ) -> None:
     cluster = installed
     # What tests/support/lab.py applies (same field manager), then the base again: no conflict.
-    cluster.kubectl(
-        "apply", "--server-side", "-f", str(MANIFESTS / "namespace.yaml"),
-        "-f", str(MANIFESTS / "crds"), "-f", str(MANIFESTS / "rbac.yaml"),
-    )  # fmt: skip
+    install_manifests(cluster.plane)
     cluster.kubectl("apply", "--server-side", "-k", str(MANIFESTS))
 
     for name in ("trustgate-verifier", "trustgate-webhook"):
-        deploy = cluster.request("GET", f"/apis/apps/v1/namespaces/{SYSTEM_NS}/deployments/{name}")
+        deploy = cluster.request("GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}")
         assert deploy["spec"]["replicas"] >= 2
         pod = deploy["spec"]["template"]["spec"]
         assert pod["priorityClassName"] == "system-cluster-critical"
@@ -115,17 +111,17 @@ def test_base_applies_server_side_and_coexists_with_the_test_install(
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         cluster.request(
-            "GET", f"/apis/policy/v1/namespaces/{SYSTEM_NS}/poddisruptionbudgets/{name}"
+            "GET", f"/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets/{name}"
         )
 
     agent = cluster.request(
-        "GET", f"/apis/apps/v1/namespaces/{SYSTEM_NS}/daemonsets/trustgate-agent"
+        "GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/trustgate-agent"
     )
     spec = agent["spec"]["template"]["spec"]
     assert spec["automountServiceAccountToken"] is False
     assert spec["nodeSelector"] == {"trustgate.io/5g-core": "true"}
     verifier = cluster.request(
-        "GET", f"/apis/apps/v1/namespaces/{SYSTEM_NS}/deployments/trustgate-verifier"
+        "GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/trustgate-verifier"
     )
     args = verifier["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--node-selector=trustgate.io/5g-core=true" in args
@@ -158,9 +154,9 @@ CAN_I = [
         ["patch", "nodeattestations.trustgate.io", "--subresource=status"],
         True,
     ),
-    ("trustgate-verifier", ["update", "leases.coordination.k8s.io", "-n", SYSTEM_NS], True),
+    ("trustgate-verifier", ["update", "leases.coordination.k8s.io", "-n", NAMESPACE], True),
     ("trustgate-verifier", ["create", "events", "-n", "5g-core"], True),
-    ("trustgate-verifier", ["get", "secrets", "-n", SYSTEM_NS], False),
+    ("trustgate-verifier", ["get", "secrets", "-n", NAMESPACE], False),
     ("trustgate-verifier", ["list", "secrets", "--all-namespaces"], False),
     ("trustgate-verifier", ["create", "pods", "-n", "5g-core"], False),
     ("trustgate-verifier", ["delete", "nodes"], False),
@@ -177,16 +173,16 @@ CAN_I = [
     ("trustgate-webhook", ["create", "nodeattestations.trustgate.io"], False),
     ("trustgate-webhook", ["patch", "pods", "-n", "5g-core"], False),
     ("trustgate-webhook", ["patch", "nodes"], False),
-    ("trustgate-webhook", ["get", "secrets", "-n", SYSTEM_NS], False),
+    ("trustgate-webhook", ["get", "secrets", "-n", NAMESPACE], False),
     # Self-managed TLS: its own Secret and the two configurations' caBundle, nothing more.
-    ("trustgate-webhook", ["get", "secrets/trustgate-webhook-tls", "-n", SYSTEM_NS], True),
-    ("trustgate-webhook", ["update", "secrets/trustgate-webhook-tls", "-n", SYSTEM_NS], True),
-    ("trustgate-webhook", ["create", "secrets", "-n", SYSTEM_NS], True),  # see rbac.yaml
-    ("trustgate-webhook", ["get", "secrets/trustgate-signing-key", "-n", SYSTEM_NS], False),
-    ("trustgate-webhook", ["update", "secrets/trustgate-signing-key", "-n", SYSTEM_NS], False),
-    ("trustgate-webhook", ["list", "secrets", "-n", SYSTEM_NS], False),
-    ("trustgate-webhook", ["watch", "secrets", "-n", SYSTEM_NS], False),
-    ("trustgate-webhook", ["delete", "secrets/trustgate-webhook-tls", "-n", SYSTEM_NS], False),
+    ("trustgate-webhook", ["get", "secrets/trustgate-webhook-tls", "-n", NAMESPACE], True),
+    ("trustgate-webhook", ["update", "secrets/trustgate-webhook-tls", "-n", NAMESPACE], True),
+    ("trustgate-webhook", ["create", "secrets", "-n", NAMESPACE], True),  # see rbac.yaml
+    ("trustgate-webhook", ["get", "secrets/trustgate-signing-key", "-n", NAMESPACE], False),
+    ("trustgate-webhook", ["update", "secrets/trustgate-signing-key", "-n", NAMESPACE], False),
+    ("trustgate-webhook", ["list", "secrets", "-n", NAMESPACE], False),
+    ("trustgate-webhook", ["watch", "secrets", "-n", NAMESPACE], False),
+    ("trustgate-webhook", ["delete", "secrets/trustgate-webhook-tls", "-n", NAMESPACE], False),
     ("trustgate-webhook", ["get", "secrets/trustgate-webhook-tls", "-n", "5g-core"], False),
     ("trustgate-webhook", ["create", "secrets", "-n", "5g-core"], False),
     ("trustgate-webhook", ["get", "mutatingwebhookconfigurations/trustgate"], True),
@@ -196,7 +192,7 @@ CAN_I = [
     ("trustgate-webhook", ["list", "validatingwebhookconfigurations"], False),
     ("trustgate-webhook", ["delete", "validatingwebhookconfigurations/trustgate"], False),
     ("trustgate-webhook", ["create", "mutatingwebhookconfigurations"], False),
-    ("trustgate-agent", ["get", "pods", "-n", SYSTEM_NS], False),
+    ("trustgate-agent", ["get", "pods", "-n", NAMESPACE], False),
     ("trustgate-agent", ["get", "nodes"], False),
     ("trustgate-agent", ["get", "nodeattestations.trustgate.io"], False),
 ]
@@ -206,7 +202,7 @@ CAN_I = [
 def test_service_account_can_i(
     installed: ClusterHandle, tmp_path: Path, sa: str, args: list[str], allowed: bool
 ) -> None:
-    kubeconfig = _kubeconfig_for(installed, sa, tmp_path)
+    kubeconfig = service_account_kubeconfig(installed.plane, sa, tmp_path)
     result = installed.kubectl("auth", "can-i", *args, kubeconfig=kubeconfig, check=False)
     answer = result.stdout.strip()
     assert answer in {"yes", "no"}, result.stderr
@@ -215,8 +211,8 @@ def test_service_account_can_i(
 
 def test_agent_has_no_api_rights_at_all(installed: ClusterHandle, tmp_path: Path) -> None:
     """Whatever any authenticated identity gets (self-reviews, discovery URLs), nothing more."""
-    kubeconfig = _kubeconfig_for(installed, "trustgate-agent", tmp_path)
-    for ns in (SYSTEM_NS, "default"):
+    kubeconfig = service_account_kubeconfig(installed.plane, "trustgate-agent", tmp_path)
+    for ns in (NAMESPACE, "default"):
         out = installed.kubectl("auth", "can-i", "--list", "-n", ns, kubeconfig=kubeconfig).stdout
         rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
         # A non-resource row ("[/healthz] [] [get]") has an empty first column.
@@ -239,7 +235,9 @@ def test_without_its_eviction_rule_the_verifiers_eviction_is_refused(
         "metadata": {"name": "victim"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
     })  # fmt: skip
-    kube = Kube(load_api_client(_kubeconfig_for(cluster, "trustgate-verifier", tmp_path)))
+    kube = Kube(
+        load_api_client(service_account_kubeconfig(cluster.plane, "trustgate-verifier", tmp_path))
+    )
     rbac = _docs((MANIFESTS / "rbac.yaml").read_text())
     role = _find(rbac, "ClusterRole", "trustgate-verifier")
     stripped = {
@@ -278,7 +276,9 @@ def test_reapplying_the_base_keeps_the_ca_bundle_the_webhook_wrote(
     survives the operator re-applying them, server-side or client-side."""
     cluster = installed
     cluster.kubectl("apply", "--server-side", "-k", str(MANIFESTS))
-    kube = Kube(load_api_client(_kubeconfig_for(cluster, "trustgate-webhook", tmp_path)))
+    kube = Kube(
+        load_api_client(service_account_kubeconfig(cluster.plane, "trustgate-webhook", tmp_path))
+    )
     configurations = WebhookConfigurations(kube, "trustgate")
     bundle = create(CertPolicy(("trustgate-webhook.trustgate-system.svc",)), datetime.now(UTC))
     try:
@@ -336,7 +336,7 @@ def test_base_and_cert_manager_component_render(
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         config = _find(docs, kind, "trustgate")
         annotations = config["metadata"]["annotations"]
-        assert annotations["cert-manager.io/inject-ca-from"] == f"{SYSTEM_NS}/trustgate-webhook"
+        assert annotations["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/trustgate-webhook"
         assert all("caBundle" not in hook["clientConfig"] for hook in config["webhooks"])
     cert = _find(docs, "Certificate", "trustgate-webhook")
     assert "trustgate-webhook.trustgate-system.svc" in cert["spec"]["dnsNames"]

@@ -6,19 +6,25 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from attestation.core.audit import verify_chain
-from attestation.core.names import ATTESTED_LABEL, UNTRUSTED_TAINT
+from attestation.core.names import (
+    ATTESTED_LABEL,
+    REASON_ANNOTATION,
+    TRUST_STATE_ANNOTATION,
+    UNTRUSTED_TAINT,
+)
 from attestation.core.nodeattestation import node_trust
-from attestation.core.signing import load_public_key_pem, public_keys_by_id
+from attestation.lab.cluster import service_account_kubeconfig
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa
+from tests.support.verdicts import audit_records
 
 NS = "5g-core-verifier"
 
@@ -29,14 +35,9 @@ def lab(
 ) -> Iterator[Lab]:
     trustgate_installed.ensure_namespace(NS)
     workdir = tmp_path_factory.mktemp("verifier-lab")
-    with lab_cluster(trustgate_installed, swtpm_ca, workdir, ["vworker-1", "vworker-2"]) as lab:
-        for node in lab.nodes:
-            wait_for(f"{node} Trusted", _is_trusted(lab, node), timeout=60)
+    nodes = ["vworker-1", "vworker-2"]
+    with lab_cluster(trustgate_installed, swtpm_ca, workdir, nodes, trusted=nodes) as lab:
         yield lab
-
-
-def _is_trusted(lab: Lab, node: str) -> Callable[[], bool]:
-    return lambda: lab.state_of(node) == "Trusted"
 
 
 def _node(lab: Lab, name: str) -> dict:  # type: ignore[type-arg]
@@ -44,13 +45,11 @@ def _node(lab: Lab, name: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_nodes_attest_label_and_sign(lab: Lab) -> None:
-    keys = public_keys_by_id([load_public_key_pem(lab.signing_public_pem)])
+    keys = lab.system.verifier_keys
     for name in lab.nodes:
         node = _node(lab, name)
-        assert node["metadata"]["labels"]["trustgate.io/attested"] == "true"
-        assert not any(
-            t["key"] == "trustgate.io/untrusted" for t in node["spec"].get("taints") or []
-        )
+        assert node["metadata"]["labels"][ATTESTED_LABEL] == "true"
+        assert not any(t["key"] == UNTRUSTED_TAINT for t in node["spec"].get("taints") or [])
         trust = node_trust(lab.nodeattestation(name) or {}, keys)
         assert trust.defect is None
         assert trust.state == "Trusted"
@@ -68,7 +67,7 @@ def test_unknown_binary_in_upf_pod_evicts_only_that_pod(lab: Lab) -> None:
     node.run_in_pod(smf, "/usr/bin/smfd", FILES["smf"]["/usr/bin/smfd"])
     wait_for("pods annotated trusted", lambda: all(
         (lab.pod(NS, n) or {}).get("metadata", {}).get("annotations", {})
-        .get("trustgate.io/trust-state") == "trusted" for n in ("upf-0", "smf-0")))  # fmt: skip
+        .get(TRUST_STATE_ANNOTATION) == "trusted" for n in ("upf-0", "smf-0")))  # fmt: skip
 
     node.run_in_pod(upf, "/usr/bin/nc", b"netcat")  # the attack
 
@@ -84,17 +83,17 @@ def test_unknown_binary_in_upf_pod_evicts_only_that_pod(lab: Lab) -> None:
     smf_pod = lab.pod(NS, "smf-0")
     assert smf_pod is not None
     assert not smf_pod["metadata"].get("deletionTimestamp")
-    assert smf_pod["metadata"]["annotations"]["trustgate.io/trust-state"] == "trusted"
+    assert smf_pod["metadata"]["annotations"][TRUST_STATE_ANNOTATION] == "trusted"
     assert lab.state_of("vworker-1") == "Trusted"  # the node itself is fine
     upf_pod = lab.pod(NS, "upf-0")
     if upf_pod is not None:
         ann = upf_pod["metadata"]["annotations"]
-        assert ann["trustgate.io/trust-state"] == "untrusted"
-        assert "ima.policy.unknown_file" in ann["trustgate.io/reason"]
-        assert "/usr/bin/nc" in ann["trustgate.io/reason"]
+        assert ann[TRUST_STATE_ANNOTATION] == "untrusted"
+        assert "ima.policy.unknown_file" in ann[REASON_ANNOTATION]
+        assert "/usr/bin/nc" in ann[REASON_ANNOTATION]
     reasons = {e["reason"] for e in lab.events_for(NS, "upf-0")}
     assert {"AttestationUntrusted", "TrustgateEvicted"} <= reasons
-    records = [json.loads(line) for line in lab.audit_log.read_text().splitlines()]
+    records = audit_records(lab)
     assert any(r.get("action") == "remediate" and r.get("pod") == "upf-0"
                and r.get("outcome") == "evicted" for r in records)  # fmt: skip
     assert not any(r.get("pod") == "smf-0" for r in records if r["kind"] == "action")
@@ -120,8 +119,7 @@ def _labelled(lab: Lab, node: str, value: str) -> dict[str, Any] | None:
 
 
 def test_nodeattestation_written_by_another_identity_is_refused(lab: Lab, tmp_path: Path) -> None:
-    token = lab.cluster.token_for("trustgate-system", "trustgate-webhook")
-    kc = lab.cluster.plane.kubeconfig_for_token(token, tmp_path / "webhook.kubeconfig")
+    kc = service_account_kubeconfig(lab.cluster.plane, "trustgate-webhook", tmp_path)
     patch = json.dumps({"status": {"state": "Trusted"}})
     result = lab.cluster.kubectl(
         "patch", "nodeattestation", "vworker-1", "--subresource=status", "--type=merge",
@@ -135,7 +133,7 @@ def test_forged_signature_is_not_trusted(lab: Lab) -> None:
     obj = lab.nodeattestation("vworker-1") or {}
     forged = dict(obj["status"])
     forged["reason"] = "hand-edited"
-    keys = public_keys_by_id([load_public_key_pem(lab.signing_public_pem)])
+    keys = lab.system.verifier_keys
     trust = node_trust({"metadata": obj["metadata"], "status": forged}, keys)
     assert trust.defect is not None
     assert not trust.trusted_at(trust.verified_at)  # type: ignore[arg-type]

@@ -4,7 +4,6 @@ untrusted, metrics."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import urllib.request
@@ -16,12 +15,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from attestation.core.clock import parse_time
+from attestation.lab.cluster import NAMESPACE
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa
+from tests.support.verdicts import audit_records, pod_view, seen
 
 NS = "5g-core-ha"
-LEASE = "/apis/coordination.k8s.io/v1/namespaces/trustgate-system/leases/trustgate-verifier"
+LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/trustgate-verifier"
 
 
 def _lease_holder(lab: Lab) -> str | None:
@@ -65,8 +66,9 @@ def lab(
     trustgate_installed.ensure_namespace(NS)
     workdir = tmp_path_factory.mktemp("verifier-ops")
     args = ("--eviction-deadline", "5", "--unknown-grace", "2")
-    with lab_cluster(trustgate_installed, swtpm_ca, workdir, ["ops-1"], verifier_args=args) as lab:
-        wait_for("ops-1 Trusted", lambda: lab.state_of("ops-1") == "Trusted", 60)
+    with lab_cluster(
+        trustgate_installed, swtpm_ca, workdir, ["ops-1"], verifier_args=args, trusted=["ops-1"]
+    ) as lab:
         yield lab
 
 
@@ -96,8 +98,7 @@ def test_eviction_refused_by_a_budget_is_escalated_to_delete(lab: Lab) -> None:
     lab.nodes["ops-1"].run_in_pod(uid, "/usr/bin/nc", b"netcat")
 
     def outcome() -> str | None:
-        for line in lab.audit_log.read_text().splitlines():
-            record = json.loads(line)
+        for record in audit_records(lab):
             if record.get("action") == "remediate" and record.get("uid") == uid:
                 return str(record["outcome"])
         return None
@@ -115,12 +116,8 @@ def test_a_new_node_starts_untrusted(lab: Lab) -> None:
     lab.cluster.add_node(name, {lab.system.node_label[0]: lab.system.node_label[1]})
 
     def flagged() -> bool:
-        node = lab.cluster.request("GET", f"/api/v1/nodes/{name}")
-        labels = node["metadata"].get("labels") or {}
-        taints = node["spec"].get("taints") or []
-        return labels.get("trustgate.io/attested") == "false" and any(
-            t["key"] == "trustgate.io/untrusted" for t in taints
-        )
+        now = seen(lab, name)
+        return now.attested_label == "false" and now.tainted
 
     wait_for(f"{name} labelled untrusted and tainted", flagged, 15)
     assert lab.state_of(name) in ("Pending", "Unknown")
@@ -163,24 +160,14 @@ def test_pods_on_a_node_unknown_for_longer_than_the_grace_are_evicted(lab: Lab) 
     here) without fresh evidence, the node's NF pods are evicted like an Untrusted node's."""
     uid = lab.create_nf_pod(NS, "smf-dark", "smf", "ops-1")
     lab.nodes["ops-1"].run_in_pod(uid, "/usr/bin/smfd", FILES["smf"]["/usr/bin/smfd"])
-    wait_for("smf-dark trusted", lambda: _trust(lab, "smf-dark") == "trusted", 20)
+    wait_for("smf-dark trusted", lambda: pod_view(lab, NS, "smf-dark")[0] == "trusted", 20)
     lab.nodes["ops-1"].stop_agent()
     try:
         wait_for("ops-1 Unknown", lambda: lab.state_of("ops-1") == "Unknown", 20)
-        pod = wait_for("smf-dark evicted", lambda: _deleting(lab, "smf-dark"), 20)
+        pod = wait_for("smf-dark evicted", lambda: pod_view(lab, NS, "smf-dark")[2], 20)
         assert pod
     finally:
         lab.nodes["ops-1"].start_agent()
-    records = [json.loads(line) for line in lab.audit_log.read_text().splitlines()]
+    records = audit_records(lab)
     (record,) = [r for r in records if r.get("action") == "remediate" and r.get("uid") == uid]
     assert "no fresh evidence" in record["detail"]
-
-
-def _trust(lab: Lab, name: str) -> str | None:
-    pod = lab.pod(NS, name) or {}
-    return (pod.get("metadata", {}).get("annotations") or {}).get("trustgate.io/trust-state")
-
-
-def _deleting(lab: Lab, name: str) -> bool:
-    pod = lab.pod(NS, name)
-    return pod is None or bool(pod["metadata"].get("deletionTimestamp"))

@@ -30,7 +30,12 @@ from attestation.core.names import (
     TRUST_STATE_ANNOTATION,
 )
 from attestation.core.signing import public_keys_by_id, sign_status
-from attestation.lab.cluster import register_webhooks, unregister_webhooks
+from attestation.lab.cluster import (
+    NAMESPACE,
+    register_webhooks,
+    service_account_kubeconfig,
+    unregister_webhooks,
+)
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.poll import wait_for
 from attestation.lab.process import free_port
@@ -39,7 +44,7 @@ from tests.unit.webhook_data import status
 from webhook.app import create_app, server_config
 from webhook.settings import WebhookSettings
 
-VERIFIER_NS, VERIFIER_SA = "trustgate-system", "trustgate-verifier"
+VERIFIER_SA = "trustgate-verifier"
 KEY = Ed25519PrivateKey.generate()
 
 
@@ -107,8 +112,7 @@ def env(
     ns, open_ns = cluster.unique("core5g"), cluster.unique("plain")
     cluster.ensure_namespace(ns, {"trustgate.io/protected": "true"})
     cluster.ensure_namespace(open_ns)
-    cluster.ensure_namespace(VERIFIER_NS)
-    token = cluster.token_for(VERIFIER_NS, VERIFIER_SA)
+    verifier_kubeconfig = service_account_kubeconfig(cluster.plane, VERIFIER_SA, work)
     cluster.kubectl(
         "create",
         "clusterrole",
@@ -122,14 +126,14 @@ def env(
         "clusterrolebinding",
         "trustgate-verifier-test",
         "--clusterrole=trustgate-verifier-test",
-        f"--serviceaccount={VERIFIER_NS}:{VERIFIER_SA}",
+        f"--serviceaccount={NAMESPACE}:{VERIFIER_SA}",
         check=False,
     )
     ca = CertificateAuthority.create(work, "webhook-test-ca")
     cert = ca.issue(work, "webhook", "127.0.0.1", ip_addresses=("127.0.0.1",), server=True)
     settings = WebhookSettings(
         verifier_keys=public_keys_by_id([KEY.public_key()]),
-        verifier_username=f"system:serviceaccount:{VERIFIER_NS}:{VERIFIER_SA}",
+        verifier_username=f"system:serviceaccount:{NAMESPACE}:{VERIFIER_SA}",
         host="127.0.0.1",
         port=free_port(),
         tls_cert_file=str(cert.cert),
@@ -153,7 +157,7 @@ def env(
             ns,
             open_ns,
             webhook,
-            cluster.plane.kubeconfig_for_token(token, work / "verifier.kubeconfig"),
+            verifier_kubeconfig,
         )
         wait_for("the webhooks to take effect", lambda: _mutated_probe(e), 30)
         yield e

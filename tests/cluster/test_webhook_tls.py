@@ -30,7 +30,12 @@ from attestation.adapters.kube import (
 )
 from attestation.core.names import NF_LABEL, SCHEDULING_GATE
 from attestation.core.signing import public_key_to_pem
-from attestation.lab.cluster import register_webhooks, unregister_webhooks
+from attestation.lab.cluster import (
+    NAMESPACE,
+    register_webhooks,
+    service_account_kubeconfig,
+    unregister_webhooks,
+)
 from attestation.lab.node import trustgate_exe
 from attestation.lab.poll import wait_for
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
@@ -42,8 +47,8 @@ from webhook.settings import SelfTlsSettings
 from webhook.tls import KINDS, SelfManagedTls
 from webhook.tlssecret import material_from_secret, secret_for
 
-NS, SA, SECRET = "trustgate-system", "trustgate-webhook", "trustgate-webhook-tls"
-DNS = f"{SA}.{NS}.svc"
+SA, SECRET = "trustgate-webhook", "trustgate-webhook-tls"
+DNS = f"{SA}.{NAMESPACE}.svc"
 POLICY = CertPolicy(dns_names=(DNS, f"{DNS}.cluster.local"), ip_addresses=("127.0.0.1",))
 
 
@@ -68,7 +73,7 @@ class Env:
         return port
 
     def secret(self) -> dict[str, Any] | None:
-        secret: dict[str, Any] | None = self.cluster.get(secret_path(NS, SECRET))
+        secret: dict[str, Any] | None = self.cluster.get(secret_path(NAMESPACE, SECRET))
         return secret
 
     def material(self) -> TlsMaterial:
@@ -138,14 +143,13 @@ def env(
     cluster.ensure_namespace(ns, {"trustgate.io/protected": "true"})
     key = work / "verifier.pub"
     key.write_bytes(public_key_to_pem(Ed25519PrivateKey.generate().public_key()))
-    token = cluster.token_for(NS, SA)
-    kubeconfig = cluster.plane.kubeconfig_for_token(token, work / "webhook.kubeconfig")
+    kubeconfig = service_account_kubeconfig(cluster.plane, SA, work)
     argv = [
         trustgate_exe(), "webhook", "--kubeconfig", str(kubeconfig), "--verifier-key", str(key),
-        "--self-signed-tls", "--tls-namespace", NS, "--tls-ip-san", "127.0.0.1",
+        "--self-signed-tls", "--tls-namespace", NAMESPACE, "--tls-ip-san", "127.0.0.1",
         "--tls-check-interval", "1s", "--host", "127.0.0.1",
     ]  # fmt: skip
-    cluster.delete(secret_path(NS, SECRET))
+    cluster.delete(secret_path(NAMESPACE, SECRET))
     e = Env(cluster, work, ns, argv)
     try:
         yield e
@@ -153,7 +157,7 @@ def env(
         unregister_webhooks(cluster.plane)  # failurePolicy Fail would break later NF pods
         for process in e.replicas:
             process.stop()
-        cluster.delete(secret_path(NS, SECRET))
+        cluster.delete(secret_path(NAMESPACE, SECRET))
         cluster.delete(f"/api/v1/namespaces/{ns}")
 
 
@@ -217,7 +221,9 @@ def test_a_certificate_close_to_expiry_is_renewed_and_still_accepted(env: Env) -
     seeded = reissue(original, short, now)
     current = env.secret()
     env.cluster.request(
-        "PUT", secret_path(NS, SECRET), secret_for(seeded, NS, SECRET, current=current)
+        "PUT",
+        secret_path(NAMESPACE, SECRET),
+        secret_for(seeded, NAMESPACE, SECRET, current=current),
     )
 
     def renewed() -> TlsMaterial | None:
@@ -277,7 +283,7 @@ def test_a_replica_that_loses_the_race_reads_the_winners_secret(
         seen = {**before, "metadata": {**before["metadata"], "resourceVersion": "1"}}
         seen["data"] = {}  # unreadable: the replica wants to replace it
     kube = Kube(env.cluster.api_client)
-    store = StaleFirstRead(NamedSecret(kube, NS, SECRET), seen)
+    store = StaleFirstRead(NamedSecret(kube, NAMESPACE, SECRET), seen)
     tls = SelfManagedTls(
         SelfTlsSettings(POLICY), store, WebhookConfigurations(kube, "trustgate"), env.work
     )

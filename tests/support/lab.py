@@ -39,12 +39,10 @@ FILES: dict[str, dict[str, bytes]] = {
 }
 
 
-def policy_document(nf: str, files: Mapping[str, bytes] | None = None) -> dict[str, Any]:
-    """The runtime policy allowing exactly ``files`` (default: ``FILES[nf]``), as an operator
-    would write it; only ``^/tmp/`` is excluded."""
-    digests = {
-        p: [f"sha256:{hashlib.sha256(c).hexdigest()}"] for p, c in (files or FILES[nf]).items()
-    }
+def policy_document(nf: str) -> dict[str, Any]:
+    """The runtime policy allowing exactly ``FILES[nf]``, as an operator would write it; only
+    ``^/tmp/`` is excluded."""
+    digests = {p: [f"sha256:{hashlib.sha256(c).hexdigest()}"] for p, c in FILES[nf].items()}
     return document(nf, nf, digests, excludes=["^/tmp/"])
 
 
@@ -69,10 +67,6 @@ class Lab:
     @property
     def audit_log(self) -> Path:
         return self.system.audit_log
-
-    @property
-    def signing_public_pem(self) -> bytes:
-        return self.system.verifier_public_key.read_bytes()
 
     @property
     def verifier(self) -> ManagedProcess | None:

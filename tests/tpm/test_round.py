@@ -13,6 +13,7 @@ import pytest
 from attestation.agent.tpm import Tpm
 from attestation.core.evidence import Evidence
 from attestation.core.policy import RuntimePolicy, policy_from_document
+from attestation.core.policy_gen import document
 from attestation.core.types import HashAlg
 from attestation.core.verdict import AttestationState, PodInfo, PolicySet, RoundResult, attest_round
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
@@ -30,15 +31,7 @@ FILES = {
 
 def _policy(nf: str) -> RuntimePolicy:
     digests = {p: [f"sha256:{hashlib.sha256(c).hexdigest()}"] for p, c in FILES[nf].items()}
-    return policy_from_document(
-        {
-            "apiVersion": "trustgate.io/v1alpha1",
-            "kind": "RuntimePolicy",
-            "metadata": {"name": nf},
-            "spec": {"networkFunction": nf, "digests": digests, "excludes": ["^/tmp/"]},
-        },
-        source=f"{nf}.yaml",
-    )
+    return policy_from_document(document(nf, nf, digests, excludes=["^/tmp/"]), source=f"{nf}.yaml")
 
 
 POLICIES = PolicySet({"upf": _policy("upf"), "smf": _policy("smf")}, _policy("host"))

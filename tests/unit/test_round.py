@@ -15,6 +15,7 @@ from attestation.core.fastpath import IMPLEMENTATIONS
 from attestation.core.ima import parse_binary
 from attestation.core.logcheck import CheckLog
 from attestation.core.policy import RuntimePolicy, policy_from_document
+from attestation.core.policy_gen import document
 from attestation.core.types import Failure, HashAlg
 from attestation.core.verdict import AttestationState, PodInfo, PolicySet, RoundResult, attest_round
 from tests.unit.tpm_vectors import RecordedQuote, ak_public, quotes, round_quote, round_vectors
@@ -26,13 +27,7 @@ def _policy(owner: str) -> RuntimePolicy:
     files = {p: bytes.fromhex(c) for p, c in round_vectors()["files"][owner].items()}
     digests = {p: [f"sha256:{hashlib.sha256(c).hexdigest()}"] for p, c in files.items()}
     return policy_from_document(
-        {
-            "apiVersion": "trustgate.io/v1alpha1",
-            "kind": "RuntimePolicy",
-            "metadata": {"name": owner},
-            "spec": {"networkFunction": owner, "digests": digests},
-        },
-        source=f"{owner}.yaml",
+        document(owner, owner, digests, excludes=()), source=f"{owner}.yaml"
     )
 
 
