@@ -14,6 +14,7 @@ __all__ = [
     "ATTESTED_LABEL",
     "GROUP",
     "LAST_VERIFIED_ANNOTATION",
+    "MIRROR_ANNOTATION",
     "NF_LABEL",
     "NODEATTESTATION_API_VERSION",
     "NODEATTESTATION_KIND",
@@ -60,6 +61,8 @@ REASON_ANNOTATION: Final = f"{PREFIX}reason"
 SCHEDULING_GATE: Final = f"{PREFIX}attestation"
 #: The agent DaemonSet's pods (how the verifier finds each node's agent).
 AGENT_SELECTOR: Final = "app.kubernetes.io/name=trustgate-agent"
+#: Kubernetes' own: a mirror pod's annotation holding its static pod's uid (what its cgroup says).
+MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
 
 #: A node's trust state, as the NodeAttestation's ``status.state`` says it.
 NodeState = Literal["Trusted", "Untrusted", "Pending", "Unknown"]

@@ -25,6 +25,7 @@ SHIPPED = {
     "REASON_ANNOTATION": "trustgate.io/reason",
     "SCHEDULING_GATE": "trustgate.io/attestation",
     "AGENT_SELECTOR": "app.kubernetes.io/name=trustgate-agent",
+    "MIRROR_ANNOTATION": "kubernetes.io/config.mirror",
     "NODE_STATES": ("Trusted", "Untrusted", "Pending", "Unknown"),
     "POD_STATES": ("trusted", "untrusted", "pending", "unknown"),
 }
