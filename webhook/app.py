@@ -120,7 +120,10 @@ class _Decisions:
         rules = settings.protection
         self._rules = rules
         self._policy = ValidationPolicy(
-            settings.verifier_username, rules, settings.audit_namespaces
+            settings.verifier_username,
+            rules,
+            settings.audit_namespaces,
+            allow_ephemeral_containers=settings.allow_ephemeral_containers,
         )
         self._view = view
         self._clock = clock

@@ -1,8 +1,12 @@
 """Pod CREATE -> the JSON Patch that keeps an NF pod off unattested nodes until it is verified.
 
-Four changes, each only when missing, so a reinvocation (reinvocationPolicy IfNeeded) or a pod
+Five changes, each only when needed, so a reinvocation (reinvocationPolicy IfNeeded) or a pod
 that already has them yields an empty patch:
 
+- every other ``trustgate.io/*`` label and annotation removed — they are the verifier's to write
+  (``trust-state: trusted``, ``last-verified``, ...). Stripped rather than refused, so a manifest
+  copied from a running, verified pod (``kubectl get -o yaml``) still applies and starts over as
+  pending; the validating webhook refuses any that a later mutation puts back;
 - label ``trustgate.io/network-function=<nf>`` — later decisions key on it;
 - annotation ``trustgate.io/trust-state=pending`` — a creator cannot pre-set ``trusted``;
 - a required node affinity on ``trustgate.io/attested=true``, added to *every* nodeSelectorTerm
@@ -21,6 +25,7 @@ from attestation.core.kubeobject import KubeObject
 from attestation.core.names import (
     ATTESTED_LABEL,
     NF_LABEL,
+    PREFIX,
     SCHEDULING_GATE,
     TRUST_STATE_ANNOTATION,
 )
@@ -46,11 +51,22 @@ def pointer(*parts: str) -> str:
 def mutate_pod(pod: KubeObject, nf: str) -> tuple[PatchOp, ...]:
     """The patch for an NF pod being created; empty when it already carries everything."""
     spec = _mapping(pod.get("spec"), "spec")
-    ops = (*_label(pod, nf), *_annotation(pod), *_affinity(spec), *_gate(spec))
+    ops = (*_strip(pod), *_label(pod, nf), *_annotation(pod), *_affinity(spec), *_gate(spec))
     if ops and pod.get("metadata") is None:
         # A pod always has metadata by the time admission sees it; this keeps the patch valid.
         return (_add("/metadata", {}), *ops)
     return ops
+
+
+def _strip(pod: KubeObject) -> list[PatchOp]:
+    """Remove the creator's ``trustgate.io/*`` marks except the two this patch sets anyway."""
+    kept = {("labels", NF_LABEL), ("annotations", TRUST_STATE_ANNOTATION)}
+    return [
+        {"op": "remove", "path": pointer("metadata", where, key)}
+        for where, values in (("labels", labels_of(pod)), ("annotations", annotations_of(pod)))
+        for key in sorted(values)
+        if key.startswith(PREFIX) and (where, key) not in kept
+    ]
 
 
 def _label(pod: KubeObject, nf: str) -> list[PatchOp]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attestation.core.kubeobject import KubeObject
-from attestation.core.names import NF_LABEL
+from attestation.core.names import NF_LABEL, PREFIX
 from webhook.reviews import ReviewError
 
 __all__ = [
@@ -25,7 +25,9 @@ __all__ = [
     "ProtectionRules",
     "annotations_of",
     "labels_of",
+    "named_kinds",
     "network_function",
+    "trustgate_marks",
 ]
 
 DEFAULT_KINDS = ("amf", "smf", "upf")
@@ -72,19 +74,34 @@ def annotations_of(obj: KubeObject | None) -> Mapping[str, str]:
 
 
 def network_function(pod: KubeObject | None, rules: ProtectionRules) -> str | None:
-    """The pod's NF kind (``upf``) when it is protected, else None."""
+    """The pod's NF kind (``upf``) when it is protected, else None: the explicit label's kind,
+    else the first of ``label_keys`` that names one."""
+    return next(iter(named_kinds(pod, rules).values()), None)
+
+
+def named_kinds(pod: KubeObject | None, rules: ProtectionRules) -> Mapping[str, str]:
+    """Every label the rules read (the explicit one first) whose value names an NF kind -> that
+    kind. Empty exactly when ``network_function`` is None. A pod's identity is more than the one
+    kind that wins: a UPF that also wore ``app: smf`` would be picked by the SMF's Service."""
     labels = labels_of(pod)
-    explicit = labels.get(rules.explicit_label)
-    if explicit is not None:
-        kind = rules.kind_of(explicit)
-        if kind is not None:
-            return kind
-    for key in rules.label_keys:
+    named: dict[str, str] = {}
+    for key in (rules.explicit_label, *rules.label_keys):
         value = labels.get(key)
         kind = None if value is None else rules.kind_of(value)
         if kind is not None:
-            return kind
-    return None
+            named[key] = kind
+    return named
+
+
+def trustgate_marks(pod: KubeObject | None) -> dict[str, str]:
+    """The pod's ``trustgate.io/*`` labels and annotations, as ``label KEY`` / ``annotation KEY``
+    -> value: the marks only trustgate writes."""
+    return {
+        f"{what} {key}": value
+        for what, getter in (("label", labels_of), ("annotation", annotations_of))
+        for key, value in getter(pod).items()
+        if key.startswith(PREFIX)
+    }
 
 
 def _string_map(obj: KubeObject | None, key: str) -> Mapping[str, str]:

@@ -99,6 +99,11 @@ class Request:
     def is_pod(self) -> bool:
         return self.resource == "pods" and self.sub_resource == ""
 
+    @property
+    def is_ephemeral_containers(self) -> bool:
+        """``kubectl debug``: the object and old object are the whole Pod."""
+        return self.resource == "pods" and self.sub_resource == "ephemeralcontainers"
+
 
 def decode_review(body: bytes) -> Request:
     """Parse and check an AdmissionReview body; ``ReviewError`` names the first bad field."""

@@ -62,6 +62,8 @@ class WebhookSettings:
     verifier_username: str = DEFAULT_VERIFIER_USERNAME
     protection: ProtectionRules = field(default_factory=ProtectionRules)
     audit_namespaces: frozenset[str] = frozenset()
+    #: ``kubectl debug`` on NF pods (see ``webhook.validate.ValidationPolicy``); refused by default.
+    allow_ephemeral_containers: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: Pods seen in reviews or fetched for a Binding are kept this long: a binding follows its
     #: pod's creation within seconds, and the TTL bounds how stale a label can be.

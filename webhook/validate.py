@@ -1,6 +1,6 @@
 """The validating decision: (request, node trust view, now) -> allow or deny. Pure.
 
-Three checks, only ever for NF pods:
+Only ever for NF pods (a pod that is no NF before and after a request is allowed, untouched):
 
 a. ``pods/binding`` CREATE: the scheduler (or anyone) binds an NF pod to a node -> the node must
    have a fresh, passing, verifier-signed NodeAttestation. A Binding carries none of the pod's
@@ -8,7 +8,13 @@ a. ``pods/binding`` CREATE: the scheduler (or anyone) binds an NF pod to a node 
 b. pods CREATE/UPDATE with ``spec.nodeName`` preset: the scheduler is bypassed, same check.
 c. pods UPDATE that change trustgate's labels/annotations (``trustgate.io/*``) or remove the
    scheduling gate: only the verifier's ServiceAccount may — removing the gate is its job, the
-   kube-scheduler never does it.
+   kube-scheduler never does it. At CREATE the mutating webhook has stripped the marks a creator
+   brought along; any still there (a later mutation put them back) are refused.
+d. pods UPDATE that change the pod's network-function identity: nobody may. Admission gates a
+   pod as what it is at creation; a plain pod relabelled ``app: upf`` would run unattested and
+   be picked by the UPF's Service, and an NF that sheds or swaps its kind leaves its policy.
+e. ``pods/ephemeralcontainers`` UPDATE (``kubectl debug``) adding a container to an NF pod: its
+   image is in no runtime policy; refused unless the policy allows ephemeral containers.
 """
 
 from __future__ import annotations
@@ -20,23 +26,44 @@ from typing import Any
 
 from attestation.core.clock import format_time
 from attestation.core.kubeobject import KubeObject
-from attestation.core.names import PREFIX, SCHEDULING_GATE
+from attestation.core.names import NF_LABEL, SCHEDULING_GATE, TRUST_STATE_ANNOTATION
 from attestation.core.nodeattestation import NodeTrust
 from webhook.mutate import has_gate
-from webhook.protect import ProtectionRules, annotations_of, labels_of, network_function
+from webhook.protect import (
+    ProtectionRules,
+    labels_of,
+    named_kinds,
+    network_function,
+    trustgate_marks,
+)
 from webhook.responses import Response, allowed, as_warning, denied
 from webhook.reviews import Request, ReviewError
 
-__all__ = ["AUDIT_PREFIX", "ValidationPolicy", "binding_pod", "node_refusal", "validate"]
+__all__ = [
+    "AUDIT_PREFIX",
+    "IDENTITY_FIXED",
+    "ValidationPolicy",
+    "binding_pod",
+    "identity_refusal",
+    "node_refusal",
+    "validate",
+]
 
 AUDIT_PREFIX = "trustgate audit mode, would deny: "
+#: In every refusal of an identity change: what a runbook or a test can look for.
+IDENTITY_FIXED = "is fixed at creation"
 
 
 @dataclass(frozen=True, slots=True)
 class ValidationPolicy:
+    """``allow_ephemeral_containers``: let ``kubectl debug`` add containers to NF pods. Their
+    executables are then judged against the pod's runtime policy like any other, so a debug
+    image the policy does not list gets the pod evicted."""
+
     verifier_username: str
     rules: ProtectionRules = field(default_factory=ProtectionRules)
     audit_namespaces: frozenset[str] = frozenset()
+    allow_ephemeral_containers: bool = False
 
 
 def binding_pod(request: Request) -> tuple[str, str, str] | None:
@@ -76,6 +103,8 @@ def _decide(
         return allowed()
     if request.is_binding:
         return _binding(request, trust, now, policy, bound_pod)
+    if request.is_ephemeral_containers:
+        return _ephemeral_containers(request, policy)
     if not request.is_pod:
         return allowed()
     pod = _object(request)
@@ -84,13 +113,9 @@ def _decide(
         nf = network_function(request.old_object, policy.rules)
     if nf is None:
         return allowed()
-    if request.operation == "UPDATE" and request.username != policy.verifier_username:
-        changed = _trustgate_changes(request.old_object or {}, pod)
-        if changed:
-            return denied(
-                f"only the trustgate verifier may change {', '.join(changed)} of {nf} pod "
-                f"{request.namespace}/{request.name}"
-            )
+    refusal = _marks_refusal(request, pod, nf, policy)
+    if refusal is not None:
+        return denied(refusal)
     node = _node_name(pod)
     if node and (request.operation == "CREATE" or node != _node_name(request.old_object)):
         return _node_check(node, trust, now)
@@ -146,16 +171,92 @@ def _node_check(node: str, trust: Mapping[str, NodeTrust], now: datetime) -> Res
     return allowed() if refusal is None else denied(refusal)
 
 
+def _marks_refusal(
+    request: Request, pod: KubeObject, nf: str, policy: ValidationPolicy
+) -> str | None:
+    """Why this CREATE or UPDATE of NF pod ``pod`` may not touch trustgate's marks or the pod's
+    identity (c and d above), or None."""
+    where = f"{nf} pod {request.namespace}/{request.name}"
+    if request.operation == "CREATE":
+        # What /mutate leaves; a mark missing here is not refused (the mutation is what adds it).
+        expected = {f"label {NF_LABEL}": nf, f"annotation {TRUST_STATE_ANNOTATION}": "pending"}
+        stray = sorted(k for k, v in trustgate_marks(pod).items() if expected.get(k) != v)
+        if stray:
+            return (
+                f"{where} may not be created with {', '.join(stray)}: only the trustgate "
+                "verifier sets them (the mutating webhook strips them: is it installed?)"
+            )
+        return None
+    old = request.old_object or {}
+    if request.username != policy.verifier_username:
+        changed = _trustgate_changes(old, pod)
+        if changed:
+            return f"only the trustgate verifier may change {', '.join(changed)} of {where}"
+    return identity_refusal(old, pod, policy.rules, f"{request.namespace}/{request.name}")
+
+
+def identity_refusal(
+    old: KubeObject, new: KubeObject, rules: ProtectionRules, pod: str
+) -> str | None:
+    """Why an UPDATE from ``old`` to ``new`` changes pod ``pod``'s network-function identity, or
+    None: its kind (none -> upf, upf -> smf, upf -> none) must stay, and no label may come to
+    name a kind the pod's labels did not name before (``app: smf`` added to a UPF)."""
+    before, after = named_kinds(old, rules), named_kinds(new, rules)
+    was, now = next(iter(before.values()), None), next(iter(after.values()), None)
+    if was != now:
+        detail = f"it is {was or 'none'}, this update makes it {now or 'none'}"
+        if now is not None:
+            key = next(iter(after))
+            detail += f" (label {key}={labels_of(new)[key]})"
+    else:
+        added = [k for k, kind in after.items() if kind not in before.values()]
+        if not added:
+            return None
+        key = added[0]
+        detail = (
+            f"it is {was}, this update makes label {key}={labels_of(new)[key]} name {after[key]}"
+        )
+    return (
+        f"the network function of pod {pod} {IDENTITY_FIXED}: {detail}; "
+        "delete and re-create the pod to change it"
+    )
+
+
 def _trustgate_changes(old: KubeObject, new: KubeObject) -> list[str]:
-    changes = [
-        f"{what} {key}"
-        for what, getter in (("label", labels_of), ("annotation", annotations_of))
-        for key in sorted(set(getter(old)) | set(getter(new)))
-        if key.startswith(PREFIX) and getter(old).get(key) != getter(new).get(key)
-    ]
+    before, after = trustgate_marks(old), trustgate_marks(new)
+    changes = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     if has_gate(_spec(old)) != has_gate(_spec(new)):
         changes.append(f"the scheduling gate {SCHEDULING_GATE}")
     return changes
+
+
+def _ephemeral_containers(request: Request, policy: ValidationPolicy) -> Response:
+    """``kubectl debug`` on an NF pod: the new containers run images no runtime policy covers,
+    inside a pod its node's attestation vouches for."""
+    pod, old = _object(request), request.old_object
+    nf = network_function(pod, policy.rules) or network_function(old, policy.rules)
+    if nf is None or policy.allow_ephemeral_containers:
+        return allowed()
+    added = sorted(_ephemeral_names(pod) - _ephemeral_names(old))
+    if not added:
+        return allowed()
+    plural = "s" if len(added) > 1 else ""
+    return denied(
+        f"ephemeral container{plural} {', '.join(added)} in {nf} pod "
+        f"{request.namespace}/{request.name} refused: an image in no runtime policy would run "
+        "inside an attested network function (kubectl debug); the webhook's "
+        "--allow-ephemeral-containers permits it"
+    )
+
+
+def _ephemeral_names(pod: KubeObject | None) -> set[str]:
+    containers = _spec(pod).get("ephemeralContainers") or []
+    if not isinstance(containers, list):
+        raise ReviewError("object.spec.ephemeralContainers is not a list")
+    names = {_mapping(c, "object.spec.ephemeralContainers[]").get("name") for c in containers}
+    if not all(isinstance(n, str) for n in names):
+        raise ReviewError("object.spec.ephemeralContainers[].name is not a string")
+    return {str(n) for n in names}
 
 
 def _node_name(pod: KubeObject | None) -> str:

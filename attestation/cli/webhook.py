@@ -86,6 +86,13 @@ def register(sub: Any) -> None:
         action="append",
         help="namespace where denials become warnings (staged rollout); repeatable (default: none)",
     )
+    p.add_argument(
+        "--allow-ephemeral-containers",
+        action="store_true",
+        help="let `kubectl debug` add ephemeral containers to NF pods (default: refused); what "
+        "they run is judged against the pod's runtime policy, which evicts the pod for a debug "
+        "image it does not list",
+    )
     p.add_argument("--tls-cert", type=Path, help="serving certificate (operator-managed TLS)")
     p.add_argument("--tls-key", type=Path, help="the certificate's key")
     p.add_argument("--host", help=_d(WebhookSettings, "host"))

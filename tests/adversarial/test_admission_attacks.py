@@ -91,23 +91,27 @@ def env(
         lab.nodes[BAD].writer.measure("/usr/bin/rootkit", b"evil")  # a host file no policy lists
         wait_state(lab, GOOD, "Trusted", timeout=60)
         wait_state(lab, BAD, "Untrusted", "ima.policy.unknown_file", timeout=60)
-        # What a namespace admin may do to pods (the built-in admin/edit roles are aggregated by a
-        # controller this lab does not run, so the same pod rights are granted explicitly).
-        cluster.kubectl("-n", NS, "create", "serviceaccount", TENANT, check=False)
-        cluster.kubectl(
-            "-n", NS, "create", "role", "nf-operator", "--resource=pods,pods/exec,pods/log",
-            "--verb=get,list,watch,create,update,patch,delete,deletecollection", check=False,
-        )  # fmt: skip
-        cluster.kubectl(
-            "-n", NS, "create", "rolebinding", "nf-operator", "--role=nf-operator",
-            f"--serviceaccount={NS}:{TENANT}", check=False,
-        )  # fmt: skip
-        tenant = cluster.plane.kubeconfig_for_token(
-            cluster.token_for(NS, TENANT), workdir / "tenant.kubeconfig"
-        )
-        env = Env(lab, tenant)
+        env = Env(lab, tenant_kubeconfig(cluster, NS, workdir))
         wait_for("the webhooks to take effect", lambda: _gated_on_dry_run(env), timeout=30)
         yield env
+
+
+def tenant_kubeconfig(cluster: ClusterHandle, ns: str, workdir: Path) -> Path:
+    """A kubeconfig for the ServiceAccount ``tenant`` holding what a namespace admin may do to
+    pods in ``ns`` (the built-in admin/edit roles are aggregated by a controller these labs do
+    not run, so the same pod rights, ``kubectl debug``'s included, are granted explicitly)."""
+    cluster.kubectl("-n", ns, "create", "serviceaccount", TENANT, check=False)
+    cluster.kubectl(
+        "-n", ns, "create", "role", "nf-operator",
+        "--resource=pods,pods/exec,pods/log,pods/ephemeralcontainers",
+        "--verb=get,list,watch,create,update,patch,delete,deletecollection", check=False,
+    )  # fmt: skip
+    cluster.kubectl(
+        "-n", ns, "create", "rolebinding", "nf-operator", "--role=nf-operator",
+        f"--serviceaccount={ns}:{TENANT}", check=False,
+    )  # fmt: skip
+    token = cluster.token_for(ns, TENANT)
+    return cluster.plane.kubeconfig_for_token(token, workdir / "tenant.kubeconfig")
 
 
 def _gated_on_dry_run(env: Env) -> bool:
