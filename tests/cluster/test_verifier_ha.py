@@ -4,10 +4,11 @@ untrusted, metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from attestation.core.clock import parse_time
 from attestation.lab.cluster import NAMESPACE
+from attestation.lab.node import SimNode
+from attestation.lab.poll import hold_for
+from tests.support.attacks import HostileAgent
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa
@@ -57,6 +61,56 @@ def test_standby_takes_over_within_15s_of_losing_the_leader(
         took = time.monotonic() - killed
         assert took < 15, f"take-over took {took:.1f}s"
         assert lab.state_of("ha-1") == "Trusted"
+
+
+def test_a_deposed_leader_cannot_write_back_its_stale_verdict(
+    trustgate_installed: ClusterHandle, swtpm_ca: LocalCa, tmp_path: Path
+) -> None:
+    """The leader is paused in the middle of a round (its evidence answered, not yet judged);
+    the standby takes the lease and publishes Untrusted after a tamper; the old leader resumes
+    with its pre-tamper evidence. Its Trusted verdict must never reach the API server."""
+    proxies: list[HostileAgent] = []
+    with contextlib.ExitStack() as stack:
+
+        def urls(nodes: Mapping[str, SimNode]) -> dict[str, str]:
+            proxies.append(HostileAgent(nodes["dep-1"].agent_url))
+            return {"dep-1": stack.enter_context(proxies[0].running())}
+
+        lab = stack.enter_context(
+            lab_cluster(trustgate_installed, swtpm_ca, tmp_path, ["dep-1"], agent_urls=urls)
+        )
+        lab.system.verifiers.pop().stop()
+        args = ("--agent-timeout", "60")
+        replicas = {
+            f"verifier-{r}": lab.system.start_verifier(
+                interval=0.5, max_age=5.0, replica=r, leader_election=True, extra_args=args
+            )
+            for r in (1, 2)
+        }
+        proxy = proxies[0]
+        leader = wait_for("a leader", lambda: _lease_holder(lab), 30)
+        wait_for("dep-1 Trusted", lambda: lab.state_of("dep-1") == "Trusted", 30)
+        proxy.mode = "hold"  # the leader's next round gets its answer only on release
+        wait_for("a round held", lambda: proxy.seen["evidence", "hold"] > 0, 10)
+        proxy.mode = "pass"
+        replicas[leader].signal(signal.SIGSTOP)
+        try:
+            standby = next(name for name in replicas if name != leader)
+            wait_for("the standby holds the lease", lambda: _lease_holder(lab) == standby, 30)
+            lab.nodes["dep-1"].writer.measure("/usr/bin/rootkit", b"evil")
+            wait_for("Untrusted", lambda: lab.state_of("dep-1") == "Untrusted", 15)
+            newest = (lab.nodeattestation("dep-1") or {})["status"]["sequence"]
+            proxy.release()  # the answer waits in the paused leader's socket
+            time.sleep(0.5)
+        finally:
+            replicas[leader].signal(signal.SIGCONT)
+
+        def never_went_back() -> None:
+            status = (lab.nodeattestation("dep-1") or {})["status"]
+            assert status["state"] == "Untrusted", "the deposed leader's stale verdict landed"
+            assert status["sequence"] >= newest
+
+        hold_for(4.0, never_went_back, every=0.05)
 
 
 @pytest.fixture(scope="module")

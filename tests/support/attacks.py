@@ -37,6 +37,7 @@ Mode = Literal[
     "replay",  # evidence: an earlier answer (old quote, old nonce), offset relabelled
     "flip_signature",  # evidence: one bit of the quote's signature flipped
     "foreign",  # evidence: answered by another node's agent (a quote from another TPM)
+    "relay",  # identity, activation and evidence: all answered by ``other`` (another TPM's agent)
     "foreign_ek",  # identity: the EK certificate and key of a TPM from an unknown CA
     "ak_unbound",  # identity: an AK that lives in another TPM (activation must fail)
     "wrong_secret",  # activation: a made-up secret instead of what the TPM recovered
@@ -44,6 +45,7 @@ Mode = Literal[
     "huge",  # evidence: 200 with a body larger than the verifier's cap
     "trickle",  # evidence: 200, then one byte every half second, never finishing
     "hang",  # evidence: the request is read, no answer ever comes
+    "hold",  # evidence: the agent answers at once; the answer is held back until ``release``
     "http_error",  # evidence: 500
 ]
 
@@ -64,7 +66,7 @@ class HostileAgent:
 
     upstream: str
     mode: Mode = "pass"
-    #: Another node's agent, for ``foreign``.
+    #: Another agent, for ``foreign`` and ``relay``.
     other: str = ""
     impersonate: Impersonation = field(default_factory=Impersonation)
     #: Body size for ``huge``.
@@ -117,7 +119,7 @@ class HostileAgent:
         async def identity(request: Request) -> Response:
             mode = self.mode
             self.seen["identity", mode] += 1
-            real = await forward(request, self.upstream)
+            real = await forward(request, self.other if mode == "relay" else self.upstream)
             if mode not in ("foreign_ek", "ak_unbound") or real.status_code != 200:
                 return Response(real.content, real.status_code, media_type="application/json")
             doc = real.json()
@@ -132,7 +134,7 @@ class HostileAgent:
         async def activate(request: Request) -> Response:
             mode = self.mode
             self.seen["activate", mode] += 1
-            real = await forward(request, self.upstream)
+            real = await forward(request, self.other if mode == "relay" else self.upstream)
             if mode != "wrong_secret":
                 return Response(real.content, real.status_code, media_type="application/json")
             return JSONResponse({"secret": base64.b64encode(os.urandom(32)).decode()})
@@ -153,6 +155,12 @@ class HostileAgent:
             while not self._released(generation):
                 await asyncio.sleep(0.05)
             return Response(status_code=503)
+        if mode == "hold":  # a verifier paused mid-round gets its (old) answer late
+            generation = self._generation
+            held = await forward(request, self.upstream)
+            while not self._released(generation):
+                await asyncio.sleep(0.05)
+            return Response(held.content, held.status_code, media_type="application/json")
         if mode == "garbage":
             return Response(b"\x00\xffnot json{" + os.urandom(512), media_type="application/json")
         if mode == "http_error":
@@ -162,7 +170,7 @@ class HostileAgent:
         if mode == "trickle":
             trickle = self._trickle(self._generation)
             return StreamingResponse(trickle, media_type="application/json")
-        real = await forward(request, self.other if mode == "foreign" else self.upstream)
+        real = await forward(request, self.other if mode in ("foreign", "relay") else self.upstream)
         if real.status_code != 200:
             return Response(real.content, real.status_code, media_type="application/json")
         doc = real.json()
