@@ -11,6 +11,7 @@ from typing import Final, Literal, get_args
 
 __all__ = [
     "AGENT_SELECTOR",
+    "APPROVED_EK_FIELD",
     "ATTESTED_LABEL",
     "GROUP",
     "LAST_VERIFIED_ANNOTATION",
@@ -42,6 +43,9 @@ PREFIX: Final = f"{GROUP}/"
 NODEATTESTATION_KIND: Final = "NodeAttestation"
 NODEATTESTATION_PLURAL: Final = "nodeattestations"
 NODEATTESTATION_API_VERSION: Final = f"{GROUP}/{VERSION}"
+#: NodeAttestation ``spec`` field: the EK digest a cluster admin approved for the node (an EK
+#: change or reuse stays refused until then; ``trustgate node approve``).
+APPROVED_EK_FIELD: Final = "approvedEkDigest"
 
 #: A runtime policy document (YAML/JSON): the files a network function may run.
 RUNTIME_POLICY_KIND: Final = "RuntimePolicy"
