@@ -25,7 +25,12 @@ from attestation.cli.common import (
     node_map,
     setup_logging,
 )
-from attestation.verifier.settings import RemediationMode, UntrustedNodeAction, VerifierSettings
+from attestation.verifier.settings import (
+    NonNfPods,
+    RemediationMode,
+    UntrustedNodeAction,
+    VerifierSettings,
+)
 
 __all__ = ["register", "run", "settings_from"]
 
@@ -96,6 +101,13 @@ def _register_attestation(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--concurrency", type=int, help=f"nodes attested at once (default: {_d('concurrency')})"
+    )
+    g.add_argument(
+        "--non-nf-pods",
+        choices=get_args(NonNfPods),
+        help="measurements of pods that are not network functions: ignore (counted, never "
+        "judged) or host-policy (judged against the host policy) "
+        f"(default: {_d('non_nf_pods')})",
     )
 
 

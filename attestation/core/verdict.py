@@ -18,9 +18,10 @@ What sticks across rounds, and why:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from attestation.core.evidence import Evidence
@@ -62,6 +63,8 @@ class PodInfo:
     namespace: str
     name: str
     network_function: str
+    #: The uid its cgroup carries when that is not ``uid``: a static pod's, for its mirror pod.
+    cgroup_uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +156,13 @@ def attest_round(
     *,
     log_column_size: int = 20,
     check_log: CheckLog = BEST,
+    unjudged_pods: Set[str] = frozenset(),
 ) -> RoundResult:
     """Judge one round. ``evidence`` answers a request for the log from ``state.ima_offset``;
     ``pods`` are the protected pods currently bound to ``node``, by uid; ``check_log`` is the
-    implementation of the log check (``fastpath.select``)."""
+    implementation of the log check (``fastpath.select``). ``unjudged_pods``: the cgroup uids of
+    the other pods bound to ``node`` whose entries are counted, not judged (pods that are not
+    network functions); an entry of any other pod uid is judged against the host policy."""
     quote_digest = hashlib.sha256(evidence.quote).hexdigest()
 
     def result(state: AttestationState, *failures: Failure) -> RoundResult:
@@ -190,6 +196,7 @@ def attest_round(
             f" {state.ima_offset} was asked for",
         )
         return result(state, why)
+    owners = _by_cgroup_uid(pods)
     quoted = {
         bank: values[IMA_PCR] for bank, values in evidence.pcr_values.items() if IMA_PCR in values
     }
@@ -198,7 +205,7 @@ def attest_round(
             evidence.ima_log,
             state.replay,
             quoted,
-            _policy_lookup(policies, pods),
+            _policy_lookup(policies, owners, unjudged_pods),
             column_size=log_column_size,
         )
     except ImaParseError as e:
@@ -206,7 +213,7 @@ def attest_round(
         return result(dataclasses.replace(state, log_failure=broken))
     if checked.replay.failures:
         return result(dataclasses.replace(state, log_failure=checked.replay.failures[0]))
-    return result(_fold(state, checked, evidence, policies))
+    return result(_fold(state, checked, evidence, policies, owners))
 
 
 def _after_reboot(state: AttestationState, clock: ClockInfo | None) -> AttestationState:
@@ -220,25 +227,49 @@ def _after_reboot(state: AttestationState, clock: ClockInfo | None) -> Attestati
     )
 
 
+def _by_cgroup_uid(pods: Mapping[str, PodInfo]) -> Mapping[str, PodInfo]:
+    """The protected pods by the uid their cgroup carries. A pod's own uid wins over a mirror
+    pod's claim to it, and a uid claimed by two mirror pods is nobody's (the host judges it):
+    anyone who may create pods can write the mirror annotation, nobody can choose a pod's uid."""
+    out = {info.uid: info for info in pods.values()}
+    claims: dict[str, list[PodInfo]] = {}
+    for info in pods.values():
+        if info.cgroup_uid and info.cgroup_uid != info.uid:
+            claims.setdefault(info.cgroup_uid, []).append(info)
+    for uid, claimants in claims.items():
+        if uid not in out and len(claimants) == 1:
+            out[uid] = claimants[0]
+    return out
+
+
 def _policy_lookup(
-    policies: PolicySet, pods: Mapping[str, PodInfo]
+    policies: PolicySet, owners: Mapping[str, PodInfo], unjudged: Set[str]
 ) -> Callable[[PodRef | None], RuntimePolicy | None]:
-    """The policy an entry's owner is judged by: the host's, or its pod's network function's."""
+    """The policy an entry's owner is judged by: its protected pod's network function's; none for
+    the other pods bound to the node (``unjudged``); the host's for the host and for a pod uid
+    that no pod bound to this node has (made up by root, or another node's pod)."""
 
     def policy_for(pod: PodRef | None) -> RuntimePolicy | None:
         if pod is None:
             return policies.host
-        info = pods.get(pod.uid)
-        return policies.by_network_function.get(info.network_function) if info else None
+        info = owners.get(pod.uid)
+        if info is not None:
+            return policies.by_network_function.get(info.network_function)
+        return None if pod.uid in unjudged else policies.host
 
     return policy_for
 
 
 def _fold(
-    state: AttestationState, checked: LogCheck, evidence: Evidence, policies: PolicySet
+    state: AttestationState,
+    checked: LogCheck,
+    evidence: Evidence,
+    policies: PolicySet,
+    owners: Mapping[str, PodInfo],
 ) -> AttestationState:
     """What a proven, judged stretch of log adds to what we know: the new replay position, the
-    boot_aggregate check on a log's first entry, and the (bounded) findings per owner."""
+    boot_aggregate check on a log's first entry, and the (bounded) findings per owner: a
+    protected pod's under its API uid, anything else (a pod uid judged as the host) the host's."""
     new_replay = dataclasses.replace(
         checked.replay.state, next_offset=state.ima_offset + checked.covered_bytes
     )
@@ -252,7 +283,7 @@ def _fold(
     pod_failures = dict(state.pod_failures)
     pod_measurements = dict(state.pod_measurements)
     warnings = state.warnings
-    for failure in judged.failures:
+    for failure in map(functools.partial(_owned, owners), judged.failures):
         if failure.severity != "error":
             warnings += 1
         if failure.pod_uid is None:
@@ -263,8 +294,9 @@ def _fold(
             if len(kept) < MAX_KEPT_FAILURES:
                 pod_failures[failure.pod_uid] = (*kept, failure)
     for owner, count in judged.measurements.items():
-        if owner is not None:
-            pod_measurements[owner] = pod_measurements.get(owner, 0) + count
+        info = owners.get(owner) if owner is not None else None
+        if info is not None:
+            pod_measurements[info.uid] = pod_measurements.get(info.uid, 0) + count
     return dataclasses.replace(
         state,
         replay=new_replay,
@@ -272,6 +304,19 @@ def _fold(
         pod_failures=MappingProxyType(pod_failures),
         pod_measurements=MappingProxyType(pod_measurements),
         warnings=warnings,
+    )
+
+
+def _owned(owners: Mapping[str, PodInfo], failure: Failure) -> Failure:
+    """``failure`` keyed by its protected pod's API uid; the host's when no protected pod of this
+    node has the uid its cgroup named."""
+    if failure.pod_uid is None:
+        return failure
+    info = owners.get(failure.pod_uid)
+    if info is not None:
+        return failure if info.uid == failure.pod_uid else replace(failure, pod_uid=info.uid)
+    return replace(
+        failure, pod_uid=None, message=f"host: {failure.message} (no pod of this node has that uid)"
     )
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-__all__ = ["RemediationMode", "UntrustedNodeAction", "VerifierSettings"]
+__all__ = ["NonNfPods", "RemediationMode", "UntrustedNodeAction", "VerifierSettings"]
 
 RemediationMode = Literal["evict-only", "evict-then-delete", "annotate-only"]
 UntrustedNodeAction = Literal["evict", "none"]
+NonNfPods = Literal["ignore", "host-policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,12 @@ class VerifierSettings:
     lease_name: str = "trustgate-verifier"
     lease_duration: float = 10.0
     identity: str = "verifier"
+    #: What the measurements of a pod that is not a network function mean. ``ignore``: counted,
+    #: never judged (such pods never affect the node or its NF pods; root on the node can hide
+    #: in such a pod's cgroup). ``host-policy``: judged against the host policy like the node's
+    #: own (for nodes dedicated to NFs: every other pod's files must be in the host policy).
+    #: Either way, a pod uid that no pod bound to the node has is judged as the host.
+    non_nf_pods: NonNfPods = "ignore"
     #: Column size of the agents' binary IMA log (20: the classic SHA-1 file).
     log_column_size: int = 20
     #: Use the C extension when it was built; False forces the pure-Python reference.

@@ -234,3 +234,61 @@ def test_a_reboot_asks_again_from_the_start_of_the_new_log() -> None:
     assert result.state.ima_offset == 0
     assert result.state.log_failure is None
     assert result.state.replay.next_index == 0
+
+
+# -- whose entries: a pod uid the node does not have is the host's ---------------------------------
+
+MIRROR = "6f0c8a52-9d4e-4b1a-8c3f-2e7d5a9b1c04"
+
+
+@CHECKS
+def test_a_pod_uid_no_pod_of_the_node_has_is_judged_as_the_host(check_log: CheckLog) -> None:
+    """Root made the UPF's cgroup, or the uid is another node's pod: the host policy judges it."""
+    result = _attest(START, SECOND, LOG, pods={SMF.uid: SMF}, check_log=check_log)
+    verdict = result.verdict
+    assert not verdict.trusted
+    assert {f.pod_uid for f in verdict.failures} == {None}
+    assert INTRUDER in {f.path for f in verdict.failures}
+    assert all(
+        f.message.startswith(f"host: pod {UPF.uid}") and "no pod of this node" in f.message
+        for f in verdict.failures
+    ), verdict.failures
+
+
+def test_a_pod_of_the_node_that_is_no_nf_is_counted_not_judged() -> None:
+    result = attest_round(
+        NODE, START, _evidence(SECOND, LOG), SECOND.nonce, POLICIES, {SMF.uid: SMF},
+        unjudged_pods=frozenset({UPF.uid}),
+    )  # fmt: skip
+    assert result.verdict.trusted, result.verdict.failures
+    assert [p.uid for p in result.verdict.pods] == [SMF.uid]
+
+
+@CHECKS
+def test_a_static_pods_entries_are_its_mirror_pods(check_log: CheckLog) -> None:
+    """The cgroup carries the static pod's uid; the API's mirror pod has its own."""
+    mirror = dataclasses.replace(UPF, uid=MIRROR, cgroup_uid=UPF.uid)
+    result = _attest(START, SECOND, LOG, pods={MIRROR: mirror, SMF.uid: SMF}, check_log=check_log)
+    verdict = result.verdict
+    assert verdict.trusted, verdict.failures
+    pod = verdict.pod(MIRROR)
+    assert pod is not None
+    assert [(f.id, f.path, f.pod_uid) for f in pod.failures] == [
+        ("ima.policy.unknown_file", INTRUDER, MIRROR)
+    ]
+    assert pod.measurements == 3
+
+
+def test_a_mirror_claim_never_takes_a_real_pods_uid_and_two_claims_are_nobodys() -> None:
+    # anyone who may create a pod can write the mirror annotation; nobody chooses a pod's uid
+    smf_claim = dataclasses.replace(SMF, uid=MIRROR, cgroup_uid=SMF.uid, network_function="upf")
+    taken = _attest(START, SECOND, LOG, pods={**PODS, MIRROR: smf_claim})
+    assert taken.verdict.pod(SMF.uid).measurements == 1  # type: ignore[union-attr]
+    assert taken.verdict.pod(MIRROR).measurements == 0  # type: ignore[union-attr]
+    twice = {
+        uid: dataclasses.replace(UPF, uid=uid, cgroup_uid=UPF.uid)
+        for uid in (MIRROR, MIRROR.replace("6f", "7f"))
+    }
+    result = _attest(START, SECOND, LOG, pods={**twice, SMF.uid: SMF})
+    assert not result.verdict.trusted
+    assert {f.pod_uid for f in result.verdict.failures} == {None}
