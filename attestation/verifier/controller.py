@@ -22,6 +22,7 @@ from prometheus_client import Gauge
 from attestation.adapters.informer import Informer, uid_key
 from attestation.adapters.kube import Kube, Resource, node_path, pod_path
 from attestation.core import enroll
+from attestation.core.attribution import kubelet_uid
 from attestation.core.clock import Clock, utcnow
 from attestation.core.evidence import EvidenceQuery
 from attestation.core.fastpath import select
@@ -38,6 +39,7 @@ from attestation.core.verdict import (
 from attestation.verifier.bynode import ByNode
 from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.metrics import VerifierMetrics
+from attestation.verifier.otherpods import OtherPods
 from attestation.verifier.publisher import Publisher
 from attestation.verifier.settings import VerifierSettings
 
@@ -67,7 +69,10 @@ def pod_info(pod: KubeObject) -> PodInfo | None:
     nf = (meta.get("labels") or {}).get(NF_LABEL)
     if not nf or not meta.get("uid"):
         return None
-    return PodInfo(meta["uid"], meta.get("namespace", ""), meta.get("name", ""), str(nf).lower())
+    return PodInfo(
+        meta["uid"], meta.get("namespace", ""), meta.get("name", ""), str(nf).lower(),
+        cgroup_uid=kubelet_uid(pod) or "",
+    )  # fmt: skip
 
 
 def _host_ip(pod: KubeObject) -> str | None:
@@ -106,6 +111,7 @@ class Verifier:
         self._gate_wake = asyncio.Event()
         self._nf_pods_by_node = ByNode(pod_info)
         self._agent_ips_by_node = ByNode(_host_ip)
+        self._other_pods_by_node = ByNode(OtherPods.cgroup_uid)
         #: One child per result, looked up once (see NodeWorker.evidence_age).
         self._results = {
             r: metrics.attestations.labels(r)
@@ -130,6 +136,9 @@ class Verifier:
             on_change=self._nf_pod_changed,
         )
         self._informers = [self.nodes, self.pods]
+        if self.settings.non_nf_pods == "ignore":  # else their entries are the host's
+            update, source = self._other_pods_by_node.update, OtherPods(self.kube)
+            self._informers.append(Informer("other", source, loop, key=uid_key, on_change=update))
         if not self.settings.agents:
             self.agent_pods = Informer(
                 "agents",
@@ -262,6 +271,7 @@ class Verifier:
             judge = functools.partial(
                 attest_round, worker.name, state, evidence, nonce, self.policies, pods,
                 log_column_size=self.settings.log_column_size, check_log=self._check_log,
+                unjudged_pods=frozenset(self._other_pods_by_node.on(worker.name).values()),
             )  # fmt: skip
             # A long log (the first round of a busy node) would stall every other node's round.
             big = len(evidence.ima_log) > _INLINE_LOG_BYTES
