@@ -29,7 +29,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.trustgate-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# _imafast.c newer than the stamp: rebuild the extension (a stale build is not used, see
+# attestation/core/logcheck_native.py)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ attestation/core/_imafast.c -nt "$stamp" ]; then
   step "installing trustgate and its dev extra into .venv (tpm2-pytss compiles against libtss2: ~1 min)"
   log=.venv/pip-install.log
   if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } >"$log" 2>&1; then

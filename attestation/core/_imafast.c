@@ -7,11 +7,13 @@
  *
  * The Python code stays the reference (attestation/core/logcheck.py). This module answers only the
  * common case and says None for everything else, and the caller then runs the reference:
- *   - any entry that is malformed, or of a template other than ima-ng, ima-sig and ima-cgpath,
- *     or whose path or cgroup path is not UTF-8 (the reference raises ImaParseError with its
- *     exact message, so no error text is ever made here);
+ *   - any entry that is malformed, or of a template other than ima-ng, ima-sig and ima-cgpath
+ *     (the reference raises ImaParseError with its exact message, so no error text is ever made
+ *     here); names (paths, cgroup paths) are bytes, UTF-8 or not, and never make it decline;
  *   - a replay that does not reach the quoted PCR 10 in every bank (ima.pcr_mismatch is
  *     rare and its message comes from the reference too);
+ *   - a covered entry whose template-hash column is not H(template data) in the column's
+ *     algorithm (ima.template_hash_mismatch, as the reference's replay.template_hash_mismatch);
  *   - an OpenSSL failure.
  * The checks below are those of attestation/core/ima/entry.py (the general parser), in the same
  * order as far as they decide between "stop before a partial trailing entry" and "malformed".
@@ -134,45 +136,6 @@ take_digest(Span field, Span *digest)
     return OK;
 }
 
-/* Well-formed UTF-8 (Unicode Table 3-7), exactly what bytes.decode("utf-8") accepts. */
-static int
-utf8_ok(Span s)
-{
-    Py_ssize_t i = 0;
-    while (i < s.n) {
-        unsigned char c = s.p[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        Py_ssize_t len;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            len = 2;
-        else if (c == 0xE0)
-            len = 3, lo = 0xA0;
-        else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF)
-            len = 3;
-        else if (c == 0xED)
-            len = 3, hi = 0x9F;
-        else if (c == 0xF0)
-            len = 4, lo = 0x90;
-        else if (c >= 0xF1 && c <= 0xF3)
-            len = 4;
-        else if (c == 0xF4)
-            len = 4, hi = 0x8F;
-        else
-            return 0;
-        if (s.n - i < len || s.p[i + 1] < lo || s.p[i + 1] > hi)
-            return 0;
-        for (Py_ssize_t j = 2; j < len; j++)
-            if ((s.p[i + j] & 0xC0) != 0x80)
-                return 0;
-        i += len;
-    }
-    return 1;
-}
-
 /* The entry at pos (ima/entry.py: read_entry): OK, PARTIAL (the buffer ends inside it: stop before
  * it), or REJECT (malformed or a template handled only by the reference). */
 static int
@@ -236,19 +199,30 @@ all_zero(const unsigned char *p, Py_ssize_t n)
     return 1;
 }
 
-/* Extend one bank as the kernel does: H(pcr || H(data)), or H(pcr || FF..FF) for a violation. */
+/* H(data) into out (b's algorithm). */
 static int
-extend(Bank *b, const Entry *e, int violation)
+digest_data(Bank *b, const Entry *e, unsigned char *out)
+{
+    unsigned int len;
+    return EVP_DigestInit_ex2(b->ctx, b->md, NULL) &&
+           EVP_DigestUpdate(b->ctx, e->data.p, (size_t)e->data.n) &&
+           EVP_DigestFinal_ex(b->ctx, out, &len);
+}
+
+/* Extend one bank as the kernel does: H(pcr || H(data)), or H(pcr || FF..FF) for a violation.
+ * hdata, when not NULL, receives H(data) (the template hash, when the column is this bank's). */
+static int
+extend(Bank *b, const Entry *e, int violation, unsigned char *hdata)
 {
     unsigned char joined[2 * EVP_MAX_MD_SIZE];
     unsigned int len;
     memcpy(joined, b->pcr, b->size);
     if (violation)
         memset(joined + b->size, 0xFF, b->size);
-    else if (!EVP_DigestInit_ex2(b->ctx, b->md, NULL) ||
-             !EVP_DigestUpdate(b->ctx, e->data.p, (size_t)e->data.n) ||
-             !EVP_DigestFinal_ex(b->ctx, joined + b->size, &len))
+    else if (!digest_data(b, e, joined + b->size))
         return 0;
+    if (hdata != NULL)
+        memcpy(hdata, joined + b->size, b->size);
     return EVP_DigestInit_ex2(b->ctx, b->md, NULL) &&
            EVP_DigestUpdate(b->ctx, joined, 2 * b->size) &&
            EVP_DigestFinal_ex(b->ctx, b->pcr, &len);
@@ -260,12 +234,20 @@ at_quote(const Bank *b)
     return b->quoted_size == (Py_ssize_t)b->size && memcmp(b->pcr, b->quoted, b->size) == 0;
 }
 
+/* The template-hash column's algorithm (by its size) and the bank that already computes it (the
+ * per-bank lists), if one does: then its H(data) is reused instead of hashing again. */
+typedef struct {
+    Bank bank;
+    int reuse; /* index into banks, or -1 */
+} Column;
+
 /* Pass 1, without the GIL: parse and check every entry, replay until the primary bank (banks[0])
- * reaches its quoted value. Returns the number of entries covered, -1 for "ask the reference"
- * (malformed, unsupported, no match, OpenSSL failure); *covered_end is where they end. */
+ * reaches its quoted value, checking each replayed entry's template-hash column. Returns the
+ * number of entries covered, -1 for "ask the reference" (malformed, unsupported, no match, a
+ * column that is not H(data), OpenSSL failure); *covered_end is where they end. */
 static Py_ssize_t
 replay(const unsigned char *buf, Py_ssize_t n, Py_ssize_t cs, Bank *banks, int nbanks,
-       Py_ssize_t *covered_end)
+       Column *col, Py_ssize_t *covered_end)
 {
     Py_ssize_t covered = at_quote(&banks[0]) ? 0 : -1;
     Py_ssize_t pos = 0, k = 0;
@@ -275,19 +257,26 @@ replay(const unsigned char *buf, Py_ssize_t n, Py_ssize_t cs, Bank *banks, int n
         int r = parse_entry(buf, n, pos, cs, &e);
         if (r == PARTIAL)
             break;
-        if (r == REJECT || !utf8_ok(e.path) || (e.cgroup.p && !utf8_ok(e.cgroup)))
+        if (r == REJECT)
             return -1;
         k++;
         pos = e.end;
         if (covered >= 0)
             continue; /* past the quote: only checked, as the reference parses the whole read */
         int violation = all_zero(e.column, cs);
-        if (!violation && e.pcr != IMA_PCR)
-            continue; /* the kernel's pcr= rule sent it to another PCR */
-        for (int i = 0; i < nbanks; i++)
-            if (!extend(&banks[i], &e, violation))
+        /* not extended: the kernel's pcr= rule sent it to another PCR */
+        int extended = violation || e.pcr == IMA_PCR;
+        unsigned char hdata[EVP_MAX_MD_SIZE];
+        for (int i = 0; extended && i < nbanks; i++)
+            if (!extend(&banks[i], &e, violation, i == col->reuse ? hdata : NULL))
                 return -1;
-        if (at_quote(&banks[0])) {
+        if (!violation) { /* a violation's column is zeros */
+            if (!(extended && col->reuse >= 0) && !digest_data(&col->bank, &e, hdata))
+                return -1;
+            if (memcmp(hdata, e.column, (size_t)cs) != 0)
+                return -1;
+        }
+        if (extended && at_quote(&banks[0])) {
             covered = k;
             *covered_end = pos;
         }
@@ -467,6 +456,25 @@ setup_banks(PyObject *spec, Bank *banks, int *nbanks)
     return 1;
 }
 
+/* The column's digest for its size, and the bank that computes the same one; 0 if unavailable. */
+static int
+setup_column(Py_ssize_t cs, const Bank *banks, int nbanks, Column *col)
+{
+    const char *name = cs == 20 ? "SHA1" : cs == 32 ? "SHA256" : cs == 48 ? "SHA384" : "SHA512";
+    col->reuse = -1;
+    col->bank.md = EVP_MD_fetch(NULL, name, NULL);
+    col->bank.ctx = EVP_MD_CTX_new();
+    if (col->bank.md == NULL || col->bank.ctx == NULL)
+        return 0;
+    col->bank.size = (size_t)cs;
+    for (int i = 0; i < nbanks; i++)
+        if (EVP_MD_is_a(banks[i].md, name) && banks[i].size == (size_t)cs) {
+            col->reuse = i;
+            break;
+        }
+    return 1;
+}
+
 static void
 free_banks(Bank *banks, int nbanks)
 {
@@ -502,20 +510,24 @@ scan(PyObject *Py_UNUSED(module), PyObject *args)
     const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(log);
     Py_ssize_t n = PyBytes_GET_SIZE(log);
     Bank banks[MAX_BANKS];
+    Column col;
     int nbanks = 0, ready;
     memset(banks, 0, sizeof banks);
+    memset(&col, 0, sizeof col);
     Owners o = {table_for, PyDict_New(), PyList_New(0), PyList_New(0), NULL, 0, 0};
     PyObject *suspects = NULL, *counts = NULL, *result = NULL;
     Py_ssize_t covered, covered_end, first_end = 0;
     if (o.index == NULL || o.keys == NULL || o.tables == NULL)
         goto done;
     ready = setup_banks(spec, banks, &nbanks);
+    if (ready > 0)
+        ready = setup_column(cs, banks, nbanks, &col);
     if (ready <= 0) {
         result = ready == 0 ? Py_NewRef(Py_None) : NULL;
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    covered = replay(buf, n, cs, banks, nbanks, &covered_end);
+    covered = replay(buf, n, cs, banks, nbanks, &col, &covered_end);
     Py_END_ALLOW_THREADS
     if (covered < 0) {
         result = Py_NewRef(Py_None);
@@ -532,6 +544,7 @@ scan(PyObject *Py_UNUSED(module), PyObject *args)
         result = Py_BuildValue("(nnnOO)", covered, covered_end, first_end, suspects, counts);
 done:
     free_banks(banks, nbanks);
+    free_banks(&col.bank, 1);
     PyMem_Free(o.counts);
     Py_XDECREF(o.index);
     Py_XDECREF(o.keys);
@@ -555,8 +568,15 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
+/* What logcheck_native expects: an extension built from an older _imafast.c (a stale build in
+ * a working tree) is not used. 2: names are bytes; template-hash columns are checked. */
+#define IMAFAST_API 2
+
 PyMODINIT_FUNC
 PyInit__imafast(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "API", IMAFAST_API) < 0)
+        Py_CLEAR(m);
+    return m;
 }

@@ -1,8 +1,12 @@
-"""Stub of the optional C extension built from attestation/_imafast.c (see its header comment)."""
+"""Stub of the optional C extension built from attestation/core/_imafast.c (see its header
+comment)."""
 
 from collections.abc import Callable, Collection, Mapping
 
 Table = Mapping[bytes, Collection[bytes]]
+
+#: the behaviour version the build implements (logcheck_native uses only the one it expects)
+API: int
 
 def scan(
     log: bytes,

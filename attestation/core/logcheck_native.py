@@ -9,7 +9,9 @@ judged by ``core.ima`` and ``core.policy`` exactly as in the pure path, and when
 declines (malformed or unusual entries, a replay that does not reach the quote) the whole check
 runs in the reference, which raises the parse error or builds the ``ima.pcr_mismatch`` failure.
 
-Importing this module fails with ImportError when the extension was not built.
+Importing this module fails with ImportError when the extension was not built, or was built from
+an older ``_imafast.c`` than this module expects (a stale build left in a working tree: its answers
+would differ from the reference's).
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from types import MappingProxyType
 
 from attestation.core import _imafast, logcheck
 from attestation.core.attribution import attribute
-from attestation.core.ima import parse_binary
+from attestation.core.ima import name_text, parse_binary
 from attestation.core.logcheck import LogCheck, PolicyFor
 from attestation.core.policy import LogJudgement, evaluate_log
 from attestation.core.replay import ReplayResult, ReplayState
 from attestation.core.types import Failure, HashAlg, PodRef
 
 __all__ = ["check_log"]
+
+#: _imafast.c's IMAFAST_API: names are bytes; template-hash columns are checked
+_API = 2
+if getattr(_imafast, "API", 1) != _API:
+    raise ImportError(
+        f"attestation.core._imafast is a stale build (API {getattr(_imafast, 'API', 1)}, this "
+        f"code needs {_API}): rebuild it with `make setup` or `pip install -e .`",
+        name="attestation.core._imafast",
+    )
 
 
 def check_log(
@@ -46,7 +57,7 @@ def check_log(
     owners: dict[bytes | None, PodRef | None] = {}
 
     def table_for(cgroup: bytes | None) -> Mapping[bytes, Collection[bytes]] | None:
-        pod = attribute(cgroup.decode()) if cgroup else None  # as evaluate_log attributes
+        pod = attribute(name_text(cgroup)) if cgroup else None  # as evaluate_log attributes
         owners[cgroup] = pod
         policy = policy_for(pod)
         return None if policy is None else policy.by_raw_path

@@ -1,7 +1,13 @@
 """Offline verification of a captured log or evidence bundle, pure: what ``trustgate verify``
-prints. The same checks as a verifier round (the quote, the replay against PCR 10, the per-pod
-policy judgement), without a cluster: pods are judged by the network function the operator names
-for them (or by the one policy given)."""
+prints. The same checks as a verifier round (the quote, the replay against PCR 10 with the
+template-hash column of every covered entry, the per-pod policy judgement), without a cluster:
+pods are judged by the network function the operator names for them (or by the one policy given).
+
+As in a round, the log may run a few entries ahead of the PCR 10 value (the kernel appends before
+it extends; an agent reads the log after quoting): those entries are proven by nothing yet, so
+they are reported as ``uncovered`` and neither judged nor held against the log. A log of which
+no entry is covered proves nothing: ``ima.not_covered`` (a verifier would wait for a later quote;
+offline there is none)."""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from attestation.core.policy import RuntimePolicy, evaluate_log
 from attestation.core.quote import verify_quote
 from attestation.core.replay import ReplayState, check_boot_aggregate, verify_against_quote
 from attestation.core.tpm_types import PublicKey, parse_public
-from attestation.core.types import IMA_PCR, Failure, HashAlg, PodRef, Severity
+from attestation.core.types import IMA_PCR, Failure, HashAlg, PodRef
 
 __all__ = ["BundleError", "OfflinePolicies", "OfflineResult", "verify_bundle", "verify_log"]
 
@@ -53,9 +59,13 @@ class OfflinePolicies:
 
 @dataclass(frozen=True, slots=True)
 class OfflineResult:
+    """Node-level failures, each pod's failures, and how many entries PCR 10 covers (proven and
+    judged) and how many follow them (``uncovered``: not proven yet, not judged)."""
+
     failures: tuple[Failure, ...]
     pods: Mapping[str, tuple[Failure, ...]]
-    unjudged: int = 0
+    covered: int = 0
+    uncovered: int = 0
 
     @property
     def trusted(self) -> bool:
@@ -66,6 +76,8 @@ class OfflineResult:
     def as_json(self) -> dict[str, Any]:
         return {
             "trusted": self.trusted,
+            "covered": self.covered,
+            "uncovered": self.uncovered,
             "failures": [f.as_dict() for f in self.failures],
             "pods": {
                 uid: {
@@ -86,7 +98,7 @@ def _judge(
     check_log: CheckLog,
 ) -> tuple[LogCheck, int]:
     """The round's log check over the whole list, and how many entries the PCR does not
-    cover (entries after the prefix that reaches it)."""
+    cover (entries after the prefix that reaches it; 0 when the replay failed)."""
     state = ReplayState.initial(pcr10.keys())
     if fmt == "binary":
         check = check_log(data, state, pcr10, policies.policy_for, column_size=column_size)
@@ -107,21 +119,21 @@ def _judge(
     return LogCheck(replayed, log.end_offset(covered), first, judged), uncovered
 
 
-def _not_covered(count: int, severity: Severity) -> tuple[Failure, ...]:
-    if count <= 0:
+def _not_covered(check: LogCheck, uncovered: int) -> tuple[Failure, ...]:
+    """A log ahead of the PCR is normal; a log none of which the PCR covers proves nothing."""
+    if check.replay.failures or check.replay.covered or not uncovered:
         return ()
     return (
         Failure(
             "ima.not_covered",
-            f"{count} entr{'y' if count == 1 else 'ies'} after the one that reaches PCR 10 "
-            "are not covered by it: nothing proves them",
-            severity=severity,
+            f"PCR 10 is reached before the log's first entry: none of its {uncovered} "
+            f"entr{'y' if uncovered == 1 else 'ies'} is covered, nothing proves them",
         ),
     )
 
 
-def _result(check: LogCheck, extra: Sequence[Failure] = ()) -> OfflineResult:
-    node: list[Failure] = list(extra) + list(check.replay.failures)
+def _result(check: LogCheck, uncovered: int, extra: Sequence[Failure] = ()) -> OfflineResult:
+    node: list[Failure] = [*extra, *check.replay.failures, *_not_covered(check, uncovered)]
     pods: dict[str, tuple[Failure, ...]] = {
         uid: () for uid in check.judgement.measurements if uid is not None
     }
@@ -130,7 +142,7 @@ def _result(check: LogCheck, extra: Sequence[Failure] = ()) -> OfflineResult:
             node.append(failure)
         else:
             pods[failure.pod_uid] = (*pods.get(failure.pod_uid, ()), failure)
-    return OfflineResult(tuple(node), pods)
+    return OfflineResult(tuple(node), pods, check.replay.covered, uncovered)
 
 
 def verify_log(
@@ -142,10 +154,11 @@ def verify_log(
     column_size: int = 20,
     check_log: CheckLog = BEST,
 ) -> OfflineResult:
-    """A whole measurement list against the PCR 10 value(s) it must reach: every entry must be
-    covered (the value is the list's final one). Raises ImaParseError for a malformed list."""
+    """A whole measurement list against the PCR 10 value(s) it reaches: the covered entries are
+    proven and judged, the ones after them reported as uncovered. Raises ImaParseError for a
+    malformed list."""
     check, uncovered = _judge(data, fmt, pcr10, policies, column_size, check_log)
-    return _result(check, _not_covered(uncovered, "error"))
+    return _result(check, uncovered)
 
 
 def verify_bundle(
@@ -168,15 +181,14 @@ def verify_bundle(
         return OfflineResult(quote.failures, {})
     pcr10 = {b: v[IMA_PCR] for b, v in evidence.pcr_values.items() if IMA_PCR in v}
     check, uncovered = _judge(evidence.ima_log, "binary", pcr10, policies, column_size, check_log)
-    # The agent reads the log after quoting: a few entries ahead of the quote are normal.
-    extra: list[Failure] = list(_not_covered(uncovered, "warning"))
+    extra: list[Failure] = []
     if check.first is not None:
         host = policies.policy_for(None)
         allowed = host.boot_aggregates if host is not None else frozenset()
         boot = check_boot_aggregate(check.first, evidence.pcr_values, allowed)
         if boot is not None:
             extra.append(boot)
-    return _result(check, extra)
+    return _result(check, uncovered, extra)
 
 
 def _bundle(obj: Mapping[str, Any]) -> tuple[str, bytes, bytes, Any]:

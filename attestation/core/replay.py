@@ -15,18 +15,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import methodcaller
+from itertools import compress, count
+from operator import methodcaller, ne
 from types import MappingProxyType
+from typing import Final
 
-from attestation.core.ima import ImaLog
+from attestation.core.ima import ImaLog, name_text
+from attestation.core.ima import shown as shown_name
 from attestation.core.types import IMA_PCR, Failure, HashAlg, ImaEntry
 
 __all__ = [
+    "COLUMN_ALGS",
     "ReplayResult",
     "ReplayState",
     "boot_aggregates",
     "check_boot_aggregate",
     "replay",
+    "template_hash_mismatch",
     "verify_against_quote",
 ]
 
@@ -74,6 +79,10 @@ class ReplayResult:
     state: ReplayState
     covered: int
     failures: tuple[Failure, ...] = ()
+
+
+#: A template-hash column's algorithm, by its size.
+COLUMN_ALGS: Final = {20: HashAlg.SHA1, 32: HashAlg.SHA256, 48: HashAlg.SHA384, 64: HashAlg.SHA512}
 
 
 def _steps(entries: ImaLog | Sequence[ImaEntry]) -> tuple[Sequence[bytes], Mapping[int, str]]:
@@ -161,11 +170,53 @@ def verify_against_quote(
                 state, 0, (_mismatch(alg, quoted_pcr10[alg], value, state, prefix),)
             )
         pcrs[alg] = value
+    forged = template_hash_mismatch(new_entries, covered, state.next_index)
+    if forged is not None:
+        return ReplayResult(state, 0, (forged,))
     if isinstance(new_entries, ImaLog):
         offset = new_entries.end_offset(covered) if covered else state.next_offset
     else:
         offset = state.next_offset
     return ReplayResult(ReplayState(state.next_index + covered, offset, _frozen(pcrs)), covered)
+
+
+def template_hash_mismatch(
+    entries: ImaLog | Sequence[ImaEntry], covered: int, first_index: int = 0
+) -> Failure | None:
+    """The first of the first ``covered`` entries whose template-hash column is not H(template
+    data), as a failure; None when they all agree. One C-level pass over the columns; only the
+    disagreeing positions (violations, a forgery) are looked at one by one."""
+    columns: Sequence[bytes]
+    datas: Sequence[bytes]
+    paths: Sequence[bytes | str]
+    if isinstance(entries, ImaLog):
+        columns, datas, paths = entries.columns[:covered], entries.datas[:covered], entries.paths
+    else:
+        columns = [e.template_hash for e in entries[:covered]]
+        datas = [e.template_data for e in entries[:covered]]
+        paths = [e.path for e in entries[:covered]]
+    if not columns:
+        return None
+    first = COLUMN_ALGS.get(len(columns[0]), HashAlg.SHA1)
+    computed = list(map(_digest, map(_hasher(first), datas)))
+    for k in compress(count(), map(ne, columns, computed)):
+        column = columns[k]
+        if not any(column):
+            continue  # a violation: the kernel logs zeros
+        alg = COLUMN_ALGS.get(len(column), first)  # only hand-built entries mix sizes
+        want = computed[k] if alg is first else _hasher(alg)(datas[k]).digest()
+        if column == want:
+            continue
+        path = paths[k]
+        name = shown_name(name_text(path) if isinstance(path, bytes) else path)
+        return Failure(
+            "ima.template_hash_mismatch",
+            f"entry {first_index + k} ({name}): the template-hash column is {column.hex()} but "
+            f"{alg.value} of its template data is {want.hex()}: the list was rewritten (the "
+            "kernel writes both from the same data)",
+            path=name,
+        )
+    return None
 
 
 def _mismatch(
@@ -207,8 +258,8 @@ def check_boot_aggregate(
     if entry.path != "boot_aggregate":
         return Failure(
             "ima.boot_aggregate_mismatch",
-            f"the log's first entry is {entry.path!r}, not boot_aggregate",
-            path=entry.path,
+            f"the log's first entry is {shown_name(entry.path)!r}, not boot_aggregate",
+            path=shown_name(entry.path),
         )
     digest = entry.file_digest
     if digest in allowed:

@@ -12,6 +12,10 @@ H(template data) for the file's bank (SHA-1 in ``binary_runtime_measurements``, 
 ``binary_runtime_measurements_sha256``); a violation holds zeros and extends all-0xFF.
 
 Order as the kernel: the entry is appended to the list, then the PCR is extended.
+
+Paths and cgroup paths are bytes to the kernel (any byte but NUL): every name here may be given as
+``bytes``, or as ``str`` whose lone surrogates U+DC80..U+DCFF stand for the bytes 0x80..0xFF that
+are not UTF-8 (``os.fsdecode``'s convention), which is also how ``Written`` reports them.
 """
 
 from __future__ import annotations
@@ -65,25 +69,34 @@ def _lv(value: bytes) -> bytes:
     return _le32(len(value)) + value
 
 
+def _raw(name: str | bytes) -> bytes:
+    """A name as the kernel logs it: bytes as given, text as UTF-8 with surrogate escapes."""
+    return name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
+
+
+def _text(name: str | bytes) -> str:
+    return name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+
+
 def encode_template_data(
     template: str,
-    path: str,
+    path: str | bytes,
     digest_alg: str,
     digest: bytes,
     *,
-    cgroup_path: str = "",
-    dep: str = "",
+    cgroup_path: str | bytes = "",
+    dep: str | bytes = "",
     signature: bytes = b"",
 ) -> bytes:
     """The template data the kernel hashes and logs for one file measurement."""
     d_ng = _lv(digest_alg.encode() + b":\x00" + digest)
-    n_ng = _lv(path.encode() + b"\x00")
+    n_ng = _lv(_raw(path) + b"\x00")
     if template == "ima-ng":
         return d_ng + n_ng
     if template == "ima-sig":
         return d_ng + n_ng + _lv(signature)
     if template == "ima-cgpath":
-        return _lv(dep.encode() + b"\x00") + _lv(cgroup_path.encode() + b"\x00") + d_ng + n_ng
+        return _lv(_raw(dep) + b"\x00") + _lv(_raw(cgroup_path) + b"\x00") + d_ng + n_ng
     raise ValueError(f"the writer does not do template {template!r}")
 
 
@@ -100,17 +113,24 @@ def encode_legacy_ima(column: bytes, sha1_digest: bytes, path: str) -> tuple[byt
 
 
 def ascii_line(
-    column: bytes, template: str, digest_alg: str, digest: bytes, path: str, **extra: str | bytes
-) -> str:
-    fields = [str(IMA_PCR), column.hex(), template]
+    column: bytes,
+    template: str,
+    digest_alg: str,
+    digest: bytes,
+    path: str | bytes,
+    **extra: str | bytes,
+) -> bytes:
+    """One line of ``ascii_runtime_measurements`` (without its newline): the kernel prints the
+    names' bytes as they are."""
+    fields = [str(IMA_PCR).encode(), column.hex().encode(), template.encode()]
     if template == "ima-cgpath":
-        fields += [str(extra.get("dep", "")), str(extra.get("cgroup_path", ""))]
-    fields += [f"{digest_alg}:{digest.hex()}", path]
+        fields += [_raw(extra.get("dep", "")), _raw(extra.get("cgroup_path", ""))]
+    fields += [f"{digest_alg}:{digest.hex()}".encode(), _raw(path)]
     if template == "ima-sig":
         sig = extra.get("signature", b"")
         assert isinstance(sig, bytes)
-        fields.append(sig.hex())
-    return " ".join(fields)
+        fields.append(sig.hex().encode())
+    return b" ".join(fields)
 
 
 # --- cgroup paths as kubelet + the container runtime make them ---------------------------------
@@ -149,6 +169,15 @@ class Written:
     digest: bytes
     cgroup_path: str | None
     violation: bool
+    #: the template-hash column root wrote instead of H(template data) (the PCR still gets the
+    #: true digests: root can rewrite the list file, not undo an extend)
+    forged_column: bytes | None = None
+
+    def column(self, alg: HashAlg) -> bytes:
+        """The entry's column in the list of ``alg``'s bank."""
+        if self.forged_column is not None:
+            return self.forged_column
+        return bytes(alg.digest_size) if self.violation else _h(alg, self.template_data)
 
 
 @dataclass
@@ -170,10 +199,7 @@ class ImaWriter:
         self.log_path.touch()
 
     def _append(self, written: Written) -> Written:
-        column = bytes(self.column_alg.digest_size)
-        if not written.violation:
-            column = _h(self.column_alg, written.template_data)
-        raw = encode_entry(column, written.template, written.template_data)
+        raw = encode_entry(written.column(self.column_alg), written.template, written.template_data)
         with self.log_path.open("ab") as f:  # the kernel: add to the list first ...
             f.write(raw)
         digests = {
@@ -197,13 +223,14 @@ class ImaWriter:
 
     def measure(
         self,
-        path: str,
+        path: str | bytes,
         content_or_digest: bytes | Digest,
         *,
-        cgroup_path: str = "",
-        dep: str = "",
+        cgroup_path: str | bytes = "",
+        dep: str | bytes = "",
         template: str | None = None,
         signature: bytes = b"",
+        forged_column: bytes | None = None,
     ) -> Written:
         if isinstance(content_or_digest, Digest):
             digest = content_or_digest.value
@@ -219,22 +246,24 @@ class ImaWriter:
             dep=dep,
             signature=signature,
         )
-        cg = cgroup_path if tpl == "ima-cgpath" else None
+        cg = _text(cgroup_path) if tpl == "ima-cgpath" else None
         written = Written(
-            len(self.entries), tpl, data, path, self.digest_alg.value, digest, cg, False
-        )
+            len(self.entries), tpl, data, _text(path), self.digest_alg.value, digest, cg, False,
+            forged_column,
+        )  # fmt: skip
         return self._append(written)
 
-    def violation(self, path: str, *, cgroup_path: str = "") -> Written:
+    def violation(self, path: str | bytes, *, cgroup_path: str | bytes = "") -> Written:
         """A ToMToU / open-writers violation: zero digest in the entry, zero column, 0xFF extend."""
         zero = bytes(self.digest_alg.digest_size)
         data = encode_template_data(
             self.template, path, self.digest_alg.value, zero, cgroup_path=cgroup_path
         )
-        cg = cgroup_path if self.template == "ima-cgpath" else None
+        cg = _text(cgroup_path) if self.template == "ima-cgpath" else None
         written = Written(
-            len(self.entries), self.template, data, path, self.digest_alg.value, zero, cg, True
-        )
+            len(self.entries), self.template, data, _text(path), self.digest_alg.value, zero, cg,
+            True,
+        )  # fmt: skip
         return self._append(written)
 
     def binary(self, column_alg: HashAlg | None = None) -> bytes:
@@ -242,8 +271,7 @@ class ImaWriter:
         alg = column_alg or self.column_alg
         out = []
         for w in self.entries:
-            column = bytes(alg.digest_size) if w.violation else _h(alg, w.template_data)
-            out.append(encode_entry(column, w.template, w.template_data))
+            out.append(encode_entry(w.column(alg), w.template, w.template_data))
         return b"".join(out)
 
     def ascii(self, column_alg: HashAlg | None = None) -> bytes:
@@ -251,17 +279,17 @@ class ImaWriter:
         alg = column_alg or self.column_alg
         lines = []
         for w in self.entries:
-            column = bytes(alg.digest_size) if w.violation else _h(alg, w.template_data)
+            column = w.column(alg)
             extra: dict[str, str | bytes] = {}
             if w.template == "ima-cgpath":
                 dep_len = int.from_bytes(w.template_data[:4], "little")
-                extra["dep"] = w.template_data[4 : 4 + dep_len - 1].decode()
+                extra["dep"] = w.template_data[4 : 4 + dep_len - 1]
                 extra["cgroup_path"] = w.cgroup_path or ""
             if w.template == "ima-sig":
                 extra["signature"] = _last_field(w.template_data)
             line = ascii_line(column, w.template, w.digest_alg, w.digest, w.path, **extra)
-            lines.append(line + "\n")
-        return "".join(lines).encode()
+            lines.append(line + b"\n")
+        return b"".join(lines)
 
 
 def _last_field(data: bytes) -> bytes:
@@ -311,7 +339,7 @@ def build_log(
     dirs = ["/usr/bin", "/usr/lib/x86_64-linux-gnu", "/usr/sbin", "/etc", "/opt/upf/lib"]
     pcr = {alg: bytes(alg.digest_size) for alg in banks}
     binary: list[bytes] = []
-    text: list[str] = []
+    text: list[bytes] = []
     digests: dict[str, bytes] = {}
     for i in range(n + 1):
         if i == 0:
@@ -325,8 +353,8 @@ def build_log(
         column = _h(column_alg, data)
         binary.append(encode_entry(column, template, data))
         line = ascii_line(column, template, "sha256", digest, path, dep=dep, cgroup_path=cg)
-        text.append(line + "\n")
+        text.append(line + b"\n")
         for alg in banks:
             pcr[alg] = _h(alg, pcr[alg] + _h(alg, data))
         digests[path] = digest
-    return BuiltLog(b"".join(binary), "".join(text).encode(), pcr, digests, pod_uids)
+    return BuiltLog(b"".join(binary), b"".join(text), pcr, digests, pod_uids)

@@ -142,6 +142,73 @@ def test_log_against_pcr10(capture: Capture, fmt: str, capsys: pytest.CaptureFix
     code, result = _run([*base, "--pcr10", "00" * 32], capsys)
     assert code == 1
     assert [f["id"] for f in result["failures"]] == ["ima.not_covered"]
+    assert (result["covered"], result["uncovered"]) == (0, 4)
+
+
+@pytest.mark.parametrize("fmt", ["binary", "ascii"])
+def test_a_log_ahead_of_pcr10_is_trusted_with_its_tail_uncovered(
+    capture: Capture, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The kernel appends before it extends: PCR 10 read a moment before the log lags it. The
+    tail is proven by nothing yet, so it is reported, not judged (its nc is not a failure)."""
+    pcr10 = capture.writer.pcr10[HashAlg.SHA256].hex()
+    capture.writer.measure("/usr/bin/nc", b"nc", cgroup_path=systemd_pod_cgroup(SMF, "s1"))
+    capture.writer.measure("/usr/bin/kubelet", b"kubelet")
+    log = capture.dir / f"log.{fmt}"
+    log.write_bytes(capture.writer.binary() if fmt == "binary" else capture.writer.ascii())
+    code, result = _run(["verify", "ima", "--log", str(log), "--format", fmt, "--pcr10", pcr10,
+                         *capture.policy_args()], capsys)  # fmt: skip
+    assert code == 0, result
+    assert result["trusted"] is True
+    assert (result["covered"], result["uncovered"]) == (4, 2)
+    assert result["failures"] == []
+    assert result["pods"][SMF] == {"trusted": True, "failures": []}
+
+
+def test_a_bundle_whose_log_ran_ahead_of_the_quote_is_trusted(
+    capture: Capture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture.writer.extend = None  # the kernel has logged it, not yet extended PCR 10
+    capture.writer.measure("/usr/bin/kubelet", b"kubelet")
+    code, result = _run(["verify", "evidence", "--bundle", str(capture.bundle()),
+                         *capture.policy_args()], capsys)  # fmt: skip
+    assert code == 0, result
+    assert (result["covered"], result["uncovered"]) == (4, 1)
+    assert result["failures"] == []
+
+
+@pytest.mark.parametrize("fmt", ["binary", "ascii", "bundle"])
+def test_a_template_hash_that_is_not_the_data_hash_fails(
+    capture: Capture, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root rewrote the list: the entry's data is what PCR 10 was extended with, but its
+    template-hash column names other data. The verifier fails it the same way."""
+    lie = hashlib.sha1(b"some other template data").digest()  # noqa: S324 - the list's column
+    capture.writer.measure("/usr/bin/kubelet", b"kubelet", forged_column=lie)
+    if fmt == "bundle":
+        argv = ["verify", "evidence", "--bundle", str(capture.bundle())]
+    else:
+        log = capture.dir / f"log.{fmt}"
+        log.write_bytes(capture.writer.binary() if fmt == "binary" else capture.writer.ascii())
+        pcr10 = capture.writer.pcr10[HashAlg.SHA256].hex()
+        argv = ["verify", "ima", "--log", str(log), "--format", fmt, "--pcr10", pcr10]
+    code, result = _run([*argv, *capture.policy_args()], capsys)
+    assert code == 1
+    assert [f["id"] for f in result["failures"]] == ["ima.template_hash_mismatch"]
+    assert "entry 4 (/usr/bin/kubelet)" in result["failures"][0]["message"]
+
+
+def test_a_non_utf8_name_is_judged_and_shown_escaped(
+    capture: Capture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture.writer.measure(b"/tmp/\xff", b"true", cgroup_path=systemd_pod_cgroup(SMF, "s1"))
+    code, result = _run(["verify", "evidence", "--bundle", str(capture.bundle()),
+                         *capture.policy_args()], capsys)  # fmt: skip
+    assert code == 1
+    assert result["failures"] == []
+    assert result["pods"][UPF]["trusted"] is True
+    (failure,) = result["pods"][SMF]["failures"]
+    assert (failure["id"], failure["path"]) == ("ima.policy.unknown_file", "/tmp/\\xff")
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,10 @@
 """``ascii_runtime_measurements``: parsed into the same columns as the binary list, with each
 entry's template data rebuilt exactly as the binary form holds it, so replay does not care which
-file was read; and one entry rendered back to that form (for tooling)."""
+file was read; and one entry rendered back to that form (for tooling).
+
+The kernel prints names as raw bytes, unescaped: a path may hold spaces (each template splits only
+as often as it has fields before the path) but not a newline, and an ima-cgpath cgroup path or
+dep may hold neither (their columns are space-separated); the binary list has no such limits."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from attestation.core.ima.entry import (
     u32_pack,
 )
 from attestation.core.ima.errors import ImaParseError, MalformedField
+from attestation.core.ima.names import name_bytes
 from attestation.core.types import ImaEntry
 
 __all__ = ["parse_ascii", "render_ascii_line"]
@@ -129,20 +134,22 @@ def parse_ascii(buf: bytes, *, offset: int = 0, start_index: int = 0) -> ImaLog:
     return cols.freeze(start_index, offset, pos, column_size or 20)
 
 
-def render_ascii_line(entry: ImaEntry) -> str:
-    """The ASCII form of one entry, as ``ascii_runtime_measurements`` shows it."""
+def render_ascii_line(entry: ImaEntry) -> bytes:
+    """The ASCII form of one entry, as ``ascii_runtime_measurements`` shows it (without the
+    newline): names are the logged bytes, as the kernel prints them."""
     digest = entry.file_digest.hex()
     if entry.template_name != "ima":
         digest = f"{entry.file_digest_alg}:{digest}"
-    fields = [str(entry.pcr), entry.template_hash.hex(), entry.template_name]
+    fields = [str(entry.pcr).encode(), entry.template_hash.hex().encode(),
+              entry.template_name.encode()]  # fmt: skip
     if entry.template_name == "ima-cgpath":
         dep, _ = read_field(entry.template_data, 0, "dep")
-        fields += [dep[:-1].decode("utf-8"), entry.cgroup_path or ""]
-    fields += [digest, entry.path]
+        fields += [dep[:-1], name_bytes(entry.cgroup_path or "")]
+    fields += [digest.encode(), name_bytes(entry.path)]
     if entry.template_name == "ima-sig":
-        fields.append((entry.signature or b"").hex())
+        fields.append((entry.signature or b"").hex().encode())
     elif entry.template_name == "ima-buf":
         _, pos = read_field(entry.template_data, 0, "d-ng")
         _, pos = read_field(entry.template_data, pos, "n-ng")
-        fields.append(read_field(entry.template_data, pos, "buf")[0].hex())
-    return " ".join(fields)
+        fields.append(read_field(entry.template_data, pos, "buf")[0].hex().encode())
+    return b" ".join(fields)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, overload
 
-from attestation.core.ima.errors import ImaParseError
+from attestation.core.ima.names import name_text
 from attestation.core.types import IMA_PCR, ImaEntry
 
 __all__ = [
@@ -160,8 +160,8 @@ class Columns:
     def freeze(
         self, start_index: int, start_offset: int, next_offset: int, column_size: int
     ) -> ImaLog:
-        """The finished batch, once every path and cgroup path is known to be UTF-8."""
-        self._check_text(start_index, start_offset)
+        """The finished batch. Paths and cgroup paths stay bytes, whatever they hold: the
+        kernel logs names as bytes, and one that is not UTF-8 is judged like any other."""
         skip: list[tuple[int, str]] = []
         zero = bytes(column_size)
         if zero in self.columns:
@@ -176,22 +176,6 @@ class Columns:
             column_size, tuple(sorted(skip)),
         )  # fmt: skip
 
-    def _check_text(self, start_index: int, start_offset: int) -> None:
-        """One decode of the NUL-joined batch (NUL never occurs inside a multi-byte sequence, so
-        the join is valid iff every part is); find the culprit only when it fails."""
-        try:
-            b"\x00".join(self.paths).decode("utf-8")
-            b"\x00".join(filter(None, self.cgroups)).decode("utf-8")
-        except UnicodeDecodeError:
-            for k, (path, cg) in enumerate(zip(self.paths, self.cgroups, strict=True)):
-                for what, value in (("path", path), ("cg-path", cg or b"")):
-                    try:
-                        value.decode("utf-8")
-                    except UnicodeDecodeError as e:
-                        where = self.ends[k - 1] if k else start_offset
-                        why = f"{what} is not UTF-8 ({e.reason} at byte {e.start})"
-                        raise ImaParseError(start_index + k, where, why) from None
-
 
 def row_to_entry(row: Row, index: int) -> ImaEntry:
     cgroup = row[R_CGROUP]
@@ -203,7 +187,7 @@ def row_to_entry(row: Row, index: int) -> ImaEntry:
         template_data=row[R_DATA],
         file_digest_alg=row[R_ALG].decode("ascii"),
         file_digest=row[R_DIGEST],
-        path=row[R_PATH].decode("utf-8"),
-        cgroup_path=None if cgroup is None else cgroup.decode("utf-8"),
+        path=name_text(row[R_PATH]),
+        cgroup_path=None if cgroup is None else name_text(cgroup),
         signature=row[R_SIG],
     )

@@ -17,7 +17,8 @@ from types import MappingProxyType
 from typing import Final
 
 from attestation.core.attribution import attribute
-from attestation.core.ima import ImaLog
+from attestation.core.ima import ImaLog, name_bytes, name_text
+from attestation.core.ima import shown as shown_name
 from attestation.core.ima_signature import verify_signature
 from attestation.core.policy.model import RuntimePolicy
 from attestation.core.types import Failure, ImaEntry, PodRef
@@ -34,7 +35,7 @@ def _owner(pod: PodRef | None) -> str:
 def evaluate(entry: ImaEntry, policy: RuntimePolicy, pod: PodRef | None = None) -> Failure | None:
     """Judge one entry against ``policy``: excluded or allowed -> None, else the failure. The
     common case (a listed file with an allowed digest) is one dict lookup and one set lookup."""
-    template, path = entry.template_name.encode(), entry.path.encode()
+    template, path = entry.template_name.encode(), name_bytes(entry.path)
     alg, digest = entry.file_digest_alg.encode(), entry.file_digest
     allowed = policy.by_raw_path.get(path)
     if allowed is not None and digest in allowed:
@@ -53,20 +54,23 @@ def _judge(
     allowed: frozenset[bytes] | None,
 ) -> Failure | None:
     """A measurement the path/digest lookup did not allow (``allowed``: what it found for the
-    path): excluded, an allowed ima-buf, or validly signed -> None, else the failure."""
-    path = raw_path.decode("utf-8", "replace")
-    if policy.exclude_re is not None and policy.exclude_re.match(path):
+    path): excluded, an allowed ima-buf, or validly signed -> None, else the failure. Excludes
+    match the name as text (bytes that are not UTF-8 as surrogate escapes); failures show it
+    escaped."""
+    text = name_text(raw_path)
+    if policy.exclude_re is not None and policy.exclude_re.match(text):
         return None
     alg = raw_alg.decode("ascii", "replace")
     shown = f"{alg}:{digest.hex()}"
     uid = pod.uid if pod else None
     if template == b"ima-buf":
-        if "*" in policy.ignored_keyrings or path in policy.ignored_keyrings:
+        if "*" in policy.ignored_keyrings or text in policy.ignored_keyrings:
             return None
-        buffers = policy.buffers.get(path)
+        buffers = policy.buffers.get(text)
         if buffers is not None and digest in buffers:
             return None
         allowed = buffers if allowed is None else allowed
+    path = shown_name(text)
     if signature and policy.keys:
         why = verify_signature(signature, alg, digest, policy.keys)
         if why is None:
@@ -127,7 +131,7 @@ def evaluate_log(
     cgs, paths, digests = log.cgroups[:n], log.paths[:n], log.digests[:n]
     owners: dict[bytes | None, tuple[PodRef | None, RuntimePolicy | None]] = {}
     for cg in set(cgs):
-        pod = attribute(cg.decode()) if cg else None
+        pod = attribute(name_text(cg)) if cg else None
         owners[cg] = (pod, policy_for(pod))
     tables = {cg: _UNJUDGED if p is None else p.by_raw_path for cg, (_, p) in owners.items()}
     if len(tables) == 1:
@@ -165,7 +169,7 @@ _proxy_get: _Get = MappingProxyType.get  # type: ignore[assignment]  # the unbou
 
 
 def _violation(index: int, raw_path: bytes, pod: PodRef | None) -> Failure:
-    path = raw_path.decode("utf-8", "replace")
+    path = shown_name(name_text(raw_path))
     return Failure(
         "ima.violation",
         f"{_owner(pod)}: IMA logged a violation for {path} (entry {index}): the file was open for "

@@ -74,6 +74,11 @@ class FieldReader:
         out = {}
         for path, values in self.obj(value, where).items():
             here = f"{where}[{json.dumps(path)}]"
+            try:  # a name that is not UTF-8 is written with surrogate escapes (os.fsdecode)
+                path.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                why = "holds a lone surrogate outside \\udc80-\\udcff (bytes 0x80-0xff)"
+                raise self.fail(here, why) from None
             items = self.lst(values, here)
             if not items:
                 raise self.fail(here, "must list at least one digest")

@@ -59,6 +59,9 @@ def build_policy(
         boot_aggregates=boot,
         buffers=MappingProxyType(buffers),
         ignored_keyrings=ignored,
-        by_raw_path=MappingProxyType({p.encode(): d for p, d in digests.items()}),
+        # names as the log holds them: "\udcff" (surrogate escape) names the byte 0xff
+        by_raw_path=MappingProxyType(
+            {p.encode("utf-8", "surrogateescape"): d for p, d in digests.items()}
+        ),
         exclude_re=combined,
     )
