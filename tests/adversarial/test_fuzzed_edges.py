@@ -44,6 +44,7 @@ from tests.support.swtpm import LocalCa, SwTpm
 from tests.unit.webhook_data import PodTable, StaticSource, apply_patch, node_attestation
 from webhook.app import create_app as create_webhook
 from webhook.mutate import ATTESTED_EXPRESSION
+from webhook.protect import ProtectionRules, network_function, trustgate_marks
 from webhook.settings import WebhookSettings
 
 FUZZ = settings(
@@ -213,6 +214,7 @@ def webhook() -> Iterator[httpx.Client]:
         yield client
 
 
+RULES = ProtectionRules()
 NF_VALUES = st.sampled_from(["upf", "open5gs-upfd", "free5gc-smf", "oai-amf", "AMF", "upf1"])
 NF_KEYS = st.sampled_from(["nf", "app", "app.kubernetes.io/name", "component", NF_LABEL])
 LABEL_KEYS = st.sampled_from(["tier", "release", ATTESTED_LABEL, f"{PREFIX}x"])
@@ -249,7 +251,7 @@ def nf_pods(draw: st.DrawFn) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": "p", "namespace": "core", "labels": labels}
     if draw(st.booleans()):
         metadata["annotations"] = draw(
-            st.dictionaries(st.sampled_from([TRUST_STATE_ANNOTATION, "x"]),
+            st.dictionaries(st.sampled_from([TRUST_STATE_ANNOTATION, f"{PREFIX}reason", "x"]),
                             st.sampled_from(["trusted", "pending", ""]), max_size=2)
         )  # fmt: skip
     spec: dict[str, Any] = {"containers": [{"name": "c", "image": "i"}]}
@@ -300,8 +302,13 @@ def test_mutated_nf_pod_cannot_reach_an_unattested_node(webhook: httpx.Client, p
     assert answer["allowed"] is True
     patch = json.loads(base64.b64decode(answer["patch"])) if "patch" in answer else []
     out = apply_patch(pod, patch)
-    assert out["metadata"]["labels"][NF_LABEL] in ("upf", "smf", "amf")
-    assert out["metadata"]["annotations"][TRUST_STATE_ANNOTATION] == "pending"
+    nf = out["metadata"]["labels"][NF_LABEL]
+    assert nf in ("upf", "smf", "amf")
+    # The verifier's marks a creator brought along are gone; only the two /mutate sets remain.
+    assert trustgate_marks(out) == {
+        f"label {NF_LABEL}": nf,
+        f"annotation {TRUST_STATE_ANNOTATION}": "pending",
+    }
     gates = [g["name"] for g in out["spec"].get("schedulingGates") or []]
     assert (SCHEDULING_GATE in gates) != bool(out["spec"].get("nodeName"))
     required = out["spec"]["affinity"]["nodeAffinity"][
@@ -328,6 +335,9 @@ def test_trustgate_fields_change_only_by_the_verifier(
         return {k: v for k, v in fields.items() if k.startswith(PREFIX)}, gated
 
     if user != VERIFIER and mine(old) != mine(new):
+        assert answer["allowed"] is False, answer
+    # The pod's NF identity is fixed at creation, for every user (the verifier's included).
+    if network_function(old, RULES) != network_function(new, RULES):
         assert answer["allowed"] is False, answer
     if not answer["allowed"]:
         assert answer["status"]["code"] == 403

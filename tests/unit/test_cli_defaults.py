@@ -137,10 +137,11 @@ def test_every_self_tls_flag_reaches_its_field(verifier_key: Path) -> None:
         "--tls-ip-san", "127.0.0.1", "--tls-ca-validity", "100d", "--tls-ca-renew-before", "50d",
         "--tls-validity", "20d", "--tls-renew-before", "10d", "--tls-check-interval", "30s",
         "--verifier-username", "u", "--audit-namespace", "a", "--host", "127.0.0.1",
-        "--port", "1",
+        "--port", "1", "--allow-ephemeral-containers",
     )  # fmt: skip
     settings = webhook.settings_from(args, {})
     assert (settings.verifier_username, settings.host, settings.port) == ("u", "127.0.0.1", 1)
+    assert settings.allow_ephemeral_containers is True
     assert settings.audit_namespaces == frozenset({"a"})
     tls = settings.self_tls
     assert tls is not None

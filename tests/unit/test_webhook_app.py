@@ -219,6 +219,23 @@ def test_audit_namespace_gets_warnings() -> None:
         ]
 
 
+@pytest.mark.parametrize("allow", [False, True])
+def test_ephemeral_containers_follow_the_setting(allow: bool) -> None:
+    settings = WebhookSettings(
+        verifier_keys=SETTINGS.verifier_keys, allow_ephemeral_containers=allow
+    )
+    with running(make_app([node_attestation("worker-1", KEY)], settings=settings)) as c:
+        c.wait_ready()
+        answer = review_of(
+            c.post("/validate", vector("validate-pods-ephemeralcontainers-update-upf-0"))
+        )
+        assert answer["allowed"] is allow
+        if not allow:
+            assert (
+                "ephemeral container debugger in upf pod 5gc/upf-0" in answer["status"]["message"]
+            )
+
+
 class BlockedSource(StaticSource):
     def __init__(self) -> None:
         super().__init__([])

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from attestation.core.names import SCHEDULING_GATE
+from attestation.core.names import NF_LABEL, SCHEDULING_GATE
 from tests.unit.webhook_data import apply_patch, vector
 from webhook.mutate import ATTESTED_EXPRESSION, mutate, mutate_pod, pointer
-from webhook.protect import ProtectionRules
+from webhook.protect import ProtectionRules, trustgate_marks
 from webhook.responses import complete
 from webhook.reviews import decode_review
 
@@ -74,6 +74,7 @@ def test_existing_gate_is_not_added_twice() -> None:
         "mutate-pods-binding-create-upf-0",
         "mutate-pods-update-upf-0",
         "mutate-pods-update-upf-gated",
+        "mutate-pods-ephemeralcontainers-update-upf-0",  # refused by /validate instead
         "mutate-pods-delete-nginx",
     ],
 )
@@ -175,6 +176,33 @@ def test_pre_set_trust_state_is_reset_to_pending() -> None:
         "trustgate.io/trust-state": "pending",
         "other": "x",
     }
+
+
+def test_the_verifiers_marks_are_stripped_from_a_copied_manifest() -> None:
+    """A pod copied from a verified UPF (``kubectl get -o yaml``) starts over as pending."""
+    pod = base_pod()
+    pod["metadata"]["labels"].update({NF_LABEL: "upf", "trustgate.io/attested": "true"})
+    pod["metadata"]["annotations"] = {
+        "trustgate.io/trust-state": "trusted",
+        "trustgate.io/last-verified": "2026-11-26T14:00:00Z",
+        "trustgate.io/reason": "",
+        "team": "core",
+    }
+    ops = mutate_pod(pod, "upf")
+    assert ops[:3] == (
+        {"op": "remove", "path": "/metadata/labels/trustgate.io~1attested"},
+        {"op": "remove", "path": "/metadata/annotations/trustgate.io~1last-verified"},
+        {"op": "remove", "path": "/metadata/annotations/trustgate.io~1reason"},
+    )
+    patched = apply_patch(pod, ops)
+    assert trustgate_marks(patched) == {
+        f"label {NF_LABEL}": "upf",
+        "annotation trustgate.io/trust-state": "pending",
+    }
+    assert patched["metadata"]["annotations"]["team"] == "core"
+    assert patched["metadata"]["labels"]["app"] == "upf"
+    assert_gated(patched, "upf")
+    assert mutate_pod(patched, "upf") == ()
 
 
 def test_wrong_label_value_is_replaced_and_other_gates_kept() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.protect import ProtectionRules, network_function
+from webhook.protect import ProtectionRules, named_kinds, network_function, trustgate_marks
 from webhook.reviews import ReviewError
 
 DEFAULT = ProtectionRules()
@@ -81,3 +81,35 @@ def test_configured_rules(rules: ProtectionRules, labels: dict[str, str], nf: st
 def test_malformed_labels_are_a_bad_request(obj: dict[str, object]) -> None:
     with pytest.raises(ReviewError, match="metadata"):
         network_function(obj, DEFAULT)
+
+
+@pytest.mark.parametrize(
+    ("labels", "named"),
+    [
+        ({"trustgate.io/network-function": "upf", "app": "free5gc-smf", "tier": "x"},
+         {"trustgate.io/network-function": "upf", "app": "smf"}),
+        ({"component": "amf", "nf": "open5gs-upfd"}, {"nf": "upf", "component": "amf"}),
+        ({"trustgate.io/network-function": "bogus", "app": "web"}, {}),
+        (None, {}),
+    ],
+)  # fmt: skip
+def test_named_kinds_lists_every_label_that_names_a_kind_the_winner_first(
+    labels: dict[str, str] | None, named: dict[str, str]
+) -> None:
+    found = named_kinds(pod(labels), DEFAULT)
+    assert list(found.items()) == list(named.items())
+    assert network_function(pod(labels), DEFAULT) == next(iter(named.values()), None)
+
+
+def test_trustgate_marks_are_the_prefixed_labels_and_annotations() -> None:
+    obj = {
+        "metadata": {
+            "labels": {"trustgate.io/network-function": "upf", "app": "upf"},
+            "annotations": {"trustgate.io/trust-state": "trusted", "team": "core"},
+        }
+    }
+    assert trustgate_marks(obj) == {
+        "label trustgate.io/network-function": "upf",
+        "annotation trustgate.io/trust-state": "trusted",
+    }
+    assert trustgate_marks(None) == {}

@@ -112,7 +112,6 @@ def test_nf_pod_on_a_node_needs_fresh_signed_trust(
         ("validate-pods-create-upf-dry-dryrun", None),
         ("validate-pods-create-upf-gated", None),
         ("validate-pods-delete-nginx", None),
-        ("validate-pods-update-upf-0", None),  # labels changed, none of them trustgate's
     ],
 )
 def test_allowed_whatever_the_nodes_say(stem: str, bound_stem: str | None) -> None:
@@ -144,8 +143,11 @@ def gate_removal(username: str) -> dict[str, Any]:
 
 
 def label_change(old: dict[str, str], new: dict[str, str], where: str = "labels") -> Any:
+    """The recorded UPDATE of UPF pod upf-0 with these labels (or annotations) before and after;
+    changing annotations, its labels stay as they were."""
     review = vector("validate-pods-update-upf-0")
     request = review["request"]
+    request["object"]["metadata"]["labels"] = request["oldObject"]["metadata"]["labels"]
     request["oldObject"]["metadata"][where] = old
     request["object"]["metadata"][where] = new
     return review
@@ -158,11 +160,6 @@ def label_change(old: dict[str, str], new: dict[str, str], where: str = "labels"
         (gate_removal("system:serviceaccount:trustgate-system:default"), "scheduling gate"),
         (
             label_change({"app": "upf", "trustgate.io/network-function": "upf"}, {"app": "upf"}),
-            "label trustgate.io/network-function",
-        ),
-        # Removing every NF label at once: the old object still makes it an NF pod.
-        (
-            label_change({"trustgate.io/network-function": "upf"}, {"team": "core"}),
             "label trustgate.io/network-function",
         ),
         (
@@ -235,4 +232,146 @@ def test_malformed_node_name_is_a_bad_request() -> None:
     review = vector("validate-pods-create-smf-pinned")
     review["request"]["object"]["spec"]["nodeName"] = ["worker-1"]
     with pytest.raises(ReviewError, match="nodeName"):
+        run(review, TRUSTED)
+
+
+NF = "trustgate.io/network-function"
+FIXED = "the network function of pod 5gc/upf-0 is fixed at creation: "
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "detail"),
+    [
+        # A plain pod relabelled into an NF: it was never gated, and would run unattested.
+        ({"app": "web"}, {"app": "upf"}, "it is none, this update makes it upf (label app=upf)"),
+        ({"app": "smf"}, {"app": "free5gc-upf"}, "it is smf, this update makes it upf"),
+        # Shedding the identity (the recorded request drops app: free5gc-upf).
+        ({"app": "free5gc-upf"}, {"team": "core"}, "it is upf, this update makes it none"),
+        # The explicit label wins, but app: free5gc-smf would put a UPF behind the SMF's Service.
+        (
+            {NF: "upf", "app": "free5gc-upf"},
+            {NF: "upf", "app": "free5gc-smf"},
+            "it is upf, this update makes label app=free5gc-smf name smf",
+        ),
+        (
+            {NF: "upf"},
+            {NF: "upf", "component": "amf"},
+            "it is upf, this update makes label component=amf name amf",
+        ),
+    ],
+)
+@pytest.mark.parametrize("user", ["lab-admin", VERIFIER])
+def test_network_function_identity_is_fixed_at_creation(
+    old: dict[str, str], new: dict[str, str], detail: str, user: str
+) -> None:
+    review = label_change(old, new)
+    review["request"]["userInfo"]["username"] = user
+    response = run(review, TRUSTED)
+    assert not response.allowed
+    assert response.code == 403
+    assert response.message.startswith(FIXED + detail), response.message
+    assert response.message.endswith("delete and re-create the pod to change it")
+
+
+def test_shedding_the_explicit_label_is_refused_to_the_verifier_too() -> None:
+    review = label_change({NF: "upf"}, {"team": "core"})
+    assert "only the trustgate verifier may change label" in run(review, TRUSTED).message
+    review["request"]["userInfo"]["username"] = VERIFIER
+    assert run(review, TRUSTED).message.startswith(FIXED + "it is upf, this update makes it none")
+
+
+def test_the_recorded_relabel_of_a_upf_is_refused() -> None:
+    response = run(vector("validate-pods-update-upf-0"), TRUSTED)
+    assert response.message == FIXED + (
+        "it is upf, this update makes it none; delete and re-create the pod to change it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({NF: "upf", "app": "free5gc-upf"}, {NF: "upf", "app": "open5gs-upfd", "tier": "x"}),
+        ({NF: "upf", "app": "upf"}, {NF: "upf"}),  # a second name for the same kind dropped
+        ({"app": "web"}, {"app": "web2", "nf": "none"}),  # plain before and after
+    ],
+)
+def test_labels_that_keep_the_identity_may_change(old: dict[str, str], new: dict[str, str]) -> None:
+    assert run(label_change(old, new), VIEWS["missing"]).allowed
+
+
+def created_with(labels: dict[str, str], annotations: dict[str, str]) -> Any:
+    review = vector("validate-pods-create-upf-0")
+    review["request"]["object"]["metadata"].update(labels=labels, annotations=annotations)
+    return review
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "stray"),
+    [
+        (
+            {"app": "upf"},
+            {"trustgate.io/trust-state": "trusted"},
+            "annotation trustgate.io/trust-state",
+        ),
+        ({"app": "upf", NF: "upf"}, {"trustgate.io/reason": ""}, "annotation trustgate.io/reason"),
+        (
+            {"app": "upf", NF: "upf", "trustgate.io/attested": "true"},
+            {},
+            "label trustgate.io/attested",
+        ),
+        ({"app": "upf", NF: "oai-upf"}, {}, f"label {NF}"),
+    ],
+)
+def test_an_nf_pod_is_not_created_with_the_verifiers_marks(
+    labels: dict[str, str], annotations: dict[str, str], stray: str
+) -> None:
+    """/mutate strips them; these are what a later mutation put back."""
+    response = run(created_with(labels, annotations), TRUSTED)
+    assert not response.allowed
+    assert response.message.startswith(f"upf pod 5gc/upf-0 may not be created with {stray}:")
+
+
+def test_an_nf_pod_is_created_with_the_marks_mutate_sets_or_none() -> None:
+    marks = created_with({"app": "upf", NF: "upf"}, {"trustgate.io/trust-state": "pending"})
+    assert run(marks, TRUSTED).allowed
+    assert run(created_with({"app": "upf"}, {"x": "1"}), TRUSTED).allowed
+    # A pod that is no NF carries what it likes: the webhook never sees it in a cluster.
+    plain = created_with({"app": "web"}, {"trustgate.io/trust-state": "trusted"})
+    assert run(plain, TRUSTED).allowed
+
+
+def test_kubectl_debug_is_refused_in_nf_pods_unless_allowed() -> None:
+    review = vector("validate-pods-ephemeralcontainers-update-upf-0")
+    response = run(review, TRUSTED)
+    assert not response.allowed
+    assert response.code == 403
+    assert response.message.startswith(
+        "ephemeral container debugger in upf pod 5gc/upf-0 refused: an image in no runtime "
+        "policy would run inside an attested network function (kubectl debug)"
+    )
+    assert run(
+        review, TRUSTED, policy=ValidationPolicy(VERIFIER, allow_ephemeral_containers=True)
+    ).allowed
+    audit = ValidationPolicy(VERIFIER, audit_namespaces=frozenset({"5gc"}))
+    assert run(review, TRUSTED, policy=audit).decision == "warned"
+
+
+def test_kubectl_debug_of_a_plain_pod_or_adding_nothing_is_allowed() -> None:
+    plain = vector("validate-pods-ephemeralcontainers-update-upf-0")
+    for which in ("object", "oldObject"):
+        plain["request"][which]["metadata"]["labels"] = {"app": "nginx"}
+    assert run(plain, TRUSTED).allowed
+    nothing = vector("validate-pods-ephemeralcontainers-update-upf-0")
+    nothing["request"]["object"] = nothing["request"]["oldObject"]
+    assert run(nothing, TRUSTED).allowed
+
+
+@pytest.mark.parametrize(
+    ("containers", "match"),
+    [({"name": "x"}, "ephemeralContainers is not a list"), ([{"name": 5}], "name is not a string")],
+)
+def test_malformed_ephemeral_containers_are_a_bad_request(containers: Any, match: str) -> None:
+    review = vector("validate-pods-ephemeralcontainers-update-upf-0")
+    review["request"]["object"]["spec"]["ephemeralContainers"] = containers
+    with pytest.raises(ReviewError, match=match):
         run(review, TRUSTED)

@@ -109,16 +109,19 @@ class PodTable:
 
 
 def apply_patch(doc: Obj, patch: Iterable[Mapping[str, Any]]) -> Obj:
-    """RFC 6902 ``add`` (the only op the webhook emits), to check patches by their effect."""
+    """RFC 6902 ``add`` and ``remove`` (the ops the webhook emits), to check patches by their
+    effect; removing what is not there fails, as it does in the API server."""
     out = copy.deepcopy(doc)
     for op in patch:
-        assert op["op"] == "add", op
+        assert op["op"] in ("add", "remove"), op
         parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
         target: Any = out
         for part in parts[:-1]:
             target = target[int(part)] if isinstance(target, list) else target[part]
         last = parts[-1]
-        if isinstance(target, list):
+        if op["op"] == "remove":
+            del target[int(last) if isinstance(target, list) else last]
+        elif isinstance(target, list):
             target.insert(len(target) if last == "-" else int(last), op["value"])
         else:
             target[last] = copy.deepcopy(op["value"])

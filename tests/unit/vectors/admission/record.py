@@ -6,7 +6,8 @@ Run once (needs the lab's Kubernetes binaries, see scripts/setup.sh):
 It starts the lab control plane, serves a recording webhook over TLS on 127.0.0.1 that allows
 everything, registers it for pods (all operations) and pods/binding in a protected namespace, and
 drives the cases the webhook must handle: named and generateName NF pods, a non-NF pod, a preset
-nodeName, dryRun, label and scheduling-gate updates, DELETE, and the scheduler's bindings.
+nodeName, dryRun, label and scheduling-gate updates, an ephemeral container (``kubectl debug``),
+DELETE, and the scheduler's bindings.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _webhook(kind: str, url: str, ca: bytes) -> dict[str, Any]:
                 "apiGroups": [""],
                 "apiVersions": ["v1"],
                 "operations": ops,
-                "resources": ["pods", "pods/binding"],
+                "resources": ["pods", "pods/binding", "pods/ephemeralcontainers"],
                 "scope": "Namespaced",
             }
         ],
@@ -135,6 +136,13 @@ def drive(plane: ControlPlane) -> None:
         f"{pods}/upf-gated",
         {"spec": {"schedulingGates": None}},
         content_type="application/merge-patch+json",
+    )
+    debug = {"name": "debugger", "image": "busybox", "targetContainerName": "main"}
+    plane.request(
+        "PATCH",
+        f"{pods}/upf-0/ephemeralcontainers",
+        {"spec": {"ephemeralContainers": [debug]}},
+        content_type="application/strategic-merge-patch+json",
     )
     plane.request(
         "PATCH",
