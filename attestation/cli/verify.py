@@ -24,7 +24,12 @@ def register(sub: Any) -> None:
     )
     ima.add_argument("--log", type=Path, required=True)
     ima.add_argument("--format", choices=["binary", "ascii"], default="binary")
-    ima.add_argument("--pcr10", required=True, help="PCR 10 of the sha256 bank, hex")
+    ima.add_argument(
+        "--pcr10",
+        required=True,
+        help="PCR 10 of the sha256 bank, hex; entries logged after it was read are reported "
+        "as uncovered",
+    )
     ima.add_argument(
         "--column-size",
         type=int,

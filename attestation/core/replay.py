@@ -258,7 +258,7 @@ def check_boot_aggregate(
     if entry.path != "boot_aggregate":
         return Failure(
             "ima.boot_aggregate_mismatch",
-            f"the log's first entry is {shown_name(entry.path)!r}, not boot_aggregate",
+            f"the log's first entry is {shown_name(entry.path)}, not boot_aggregate",
             path=shown_name(entry.path),
         )
     digest = entry.file_digest
