@@ -7,6 +7,7 @@ at it by URL; its trust comes from a real NodeAttestation watch and its pod look
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import urllib.error
@@ -285,16 +286,47 @@ def test_non_nf_pod_schedules_anywhere(env: Env) -> None:
 
 
 def test_webhook_down_refuses_nf_pods_only(env: Env) -> None:
+    env.create_pod("upf-up", {"app": "upf"})
+    env.create_pod("web", {"app": "web"})
     env.webhook.stop()
     with pytest.raises(urllib.error.HTTPError) as refused:
         env.create_pod("upf-down", {"app": "upf"})
     assert refused.value.code == 500
     assert "trustgate" in refused.value.read().decode()
-    # Pods that are not NFs never reach the webhook (matchConditions), in any namespace.
-    env.create_pod("web", {"app": "web"})
+    # Pods that are not NFs never reach the webhook (matchConditions), in any namespace: a
+    # plain pod is relabelled (staying plain) and debugged as ever ...
+    _relabel(env, "web", {"app": "web2", "tier": "front"})
+    _debug(env, "web")
+    # ... while the UPDATEs that would make it an NF, or debug an NF, are sent (and so refused).
+    for sent in (
+        functools.partial(_relabel, env, "web", {"app": "upf"}),
+        functools.partial(_debug, env, "upf-up"),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            sent()
+        assert refused.value.code == 500
+        assert "validate.pods.trustgate.io" in refused.value.read().decode()
     env.create_pod("web", {"app": "web"}, ns=env.open_ns)
     assert wait_for(
         "the open namespace's pod to bind",
         lambda: env.pod("web", env.open_ns)["spec"].get("nodeName"),
         60,
     )
+
+
+def _relabel(env: Env, name: str, labels: dict[str, str]) -> Any:
+    return env.cluster.request(
+        "PATCH", f"{env.pods()}/{name}", {"metadata": {"labels": labels}},
+        content_type="application/merge-patch+json",
+    )  # fmt: skip
+
+
+def _debug(env: Env, name: str) -> Any:
+    """What ``kubectl debug`` sends: a strategic merge patch of the ephemeralcontainers
+    subresource."""
+    debugger = {"name": "debugger", "image": "busybox", "targetContainerName": "main"}
+    return env.cluster.request(
+        "PATCH", f"{env.pods()}/{name}/ephemeralcontainers",
+        {"spec": {"ephemeralContainers": [debugger]}},
+        content_type="application/strategic-merge-patch+json",
+    )  # fmt: skip
