@@ -10,7 +10,7 @@ people) do not have to guess again. Any pod these rules do not match is never ch
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,21 +76,24 @@ def annotations_of(obj: KubeObject | None) -> Mapping[str, str]:
 def network_function(pod: KubeObject | None, rules: ProtectionRules) -> str | None:
     """The pod's NF kind (``upf``) when it is protected, else None: the explicit label's kind,
     else the first of ``label_keys`` that names one."""
-    return next(iter(named_kinds(pod, rules).values()), None)
+    return next((kind for _key, kind in _kinds(pod, rules)), None)
 
 
 def named_kinds(pod: KubeObject | None, rules: ProtectionRules) -> Mapping[str, str]:
     """Every label the rules read (the explicit one first) whose value names an NF kind -> that
     kind. Empty exactly when ``network_function`` is None. A pod's identity is more than the one
     kind that wins: a UPF that also wore ``app: smf`` would be picked by the SMF's Service."""
+    return dict(_kinds(pod, rules))
+
+
+def _kinds(pod: KubeObject | None, rules: ProtectionRules) -> Iterator[tuple[str, str]]:
+    """(label key, kind) in the rules' order, lazily: the admission path stops at the first."""
     labels = labels_of(pod)
-    named: dict[str, str] = {}
     for key in (rules.explicit_label, *rules.label_keys):
         value = labels.get(key)
         kind = None if value is None else rules.kind_of(value)
         if kind is not None:
-            named[key] = kind
-    return named
+            yield key, kind
 
 
 def trustgate_marks(pod: KubeObject | None) -> dict[str, str]:
