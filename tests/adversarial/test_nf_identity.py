@@ -42,10 +42,10 @@ from tests.adversarial.test_admission_attacks import tenant_kubeconfig
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import Lab, lab_cluster
 from tests.support.swtpm import LocalCa
+from webhook.validate import IDENTITY_FIXED
 
 NS = "nfid-5g"
 GOOD, UNATTESTED = "nfid-good", "nfid-unattested"
-FIXED = "is fixed at creation"
 
 
 @dataclass
@@ -105,7 +105,7 @@ def test_a_plain_pod_cannot_become_a_network_function(env: Env) -> None:
     for labels in (["app=upf"], ["nf=open5gs-upfd"], ["app.kubernetes.io/name=oai-amf"]):
         became = env.as_tenant("label", "pod", "web-x", "--overwrite", *labels)
         assert became.returncode != 0, f"{labels} let web-x become an NF: {became.stdout}"
-        assert FIXED in became.stderr, became.stderr
+        assert IDENTITY_FIXED in became.stderr, became.stderr
         assert f"pod {NS}/web-x" in became.stderr
     assert env.pod("web-x")["metadata"]["labels"] == {"app": "web"}
     # A plain pod staying plain is untouched by the webhook.
@@ -120,7 +120,7 @@ def test_an_nf_pod_cannot_change_or_shed_its_kind(env: Env) -> None:
     for labels in (["app=free5gc-smf"], ["nf=amf"], ["component=smf"]):
         changed = env.as_tenant("label", "pod", "upf-k", "--overwrite", *labels)
         assert changed.returncode != 0, f"{labels} changed the kind of upf-k: {changed.stdout}"
-        assert FIXED in changed.stderr, changed.stderr
+        assert IDENTITY_FIXED in changed.stderr, changed.stderr
     # The same kind under another chart's name, or a label that names no kind: allowed.
     same = env.as_tenant("label", "pod", "upf-k", "--overwrite", "app=open5gs-upfd", "tier=core")
     assert same.returncode == 0, same.stderr
