@@ -1,5 +1,9 @@
 """``trustgate policy generate``: a runtime policy for a network function (or the host), from an
-unpacked image root file system or from a known-good IMA measurement list."""
+unpacked image root file system or from a known-good IMA measurement list; ``trustgate policy
+lint``: does a policy load, and does it exclude a place a pod or root can write to.
+
+``lint`` exits 0 when every file loads without a warning, 1 when every file loads but one has a
+warning, 2 when a file cannot be read or does not load."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 
 from attestation.cli.common import fail
 
-__all__ = ["generate", "register"]
+__all__ = ["generate", "lint", "register"]
 
 
 def register(sub: Any) -> None:
@@ -45,15 +49,30 @@ def register(sub: Any) -> None:
         help="--from-log: take the measurements of this pod (repeatable); "
         "without --pod, --nf host takes the host's, others take every pod's",
     )
+    g.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="exclude paths matching REGEX from judging (repeatable; default: none). "
+        "A warning names any exclude that covers a writable place",
+    )
     g.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     g.set_defaults(handler=generate)
+    lint_parser = verbs.add_parser(
+        "lint",
+        help="check policy files: exit 0 clean, 1 warnings (e.g. an exclude covering a "
+        "writable place), 2 a file does not load",
+    )
+    lint_parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    lint_parser.set_defaults(handler=lint)
 
 
 def generate(args: argparse.Namespace) -> int:
     from attestation.adapters import filetree
     from attestation.core import policy_gen
     from attestation.core.ima import ImaParseError, parse_ascii, parse_binary
-    from attestation.core.policy import PolicyError, policy_from_document
+    from attestation.core.policy import PolicyError, lint_policy, policy_from_document
     from attestation.core.types import PodRef
 
     name = args.name or args.nf
@@ -65,8 +84,9 @@ def generate(args: argparse.Namespace) -> int:
             print(f"  hashed {done} files ({path})", file=sys.stderr)
 
         doc = filetree.from_tree(
-            args.from_dir, name=name, network_function=args.nf, progress=progress
-        )
+            args.from_dir, name=name, network_function=args.nf, excludes=args.exclude,
+            progress=progress,
+        )  # fmt: skip
     else:
         try:
             data = args.from_log.read_bytes()
@@ -81,11 +101,15 @@ def generate(args: argparse.Namespace) -> int:
                 return pod is not None and pod.uid in wanted
             return pod is None if args.nf == "host" else pod is not None
 
-        doc = policy_gen.from_log(log, name=name, network_function=args.nf, owner=owner)
+        doc = policy_gen.from_log(
+            log, name=name, network_function=args.nf, owner=owner, excludes=args.exclude
+        )
     try:
-        policy_from_document(doc, source=name)  # a generated policy passes the same checks
+        policy = policy_from_document(doc, source=name)  # a generated one passes the same checks
     except PolicyError as e:
         return fail(f"policy generate: the result does not load: {e}")
+    for warning in lint_policy(policy):
+        print(f"trustgate: warning: {warning.message}", file=sys.stderr)
     text = policy_gen.dump(doc)
     if args.output:
         args.output.write_text(text)
@@ -93,3 +117,23 @@ def generate(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def lint(args: argparse.Namespace) -> int:
+    from attestation.core.policy import PolicyError, lint_policy, load_policy
+
+    worst = 0
+    for path in args.files:
+        try:
+            policy = load_policy(path.read_bytes(), source=str(path))
+        except (OSError, PolicyError) as e:
+            print(f"{path}: error: {e}")
+            worst = 2
+            continue
+        warnings = lint_policy(policy)
+        for warning in warnings:
+            print(f"{path}: warning: {warning.id}: {warning.message}")
+        if not warnings:
+            print(f"{path}: ok ({policy.network_function}, {len(policy.digests)} files)")
+        worst = max(worst, 1 if warnings else 0)
+    return worst

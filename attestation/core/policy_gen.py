@@ -22,8 +22,9 @@ from attestation.core.types import ImaEntry, PodRef
 
 __all__ = ["DEFAULT_EXCLUDES", "document", "dump", "from_log"]
 
-#: Paths that change on every boot or are not files at all: excluded by default.
-DEFAULT_EXCLUDES = ("^/proc/", "^/sys/", "^/dev/", "^/run/", "^/tmp/")
+#: Nothing is excluded by default: an excluded path is never judged, and /tmp, /run, /dev/shm
+#: and the like are exactly where an attacker puts what it runs (``policy.lint``).
+DEFAULT_EXCLUDES: tuple[str, ...] = ()
 
 
 def document(

@@ -42,3 +42,9 @@ class VerifierMetrics:
         self.pushes = Counter(
             "trustgate_push_notifications", "Log-growth notifications from agents", registry=r
         )
+        self.policy_warnings = Gauge(
+            "trustgate_policy_warnings",
+            "Warnings about a loaded runtime policy (an exclude covering a writable place)",
+            ["policy"],
+            registry=r,
+        )

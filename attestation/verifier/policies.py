@@ -1,14 +1,21 @@
-"""Load the runtime policies from a directory into a PolicySet, naming every bad file."""
+"""Load the runtime policies from a directory into a PolicySet, naming every bad file, and say
+what loads but leaves a door open (``policy.lint``): in the log and in the
+``trustgate_policy_warnings{policy}`` gauge, since a warning only in a log is easily missed."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import MappingProxyType
 
-from attestation.core.policy import PolicyError, RuntimePolicy, load_policy
+from prometheus_client import Gauge
+
+from attestation.core.policy import PolicyError, RuntimePolicy, lint_policy, load_policy
 from attestation.core.verdict import PolicySet
 
-__all__ = ["HOST", "load_policy_dir"]
+__all__ = ["HOST", "load_policy_dir", "publish_policy_warnings"]
+
+log = logging.getLogger("trustgate.verifier.policies")
 
 HOST = "host"
 _SUFFIXES = (".yaml", ".yml", ".json")
@@ -36,3 +43,17 @@ def load_policy_dir(directory: Path) -> PolicySet:
         else:
             by_nf[nf] = policy
     return PolicySet(MappingProxyType(by_nf), host)
+
+
+def publish_policy_warnings(policies: PolicySet, gauge: Gauge) -> int:
+    """Log every lint warning of the loaded policies and set ``gauge{policy}`` to each policy's
+    count (0 for a clean one, so a fixed policy shows its fix); returns the total."""
+    loaded = [*policies.by_network_function.values(), *([policies.host] if policies.host else [])]
+    total = 0
+    for policy in loaded:
+        warnings = lint_policy(policy)
+        for warning in warnings:
+            log.warning("%s: %s", warning.id, warning.message)
+        gauge.labels(policy.name).set(len(warnings))
+        total += len(warnings)
+    return total

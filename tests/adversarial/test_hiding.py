@@ -68,12 +68,12 @@ def _plain_pod(env: Env, node: str) -> str:
     return str(pod["metadata"]["uid"])
 
 
-def _host_caught(env: Env, upf: str) -> None:
-    """The node is Untrusted for a host finding naming the miner, its NF pod goes; then the node
+def _host_caught(env: Env, upf: str, path: str = MINER[0]) -> None:
+    """The node is Untrusted for a host finding naming ``path``, its NF pod goes; then the node
     reboots clean for the next test."""
     since = datetime.now(UTC)
     shown = assert_user_sees(env.lab, NODE, "Untrusted", "ima.policy.unknown_file", since=since)
-    assert "/usr/local/bin/miner" in shown.reason, shown.reason
+    assert path in shown.reason, shown.reason
     wait_for(f"{upf} evicted", lambda: pod_view(env.lab, NS, upf)[2], timeout=15)
     assert pod_view(env.lab, NS, upf)[1].startswith("node: "), "the node's finding, not the pod's"
     reboot(env.lab.nodes[NODE], FILES["host"])
@@ -155,3 +155,42 @@ def test_static_pod_is_judged_by_its_mirror_pods_network_function(env: Env) -> N
 
     wait_for(f"{name} untrusted", untrusted, timeout=15)
     assert seen(env.lab, NODE).state == "Trusted"
+
+
+# -- writable directories ------------------------------------------------------------------------
+
+WRITABLE = ["/tmp", "/dev/shm", "/run"]
+
+
+@pytest.mark.parametrize("place", WRITABLE)
+def test_exec_from_a_writable_place_in_an_nf_pod_evicts_that_pod(env: Env, place: str) -> None:
+    """``cp x /tmp/x && /tmp/x`` inside the UPF: the shipped UPF policy excludes nothing, so the
+    file is judged, and only that pod goes."""
+    upf, uid = _upf(env)
+    path = f"{place}/x"
+
+    env.lab.nodes[NODE].run_in_pod(uid, path, b"a copy of /bin/sh")
+
+    def evicted() -> bool:
+        state, reason, leaving = pod_view(env.lab, NS, upf)
+        return leaving and state == "untrusted" and "ima.policy.unknown_file" in reason
+
+    wait_for(f"{upf} evicted for {path}", evicted, timeout=15)
+    assert path in pod_view(env.lab, NS, upf)[1]
+    assert seen(env.lab, NODE).state == "Trusted"
+
+
+@pytest.mark.parametrize("place", WRITABLE)
+def test_exec_from_a_writable_place_on_the_host_makes_the_node_untrusted(
+    env: Env, place: str
+) -> None:
+    """The same on the host (a root shell's session): the shipped host policy excludes nothing,
+    the node goes Untrusted and its NF pods with it."""
+    upf, _ = _upf(env)
+    path = f"{place}/x"
+
+    env.lab.nodes[NODE].writer.measure(
+        path, b"a copy of /bin/sh", cgroup_path="/user.slice/user-0.slice/session-1.scope"
+    )
+
+    _host_caught(env, upf, path)

@@ -35,6 +35,8 @@ from tests.support.verdicts import (
 NS = "adv-node"
 TAMPER, PODS = "tamper-1", "pods-1"
 _names = itertools.count(1)
+#: The operator's own exclude in the UPF policy: per-site plugins in a read-only image path.
+UPF_EXCLUDE = {"upf": ["^/usr/share/upf/plugins/"]}
 
 
 @dataclass
@@ -54,7 +56,9 @@ def env(
     trustgate_installed.ensure_namespace(NS)
     workdir = tmp_path_factory.mktemp("adv-node")
     nodes = [TAMPER, PODS]
-    with lab_cluster(trustgate_installed, swtpm_ca, workdir, nodes, trusted=nodes) as lab:
+    with lab_cluster(
+        trustgate_installed, swtpm_ca, workdir, nodes, trusted=nodes, excludes=UPF_EXCLUDE
+    ) as lab:
         upf = lab.create_nf_pod(NS, "upf-ok", "upf", PODS)
         for path, content in FILES["upf"].items():
             lab.nodes[PODS].run_in_pod(upf, path, content)
@@ -166,14 +170,16 @@ def test_power_loss_leaves_the_tpm_clock_unsafe(env: Env) -> None:
 
 def test_modified_smf_binary_evicts_that_pod_and_excluded_paths_pass(env: Env) -> None:
     """An SMF binary with a backdoor (same path, other digest) runs in one pod, while a file under
-    an excluded path (``^/tmp/``) runs in the UPF pod beside it: only the SMF pod goes. The
-    excluded file is logged first, so when the SMF finding shows, it was judged too."""
+    the operator's own exclude (``UPF_EXCLUDE``, a read-only image path, so ``policy lint`` is
+    quiet about it) runs in the UPF pod beside it: only the SMF pod goes. An operator's exclude
+    is honoured as written. The excluded file is logged first, so when the SMF finding shows, it
+    was judged too."""
     node = env.lab.nodes[PODS]
     smf = env.lab.create_nf_pod(NS, "smf-mod", "smf", PODS)
     node.run_in_pod(smf, "/usr/bin/smfd", FILES["smf"]["/usr/bin/smfd"])
     wait_for("smf-mod trusted", lambda: pod_view(env.lab, NS, "smf-mod")[0] == "trusted")
 
-    node.run_in_pod(env.upf_uid, "/tmp/healthcheck.sh", b"#!/bin/sh\nexit 0\n")
+    node.run_in_pod(env.upf_uid, "/usr/share/upf/plugins/probe.so", b"site-specific probe")
     node.run_in_pod(smf, "/usr/bin/smfd", b"open5gs-smfd 2.7 + backdoor")
 
     _evicted_with(env, "smf-mod", "ima.policy.digest_mismatch (/usr/bin/smfd in pod")

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from attestation.core.names import NF_LABEL
-from attestation.core.policy_gen import document
-from attestation.lab.cluster import LabCluster, install_manifests
+from attestation.lab.cluster import LabCluster, install_manifests, lab_node_label, manifests_dir
 from attestation.lab.node import SimNode
 from attestation.lab.poll import wait_for
 from attestation.lab.process import ManagedProcess
@@ -39,11 +39,16 @@ FILES: dict[str, dict[str, bytes]] = {
 }
 
 
-def policy_document(nf: str) -> dict[str, Any]:
-    """The runtime policy allowing exactly ``FILES[nf]``, as an operator would write it; only
-    ``^/tmp/`` is excluded."""
+def policy_document(nf: str, excludes: Sequence[str] = ()) -> dict[str, Any]:
+    """The SHIPPED runtime policy of ``nf`` (``manifests/policies/<nf>.yaml``), which allows
+    exactly ``FILES[nf]`` and excludes nothing: every lab runs with what an operator installs,
+    plus the operator's own ``excludes`` if given."""
+    doc: dict[str, Any] = yaml.safe_load((manifests_dir() / "policies" / f"{nf}.yaml").read_text())
     digests = {p: [f"sha256:{hashlib.sha256(c).hexdigest()}"] for p, c in FILES[nf].items()}
-    return document(nf, nf, digests, excludes=["^/tmp/"])
+    assert doc["spec"]["digests"] == digests, f"manifests/policies/{nf}.yaml no longer fits FILES"
+    if excludes:
+        doc["spec"]["excludes"] = [*doc["spec"].get("excludes", []), *excludes]
+    return doc
 
 
 @pytest.fixture(scope="session")
@@ -118,17 +123,21 @@ def lab_cluster(
     verifier_args: Sequence[str] = ("--eviction-deadline", "5"),
     agent_urls: Callable[[Mapping[str, SimNode]], Mapping[str, str]] | None = None,
     trusted: Sequence[str] = (),
+    excludes: Mapping[str, Sequence[str]] | None = None,
 ) -> Iterator[Lab]:
     """Start the simulated nodes, the verifier (and the webhook); tear everything down after.
 
     ``agent_urls`` is called once the nodes' agents run, before the verifier starts; the URLs it
     returns replace those nodes' agents in the verifier's ``--agents`` (a hostile proxy, say).
+    ``excludes``: an operator's own excludes, by network function, added to the shipped policies.
     The lab is handed over once the ``trusted`` nodes are (enrollment included: up to 60 s)."""
-    label = ("trustgate.test/lab", workdir.name.replace("_", "-")[-50:].strip("-"))
+    label = lab_node_label(workdir.name)
     system = LabCluster(workdir, cluster.plane, node_label=label, tpm_ca=ca, log=lambda _m: None)
     try:
         system.start()
-        system.write_policies({nf: policy_document(nf) for nf in FILES})
+        system.write_policies(
+            {nf: policy_document(nf, (excludes or {}).get(nf, ())) for nf in FILES}
+        )
         for name in node_names:
             system.add_node(name, FILES["host"], push=push)
         if webhook:

@@ -56,6 +56,50 @@ def test_policy_from_a_garbage_log_is_a_one_line_error(
     assert "IMA log entry 0" in err[0]
 
 
+def test_policy_generate_takes_excludes_and_warns_about_writable_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "root/usr/bin").mkdir(parents=True)
+    (tmp_path / "root/usr/bin/upfd").write_bytes(b"upf")
+    args = ["policy", "generate", "--from-dir", str(tmp_path / "root"), "--nf", "upf"]
+    assert main([*args, "--exclude", "^/usr/share/doc/", "--exclude", "^/tmp/"]) == 0
+    out = capsys.readouterr()
+    assert yaml.safe_load(out.out)["spec"]["excludes"] == ["^/usr/share/doc/", "^/tmp/"]
+    (warning,) = [line for line in out.err.splitlines() if "warning" in line]
+    assert "exclude '^/tmp/' covers /tmp" in warning
+
+
+def _policy_file(tmp_path: Path, name: str, excludes: list[str]) -> Path:
+    doc = {
+        "apiVersion": "trustgate.io/v1alpha1", "kind": "RuntimePolicy", "metadata": {"name": name},
+        "spec": {"networkFunction": name, "digests": {"/usr/bin/x": ["sha256:" + "ab" * 32]},
+                 "excludes": excludes},
+    }  # fmt: skip
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_policy_lint_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """0: every file loads without a warning; 1: a warning; 2: a file does not load."""
+    clean = _policy_file(tmp_path, "amf", ["^/usr/share/doc/"])
+    writable = _policy_file(tmp_path, "upf", ["^/usr/share/doc/", "^/dev/shm/"])
+    broken = tmp_path / "smf.yaml"
+    broken.write_text("spec: [")
+    assert main(["policy", "lint", str(clean)]) == 0
+    assert capsys.readouterr().out == f"{clean}: ok (amf, 1 files)\n"
+    assert main(["policy", "lint", str(clean), str(writable)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"{writable}: warning: policy.exclude_writable: policy upf: ")
+    assert "'^/dev/shm/' covers /dev/shm" in lines[1]
+    assert main(["policy", "lint", str(writable), str(broken), str(tmp_path / "none")]) == 2
+    out = capsys.readouterr().out
+    assert f"{broken}: error: policy {broken}: not YAML or JSON" in out
+    assert f"{tmp_path / 'none'}: error: " in out
+    shipped = sorted(Path(__file__).parents[2].glob("manifests/policies/*.yaml"))
+    assert main(["policy", "lint", *map(str, shipped)]) == 0
+
+
 def test_keygen_makes_a_usable_pair_and_refuses_to_overwrite(tmp_path: Path) -> None:
     key, pub = tmp_path / "key.pem", tmp_path / "pub.pem"
     assert main(["keygen", "--key", str(key), "--public", str(pub)]) == 0

@@ -1,5 +1,6 @@
-"""Runtime policies: loading both formats, schema errors that name the field, and judging entries
-(including evmctl-signed files)."""
+"""Runtime policies: loading both formats, schema errors that name the field, judging entries
+(including evmctl-signed files), and lint (excludes covering writable places); the shipped
+runtime policies and node IMA policy."""
 
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ from attestation.core.policy import (
     RuntimePolicy,
     evaluate,
     evaluate_log,
+    lint_policy,
     load_policy,
     policy_from_document,
 )
+from attestation.core.policy.lint import WRITABLE_PLACES, exclude_covers
 from attestation.core.types import ImaEntry, PodRef
 from attestation.lab.ima_writer import Digest, ImaWriter, systemd_pod_cgroup
 
 VECTORS = Path(__file__).parent / "vectors"
+ROOT = Path(__file__).parents[2]
 UPF = hashlib.sha256(b"upf v1").hexdigest()
 UID = "4f2d1c3b-5a6e-47f8-9b0c-1d2e3f405162"
 POD_CG = systemd_pod_cgroup(UID, "cd" * 32)
@@ -238,3 +242,95 @@ def test_evaluate_log_attributes_and_judges(tmp_path: Path) -> None:
     }
     partial = evaluate_log(log, _policy_for(upf, host), count=2)
     assert partial.failures == ()
+
+
+# -- lint: an exclude that covers a place a pod or root can write ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exclude", "covers"),
+    [
+        ("^/tmp/", ["/tmp"]),
+        ("^/tmp/.*", ["/tmp"]),
+        ("^/dev/shm/", ["/dev/shm"]),
+        ("^/dev/", ["/dev/shm", "/dev/mqueue", "/dev"]),
+        ("^/run/", ["/run", "/run/lock", "/run/user/1000"]),
+        ("^/var/", ["/var/tmp", "/var/run", "/var/lock", "/var/lib/kubelet/pods"]),
+        ("^/(tmp|var/tmp)/", ["/tmp", "/var/tmp"]),
+        ("/home/", ["/home/user"]),
+        (r".*\.sh$", "all"),
+        (".*", "all"),
+        ("^/memfd:", ["/memfd:x (deleted)"]),
+        # read-only image paths and pseudo file systems nobody can put a file in
+        ("^/usr/share/doc/", []),
+        ("^/proc/", []),
+        ("^/sys/", []),
+        ("^/etc/upf/plugins/", []),
+    ],
+)  # fmt: skip
+def test_lint_names_excludes_that_cover_writable_places(
+    exclude: str, covers: list[str] | str
+) -> None:
+    assert list(exclude_covers(exclude)) == (list(WRITABLE_PLACES) if covers == "all" else covers)
+    policy = policy_from_document(_doc(excludes=[exclude]), source="upf.yaml")
+    warnings = lint_policy(policy)
+    assert [(w.id, w.severity, w.path) for w in warnings] == (
+        [("policy.exclude_writable", "warning", exclude)] if covers else []
+    )
+    if covers:
+        assert warnings[0].message.startswith(f"policy upf: exclude {exclude!r} covers /")
+        assert "Honoured as written" in warnings[0].message
+
+
+def test_an_operators_exclude_is_honoured_as_written_even_when_lint_warns(tmp_path: Path) -> None:
+    policy = policy_from_document(_doc(excludes=["^/tmp/"]), source="upf.yaml")
+    assert lint_policy(policy)
+    (entry,) = _entries(tmp_path, ("/tmp/x", b"anything", POD_CG))
+    assert evaluate(entry, policy, PodRef(UID, "cd" * 32)) is None
+
+
+def test_keylime_excludes_are_linted_too() -> None:
+    doc = {"meta": {"version": 1}, "digests": {"/usr/bin/upf": [UPF]}, "excludes": ["/tmp/.*"]}
+    policy = policy_from_document(doc, source="keylime.json")
+    assert [w.id for w in lint_policy(policy)] == ["policy.exclude_writable"]
+
+
+def test_shipped_policies_exclude_nothing_writable() -> None:
+    shipped = sorted((ROOT / "manifests/policies").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        policy = load_policy(path.read_bytes(), source=str(path))
+        assert lint_policy(policy) == (), path
+        assert policy.excludes == (), path
+
+
+# -- the node IMA policy shipped in manifests/node ----------------------------------------------
+
+TMPFS, OVERLAYFS = 0x01021994, 0x794C7630
+
+
+def _ima_rules() -> list[dict[str, str]]:
+    rules = []
+    for line in (ROOT / "manifests/node/ima-policy").read_text().splitlines():
+        words = line.split("#", 1)[0].split()
+        if words:
+            rules.append({"action": words[0]} | dict(w.split("=", 1) for w in words[1:]))
+    return rules
+
+
+def test_node_ima_policy_measures_every_exec_and_executable_mmap_with_the_pod_template() -> None:
+    rules = _ima_rules()
+    measured = {(r.get("func"), r.get("mask")) for r in rules if r["action"] == "measure"}
+    assert {("BPRM_CHECK", "MAY_EXEC"), ("MMAP_CHECK", "MAY_EXEC")} <= measured
+    # every measure rule logs the cgroup path: attribution needs it
+    assert all(r.get("template") == "ima-cgpath" for r in rules if r["action"] == "measure")
+    # tmpfs (/tmp, /dev/shm, /run, memfd) and overlayfs (every container's root) are measured
+    skipped = {int(r["fsmagic"], 16) for r in rules if r["action"] == "dont_measure"}
+    assert not skipped & {TMPFS, OVERLAYFS}
+    # a measure rule narrowed by file system or owner would leave the rest unmeasured
+    assert not any(
+        k in r for r in rules if r["action"] == "measure" for k in ("fsmagic", "fsuuid", "uid")
+    )
+    # what differs per pod is not measured: no file reads (root-read config files)
+    assert not any(r.get("func") == "FILE_CHECK" for r in rules if r["action"] == "measure")
+    assert {r["action"] for r in rules} <= {"measure", "dont_measure"}

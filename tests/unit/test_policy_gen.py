@@ -9,7 +9,7 @@ from pathlib import Path
 from attestation.adapters.filetree import from_tree
 from attestation.core.ima import parse_binary
 from attestation.core.policy import evaluate, load_policy, policy_from_document
-from attestation.core.policy_gen import dump, from_log
+from attestation.core.policy_gen import DEFAULT_EXCLUDES, dump, from_log
 from attestation.core.types import PodRef
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
 
@@ -53,3 +53,21 @@ def test_from_log_splits_by_owner(tmp_path: Path) -> None:
     policy = policy_from_document(upf, source="upf")
     pod = PodRef(UID, "ab" * 32)
     assert [evaluate(e, policy, pod) for e in entries[1:3]] == [None, None]
+
+
+def test_generated_policies_exclude_nothing_unless_asked(tmp_path: Path) -> None:
+    """/tmp, /run, /dev/shm are where an attacker puts what it runs: nothing is excluded by
+    default; an operator's exclude goes in as written."""
+    assert DEFAULT_EXCLUDES == ()
+    root = tmp_path / "rootfs"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/upf").write_bytes(b"upf v1")
+    assert from_tree(root, name="upf", network_function="upf")["spec"]["excludes"] == []
+    w = ImaWriter(tmp_path / "log.bin", template="ima-cgpath")
+    w.measure("/tmp/x", b"x", cgroup_path=systemd_pod_cgroup(UID, "ab" * 32))
+    entries = list(parse_binary(w.binary()))
+    doc = from_log(entries, name="upf", network_function="upf", owner=lambda p: p is not None)
+    assert doc["spec"]["excludes"] == []
+    assert list(doc["spec"]["digests"]) == ["/tmp/x"]  # what ran, wherever it was
+    asked = from_tree(root, name="upf", network_function="upf", excludes=["^/opt/cache/"])
+    assert asked["spec"]["excludes"] == ["^/opt/cache/"]
