@@ -18,7 +18,7 @@ from attestation.verifier.auditlog import AuditLog
 from attestation.verifier.controller import Verifier
 from attestation.verifier.leader import LeaderElector
 from attestation.verifier.metrics import VerifierMetrics
-from attestation.verifier.policies import load_policy_dir
+from attestation.verifier.policies import load_policy_dir, publish_policy_warnings
 from attestation.verifier.publisher import Publisher
 from attestation.verifier.server import create_server_app
 from attestation.verifier.settings import VerifierSettings
@@ -53,6 +53,7 @@ async def run(
             settings.audit_log, audit.recovered_torn_tail,
         )  # fmt: skip
     metrics = VerifierMetrics()
+    publish_policy_warnings(policies, metrics.policy_warnings)
     publisher = Publisher(kube, settings, signing_key, audit, metrics, clock=clock)
     verifier = Verifier(settings, kube, publisher, policies, ek_ca_bundle, metrics, clock=clock)
     log.info(
