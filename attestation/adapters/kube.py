@@ -196,10 +196,17 @@ class Kube:
         return self.get(pod_path(namespace, name))
 
     def evict(
-        self, namespace: str, name: str, *, uid: str | None = None, dry_run: bool = False
+        self,
+        namespace: str,
+        name: str,
+        *,
+        uid: str | None = None,
+        dry_run: bool = False,
+        grace_period_seconds: int | None = None,
     ) -> None:
         """policy/v1 Eviction; a PodDisruptionBudget refusal raises KubeError(status=429). With
-        ``uid``, only that pod: a namesake created since is refused with a 409."""
+        ``uid``, only that pod: a namesake created since is refused with a 409. With
+        ``grace_period_seconds``, that grace instead of the pod's own."""
         body: dict[str, Any] = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
@@ -210,6 +217,8 @@ class Kube:
             options["preconditions"] = {"uid": uid}
         if dry_run:
             options["dryRun"] = ["All"]
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
         if options:
             body["deleteOptions"] = options
         self.call("POST", f"{pod_path(namespace, name)}/eviction", body=body)

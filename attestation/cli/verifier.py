@@ -25,6 +25,7 @@ from attestation.cli.common import (
     node_map,
     setup_logging,
 )
+from attestation.core.nodeselection import SelectorError, parse_selector
 from attestation.verifier.settings import (
     NonNfPods,
     RemediationMode,
@@ -62,7 +63,10 @@ def _register_attestation(p: argparse.ArgumentParser) -> None:
         help="explicit NODE=URL,... (default: discover the agent DaemonSet's pods)",
     )
     g.add_argument(
-        "--node-selector", help="label selector of the nodes to attest (default: all nodes)"
+        "--node-selector",
+        help="label selector of the nodes to attest, on labels a kubelet cannot change "
+        "(node-restriction.kubernetes.io/...); nodes hosting NF pods or with a NodeAttestation "
+        "of this verifier are attested too (default: all nodes)",
     )
     g.add_argument(
         "--agent-port",
@@ -123,6 +127,12 @@ def _register_remediation(p: argparse.ArgumentParser) -> None:
         f"(default: {_d('eviction_deadline')})",
     )
     g.add_argument(
+        "--eviction-grace",
+        type=int,
+        help="termination grace in seconds of every eviction, instead of the pod's own "
+        f"(default: {_d('eviction_grace')})",
+    )
+    g.add_argument(
         "--untrusted-node-action",
         choices=get_args(UntrustedNodeAction),
         help=f"default: {_d('untrusted_node_action')}",
@@ -172,6 +182,13 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> VerifierS
         if not host or not port.isdigit():
             raise UsageError(f"--listen must be HOST:PORT, got {args.listen!r}")
         options.update(listen_host=host, listen_port=int(port))
+    if "node_selector" in options:
+        try:
+            parse_selector(options["node_selector"])
+        except SelectorError as e:
+            raise UsageError(f"--node-selector: {e}") from e
+    if options.get("eviction_grace", 0) < 0:
+        raise UsageError(f"--eviction-grace must be 0 or more seconds, got {args.eviction_grace}")
     env_fallback(options, env, namespace="POD_NAMESPACE")
     if "identity" not in options:
         import socket

@@ -13,6 +13,7 @@ __all__ = [
     "AGENT_SELECTOR",
     "APPROVED_EK_FIELD",
     "ATTESTED_LABEL",
+    "CORE_NODE_LABEL",
     "GROUP",
     "LAST_VERIFIED_ANNOTATION",
     "MIRROR_ANNOTATION",
@@ -20,6 +21,7 @@ __all__ = [
     "NODEATTESTATION_API_VERSION",
     "NODEATTESTATION_KIND",
     "NODEATTESTATION_PLURAL",
+    "NODE_RESTRICTION_PREFIX",
     "NODE_STATES",
     "POD_STATES",
     "PREFIX",
@@ -63,6 +65,12 @@ LAST_VERIFIED_ANNOTATION: Final = f"{PREFIX}last-verified"
 REASON_ANNOTATION: Final = f"{PREFIX}reason"
 #: The scheduling gate the webhook puts on NF pods and the verifier lifts.
 SCHEDULING_GATE: Final = f"{PREFIX}attestation"
+#: Labels under this prefix are ones NodeRestriction forbids a kubelet to add, change or remove
+#: on its own Node: root on a node cannot take its node out of a selection made with them.
+NODE_RESTRICTION_PREFIX: Final = "node-restriction.kubernetes.io/"
+#: Node label marking the 5G core nodes (``true``): the agent DaemonSet's nodeSelector and the
+#: verifier's ``--node-selector`` in the manifests. Set by an administrator, never the kubelet.
+CORE_NODE_LABEL: Final = f"{NODE_RESTRICTION_PREFIX}trustgate-5g-core"
 #: The agent DaemonSet's pods (how the verifier finds each node's agent).
 AGENT_SELECTOR: Final = "app.kubernetes.io/name=trustgate-agent"
 #: Kubernetes' own: a mirror pod's annotation holding its static pod's uid (what its cgroup says).

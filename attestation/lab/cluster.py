@@ -5,6 +5,7 @@ processes running with the manifests' ServiceAccount tokens. Used by `trustgate 
 from __future__ import annotations
 
 import base64
+import contextlib
 import ssl
 import urllib.error
 import urllib.request
@@ -17,7 +18,13 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation.adapters.httpclient import unverified_tls
-from attestation.core.names import GROUP, NODEATTESTATION_API_VERSION, NODEATTESTATION_PLURAL
+from attestation.core.names import (
+    CORE_NODE_LABEL,
+    GROUP,
+    NODE_RESTRICTION_PREFIX,
+    NODEATTESTATION_API_VERSION,
+    NODEATTESTATION_PLURAL,
+)
 from attestation.core.nodeattestation import NodeTrust, node_trust
 from attestation.core.signing import (
     generate_private_key,
@@ -26,8 +33,10 @@ from attestation.core.signing import (
     public_keys_by_id,
 )
 from attestation.lab.controlplane import ControlPlane
+from attestation.lab.kubeconfig import write_kubeconfig
 from attestation.lab.node import SimNode, trustgate_exe
 from attestation.lab.pki import CertificateAuthority
+from attestation.lab.planecerts import kubelet_client
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from attestation.lab.swtpm import LocalCa
 
@@ -38,6 +47,7 @@ __all__ = [
     "NODE_LABEL",
     "LabCluster",
     "install_manifests",
+    "lab_node_label",
     "manifests_dir",
     "register_webhooks",
     "service_account_kubeconfig",
@@ -47,10 +57,17 @@ __all__ = [
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 NAMESPACE = "trustgate-system"
 #: The agent DaemonSet's and the verifier's node selector in manifests/.
-NODE_LABEL = ("trustgate.io/5g-core", "true")
+NODE_LABEL = (CORE_NODE_LABEL, "true")
 #: The API path of the NodeAttestation collection.
 NODEATTESTATIONS = f"/apis/{NODEATTESTATION_API_VERSION}/{NODEATTESTATION_PLURAL}"
 _ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+
+
+def lab_node_label(name: str) -> tuple[str, str]:
+    """The label that marks lab ``name``'s nodes (its verifier's ``--node-selector``), for labs
+    sharing one control plane. Under node-restriction.kubernetes.io/ like the manifests' label,
+    so that a test acting as a node's kubelet cannot remove it either."""
+    return (f"{NODE_RESTRICTION_PREFIX}trustgate-lab", name.replace("_", "-")[-50:].strip("-"))
 
 
 def manifests_dir() -> Path:
@@ -63,8 +80,10 @@ def manifests_dir() -> Path:
 
 class LabCluster:
     """``plane``: an already running control plane to share (tests); by default the lab starts
-    and stops its own (the demo). ``node_label`` marks this lab's nodes: the verifier attests only
-    those, so labs sharing one control plane do not see each other's nodes."""
+    and stops its own (the demo). ``node_label`` marks this lab's nodes (``lab_node_label``): the
+    verifier selects those, and leaves nodes whose NodeAttestation another lab's verifier signed
+    alone even when NF pods run there, so labs sharing one control plane do not see each other's
+    nodes."""
 
     def __init__(
         self,
@@ -187,6 +206,16 @@ class LabCluster:
         url = f"https://127.0.0.1:{self.webhook_port}/readyz"
         self.webhook.wait_until(lambda: _ready(url, ctx), 60, "webhook ready (caBundle in place)")
 
+    def kubelet_kubeconfig(self, name: str) -> Path:
+        """A kubeconfig with node ``name``'s kubelet credentials (``system:node:<name>``): what
+        root on that node holds, to act against the API server as the kubelet can."""
+        directory = self.workdir / "kubelets"
+        files = kubelet_client(self.plane.certs.ca, directory, name)
+        user = {"client-certificate": str(files.cert), "client-key": str(files.key)}
+        return write_kubeconfig(
+            directory / f"{name}.kubeconfig", self.plane.server, self.plane.ca_file, user
+        )
+
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, path: str) -> Any:
@@ -232,9 +261,17 @@ class LabCluster:
             self._forget_nodes()
 
     def _forget_nodes(self) -> None:
-        """On a shared control plane, remove this lab's Nodes and NodeAttestations: a node left
-        labelled attested=true with no verifier behind it sends later labs' schedulers astray."""
+        """On a shared control plane, remove this lab's Nodes, NodeAttestations and the pods
+        bound to them: a node left labelled attested=true with no verifier behind it sends later
+        labs' schedulers astray, and NF pods left on a node without a NodeAttestation would be
+        a later lab's verifier's to attest."""
         for name in self.nodes:
+            bound = self.get(f"/api/v1/pods?fieldSelector=spec.nodeName%3D{name}") or {}
+            for pod in bound.get("items") or []:
+                meta = pod["metadata"]
+                path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+                with contextlib.suppress(urllib.error.HTTPError):
+                    self.plane.request("DELETE", path, {"gracePeriodSeconds": 0})
             self.plane.delete(f"/api/v1/nodes/{name}")
             self.plane.delete(f"{NODEATTESTATIONS}/{name}")
 

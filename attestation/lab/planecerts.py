@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation.lab.pki import CertFiles, CertificateAuthority
 
-__all__ = ["PlaneCerts"]
+__all__ = ["PlaneCerts", "kubelet_client"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,13 @@ class PlaneCerts:
             )
         )
         return cls(ca, serving, admin, scheduler, controller_manager, sa_key_file, sa_pub_file)
+
+
+def kubelet_client(ca: CertificateAuthority, directory: Path, node: str) -> CertFiles:
+    """The client certificate node ``node``'s kubelet holds (user ``system:node:<node>`` in group
+    ``system:nodes``, as TLS bootstrapping issues it): what root on that node can use. The API
+    server's Node authorizer and NodeRestriction decide what it may do."""
+    return ca.issue(
+        directory, f"kubelet-{node}", f"system:node:{node}", organizations=("system:nodes",),
+        client=True,
+    )  # fmt: skip

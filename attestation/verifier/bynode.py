@@ -45,3 +45,18 @@ class ByNode(Generic[T]):
     def on(self, node: str) -> dict[str, T]:
         """What is kept for ``node``, by informer key (a copy: the caller may keep it)."""
         return dict(self._groups.get(node, {}))
+
+    def node_of(self, key: str) -> str | None:
+        """The node the object ``key`` is kept under (None: not kept)."""
+        return self._node_of.get(key)
+
+    def has(self, node: str) -> bool:
+        """Whether anything is kept for ``node``."""
+        return node in self._groups
+
+    def nodes(self) -> set[str]:
+        return set(self._groups)
+
+    def size(self) -> int:
+        """How many objects are kept, over every node (empty groups are dropped)."""
+        return len(self._node_of)

@@ -20,7 +20,7 @@ from datetime import datetime
 from prometheus_client import Gauge
 
 from attestation.adapters.informer import Informer, uid_key
-from attestation.adapters.kube import Kube, Resource, node_path, pod_path
+from attestation.adapters.kube import Kube, Resource, node_path, nodeattestation_path, pod_path
 from attestation.core import enroll
 from attestation.core.attribution import kubelet_uid
 from attestation.core.clock import Clock, utcnow
@@ -41,6 +41,7 @@ from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.otherpods import OtherPods
 from attestation.verifier.publisher import Publisher
+from attestation.verifier.scope import NodeScope
 from attestation.verifier.settings import VerifierSettings
 
 __all__ = ["NodeWorker", "Verifier", "pod_info"]
@@ -110,6 +111,9 @@ class Verifier:
         self.agent_pods: Informer | None = None
         self._gate_wake = asyncio.Event()
         self._nf_pods_by_node = ByNode(pod_info)
+        #: Which nodes to attest (see nodeselection.attested); decided once the watches synced.
+        self._scope = NodeScope(settings.node_selector, publisher.key_id, self._nf_pods_by_node.has)
+        self._scoped = False
         self._agent_ips_by_node = ByNode(_host_ip)
         self._other_pods_by_node = ByNode(OtherPods.cgroup_uid)
         #: One child per result, looked up once (see NodeWorker.evidence_age).
@@ -122,11 +126,16 @@ class Verifier:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # Every Node, not only the selected ones: a node leaves attestation by the rule in
+        # nodeselection, never because a label was removed from under a label-selected watch.
         self.nodes = Informer(
-            "nodes",
-            Resource(self.kube, node_path(), label_selector=self.settings.node_selector),
+            "nodes", Resource(self.kube, node_path()), loop, on_change=self._node_changed
+        )
+        attestations = Informer(
+            "nodeattestations",
+            Resource(self.kube, nodeattestation_path()),
             loop,
-            on_change=self._node_changed,
+            on_change=self._attestation_changed,
         )
         self.pods = Informer(
             "nf-pods",
@@ -135,7 +144,7 @@ class Verifier:
             key=uid_key,
             on_change=self._nf_pod_changed,
         )
-        self._informers = [self.nodes, self.pods]
+        self._informers = [self.nodes, attestations, self.pods]
         if self.settings.non_nf_pods == "ignore":  # else their entries are the host's
             update, source = self._other_pods_by_node.update, OtherPods(self.kube)
             self._informers.append(Informer("other", source, loop, key=uid_key, on_change=update))
@@ -153,6 +162,9 @@ class Verifier:
             informer.start()
         await asyncio.gather(*(i.synced.wait() for i in self._informers))
         await self.publisher.load_existing()
+        self._scoped = True
+        for name in self._scope.names() | self._nf_pods_by_node.nodes():
+            self._reconcile(name)
         self._gate_task = asyncio.create_task(self._ungate_loop(), name="ungate")
 
     def activate(self) -> None:
@@ -179,6 +191,19 @@ class Verifier:
         await self.publisher.close()
         await self.client.aclose()
 
+    def tracked(self) -> dict[str, int]:
+        """How much the verifier keeps per node and per pod (a churn test's yardstick): each
+        must return to its size once the nodes and pods it was kept for are gone. (The
+        informers' caches and the scope mirror the API server's objects; not counted.)"""
+        gauges = self.metrics.evidence_age.collect()
+        return {
+            "workers": len(self.workers),
+            **self.publisher.tracked(),
+            "evidence_age_gauges": sum(len(m.samples) for m in gauges),
+            "nf_pods": self._nf_pods_by_node.size(),
+            "agent_pods": self._agent_ips_by_node.size(),
+        }
+
     def push(self, node: str) -> bool:
         """An agent says its log grew: attest that node now. False for an unknown node."""
         worker = self.workers.get(node)
@@ -189,21 +214,48 @@ class Verifier:
         return True
 
     def _nf_pod_changed(self, uid: str, pod: KubeObject | None) -> None:
+        before = self._nf_pods_by_node.node_of(uid)
         self._nf_pods_by_node.update(uid, pod)
+        after = self._nf_pods_by_node.node_of(uid)
+        if pod is None:
+            self.publisher.remediator.forget(uid)
         self._gate_wake.set()
+        for node in {n for n in (before, after) if n is not None}:
+            self._reconcile(node)
 
     # -- nodes -----------------------------------------------------------------------------------
 
     def _node_changed(self, name: str, obj: KubeObject | None) -> None:
-        if obj is None:
-            worker = self.workers.pop(name, None)
-            if worker and worker.task:
-                worker.task.cancel()
-            return
-        if name not in self.workers:
+        self._scope.node_changed(name, obj)
+        self._reconcile(name)
+
+    def _attestation_changed(self, name: str, obj: KubeObject | None) -> None:
+        self._scope.attestation_changed(name, obj)
+        self._reconcile(name)
+
+    def _reconcile(self, name: str) -> None:
+        """Start attesting ``name`` or stop, as the selection rule now says."""
+        if not self._scoped:
+            return  # start() reconciles every name once all the watches have listed
+        wanted = self._scope.wanted(name)
+        if wanted and name not in self.workers:
             worker = NodeWorker(name, self.metrics.evidence_age.labels(name))
             self.workers[name] = worker
             worker.task = asyncio.create_task(self._node_loop(worker), name=f"node:{name}")
+            if self._active.is_set():
+                worker.wake.set()
+        elif not wanted and name in self.workers:
+            self._release(name)
+
+    def _release(self, name: str) -> None:
+        """Stop attesting ``name`` and forget everything kept for it. A round under way is
+        cancelled at its next await, so it cannot put back what was forgotten here."""
+        worker = self.workers.pop(name)
+        if worker.task:
+            worker.task.cancel()
+        self.publisher.forget(name)
+        with contextlib.suppress(KeyError):
+            self.metrics.evidence_age.remove(name)
 
     def agent_url(self, node: str) -> str | None:
         if self.settings.agents:

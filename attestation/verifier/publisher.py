@@ -33,7 +33,7 @@ from attestation.core.clock import Clock, parse_time, utcnow
 from attestation.core.freshness import refresh_due, unknown_too_long
 from attestation.core.names import SCHEDULING_GATE, NodeState
 from attestation.core.nodeattestation import NodeTrust
-from attestation.core.signing import sign_status
+from attestation.core.signing import key_id, sign_status
 from attestation.core.status import (
     MAX_REASON,
     PodTrustView,
@@ -74,6 +74,8 @@ class Publisher:
         self.kube = kube
         self.settings = settings
         self._key = signing_key
+        #: This verifier's keyId: a NodeAttestation signed by another is another verifier's.
+        self.key_id = key_id(signing_key.public_key())
         self._audit = audit_log
         self._metrics = metrics
         self._clock = clock
@@ -82,8 +84,23 @@ class Publisher:
         self._audit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
         self._sequence = 0
         self.remediator = Remediator(
-            kube, settings.remediation, settings.eviction_deadline, self._remediated
-        )
+            kube, settings.remediation, settings.eviction_deadline, self._remediated,
+            grace=settings.eviction_grace,
+        )  # fmt: skip
+
+    def forget(self, node: str) -> None:
+        """Drop what was kept for ``node`` once it is no longer attested (deleted, released):
+        a cluster whose nodes come and go must not grow this process forever."""
+        self.published.pop(node, None)
+        self._unknown_since.pop(node, None)
+
+    def tracked(self) -> dict[str, int]:
+        """How many nodes and pods this publisher keeps something for (see ``forget``)."""
+        return {
+            "published": len(self.published),
+            "unknown_since": len(self._unknown_since),
+            "evictions": self.remediator.tracked(),
+        }
 
     async def close(self) -> None:
         await self.remediator.close()

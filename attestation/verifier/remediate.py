@@ -4,6 +4,10 @@ Eviction (policy/v1) respects PodDisruptionBudgets: a 429 is retried with backof
 ``evict-then-delete`` mode, escalated to a delete once ``eviction_deadline`` passes (a tampered
 network function must not keep running because a budget is exhausted). ``annotate-only`` (audit
 mode) records what would have happened and touches nothing. One task per pod at a time.
+
+Every eviction asks for ``grace`` seconds of termination grace, not the pod's own
+``terminationGracePeriodSeconds``: a tampered pod that asks for a year must not run for a year.
+What has been done is remembered per pod uid until the pod is gone (``forget``).
 """
 
 from __future__ import annotations
@@ -48,14 +52,20 @@ class Remediator:
         mode: RemediationMode,
         deadline: float,
         report: Report,
+        *,
+        grace: int,
     ) -> None:
         self._kube = kube
         self._mode = mode
         self._deadline = deadline
         self._report = report
+        self._grace = grace
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="remediate")
+        #: Pods already removed (or reported in audit mode): not asked again while they linger.
         self._done: set[str] = set()
+        #: Pods deleted while their removal was under way: forgotten once it ends.
+        self._gone: set[str] = set()
 
     def request(self, target: PodTarget) -> None:
         """Start removing ``target`` unless that is already under way or done."""
@@ -63,7 +73,23 @@ class Remediator:
             return
         task = asyncio.create_task(self._remove(target), name=f"remediate:{target.name}")
         self._in_flight[target.uid] = task
-        task.add_done_callback(lambda _t: self._in_flight.pop(target.uid, None))
+        task.add_done_callback(lambda _t: self._finished(target.uid))
+
+    def forget(self, uid: str) -> None:
+        """The pod ``uid`` no longer exists: drop what is kept for it (uids are never reused)."""
+        self._done.discard(uid)
+        if uid in self._in_flight:
+            self._gone.add(uid)
+
+    def tracked(self) -> int:
+        """How many pods are remembered (done, or under way)."""
+        return len(self._done) + len(self._in_flight) + len(self._gone)
+
+    def _finished(self, uid: str) -> None:
+        self._in_flight.pop(uid, None)
+        if uid in self._gone:
+            self._gone.discard(uid)
+            self._done.discard(uid)
 
     async def close(self) -> None:
         for task in list(self._in_flight.values()):
@@ -81,8 +107,9 @@ class Remediator:
         while True:
             try:
                 await self._in_own_thread(
-                    self._kube.evict, target.namespace, target.name, uid=target.uid
-                )
+                    self._kube.evict, target.namespace, target.name, uid=target.uid,
+                    grace_period_seconds=self._grace,
+                )  # fmt: skip
             except KubeError as e:
                 if e.status in (404, 409):  # gone, or a namesake with another uid
                     self._done.add(target.uid)

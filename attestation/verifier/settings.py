@@ -29,7 +29,9 @@ class VerifierSettings:
     agent_timeout: float = 3.0
     concurrency: int = 64
     #: Label selector of the nodes to attest (those that host 5G core pods and run the agent);
-    #: empty: every node.
+    #: empty: every node. Use labels under node-restriction.kubernetes.io/ (CORE_NODE_LABEL):
+    #: a kubelet cannot change those on its own Node. A node that hosts NF pods, or has this
+    #: verifier's NodeAttestation, is attested too, selected or not (core.nodeselection).
     node_selector: str = ""
     #: Explicit node -> agent URL map (tests, the demo, clusters without the DaemonSet).
     agents: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -47,6 +49,10 @@ class VerifierSettings:
     remediation: RemediationMode = "evict-then-delete"
     #: After this many seconds of PodDisruptionBudget refusals (HTTP 429), delete the pod.
     eviction_deadline: float = 30.0
+    #: Termination grace (seconds) of every eviction the verifier makes, whatever the pod's own
+    #: ``terminationGracePeriodSeconds``: a tampered pod asking for a year must not get it. An
+    #: NF that drains sessions on SIGTERM gets this long to do so (docs/install.md).
+    eviction_grace: int = 5
     untrusted_node_action: UntrustedNodeAction = "evict"
     #: A node without fresh evidence (agent down, hung, lying about its identity) is Unknown:
     #: tainted at once, and after this many seconds its protected pods are evicted like an

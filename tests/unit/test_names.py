@@ -25,6 +25,8 @@ SHIPPED = {
     "REASON_ANNOTATION": "trustgate.io/reason",
     "SCHEDULING_GATE": "trustgate.io/attestation",
     "AGENT_SELECTOR": "app.kubernetes.io/name=trustgate-agent",
+    "NODE_RESTRICTION_PREFIX": "node-restriction.kubernetes.io/",
+    "CORE_NODE_LABEL": "node-restriction.kubernetes.io/trustgate-5g-core",
     "MIRROR_ANNOTATION": "kubernetes.io/config.mirror",
     "NODE_STATES": ("Trusted", "Untrusted", "Pending", "Unknown"),
     "POD_STATES": ("trusted", "untrusted", "pending", "unknown"),
