@@ -13,6 +13,8 @@ import uvicorn
 from attestation.adapters.kube import Kube
 from attestation.adapters.serving import EmbeddedServer
 from attestation.core.clock import Clock, utcnow
+from attestation.core.names import CORE_NODE_LABEL, NODE_RESTRICTION_PREFIX
+from attestation.core.nodeselection import parse_selector, unrestricted_keys
 from attestation.core.signing import load_private_key_pem
 from attestation.verifier.auditlog import AuditLog
 from attestation.verifier.controller import Verifier
@@ -62,6 +64,7 @@ async def run(
         ", ".join(sorted(policies.by_network_function)) or "none",
         "loaded" if policies.host else "none", settings.interval, settings.max_age,
     )  # fmt: skip
+    _warn_about_selector(settings.node_selector)
     await verifier.start()
     elector: LeaderElector | None = None
     if settings.leader_election:
@@ -103,6 +106,19 @@ async def run(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(serving, 5)
         audit.close()
+
+
+def _warn_about_selector(selector: str) -> None:
+    """A selector on labels the kubelet may change lets root on a node decide whether its node
+    is selected (new nodes, the agent DaemonSet's placement). Nodes hosting NF pods or with a
+    NodeAttestation stay attested regardless, so this is a warning, not a refusal."""
+    keys = unrestricted_keys(parse_selector(selector))
+    if keys:
+        log.warning(
+            "--node-selector %r uses labels a kubelet can change on its own Node (%s): use "
+            "labels under %s (e.g. %s=true)",
+            selector, ", ".join(keys), NODE_RESTRICTION_PREFIX, CORE_NODE_LABEL,
+        )  # fmt: skip
 
 
 async def _follow_leadership(
