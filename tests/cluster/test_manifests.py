@@ -23,7 +23,7 @@ import yaml
 
 from attestation.adapters.kube import Kube, KubeError, WebhookConfigurations, load_api_client
 from attestation.cli.main import build_parser
-from attestation.core.names import GROUP, NODEATTESTATION_PLURAL
+from attestation.core.names import CORE_NODE_LABEL, GROUP, NODEATTESTATION_PLURAL
 from attestation.core.signing import load_private_key_pem, load_public_key_pem
 from attestation.lab.cluster import (
     MANIFESTS,
@@ -119,12 +119,12 @@ def test_base_applies_server_side_and_coexists_with_the_test_install(
     )
     spec = agent["spec"]["template"]["spec"]
     assert spec["automountServiceAccountToken"] is False
-    assert spec["nodeSelector"] == {"trustgate.io/5g-core": "true"}
+    assert spec["nodeSelector"] == {CORE_NODE_LABEL: "true"}
     verifier = cluster.request(
         "GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/trustgate-verifier"
     )
     args = verifier["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--node-selector=trustgate.io/5g-core=true" in args
+    assert f"--node-selector={CORE_NODE_LABEL}=true" in args
 
 
 def test_samples_apply_and_each_nf_is_recognised(installed: ClusterHandle) -> None:
