@@ -7,6 +7,12 @@ informers run too), which calls ``replace`` and ``apply`` in its thread; each ob
 is checked once, when its event arrives, and the decision only compares ``now`` with
 ``expiresAt``.
 
+A signed verdict is never replaced by an older one: the view remembers the highest signed
+``sequence`` it has taken per node (across relists and deletions) and keeps the newer verdict when
+an older, genuinely signed status is written back (by an admin, a restore, or a deposed verifier
+replica). The verifier's sequences start at the time a replica takes over (microseconds since
+the Unix epoch), so a new leader's verdicts always count as newer.
+
 The pod lookup is a Protocol so the app can be run on data in tests and on the Kubernetes API in
 production (``Kube.get_pod``).
 """
@@ -26,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation.core.kubeobject import KubeObject
 from attestation.core.nodeattestation import NodeAttestationError, NodeTrust, node_name, node_trust
+from attestation.core.types import Failure
 
 __all__ = ["PodCache", "PodLookup", "TrustView"]
 
@@ -46,6 +53,8 @@ class TrustView:
     def __init__(self, public_keys: Mapping[str, Ed25519PublicKey]) -> None:
         self._keys = public_keys
         self._nodes: dict[str, NodeTrust] = {}
+        #: Node -> the highest signed sequence taken for it (kept when its object is deleted).
+        self._highest: dict[str, int] = {}
         self._synced = threading.Event()
 
     @property
@@ -62,7 +71,7 @@ class TrustView:
         for obj in objects:
             entry = self._convert(obj)
             if entry is not None:
-                nodes[entry.node] = entry
+                nodes[entry.node] = self._newest(entry)
         self._nodes = nodes
         self._synced.set()
 
@@ -70,12 +79,30 @@ class TrustView:
         if event_type in ("ADDED", "MODIFIED"):
             entry = self._convert(obj)
             if entry is not None:
-                self._nodes[entry.node] = entry
+                self._nodes[entry.node] = self._newest(entry)
         elif event_type == "DELETED":
             try:
                 self._nodes.pop(node_name(obj), None)
             except NodeAttestationError:
                 log.warning("ignoring a DELETED NodeAttestation event without a name")
+
+    def _newest(self, entry: NodeTrust) -> NodeTrust:
+        """``entry``, unless it is a signed verdict older than one already taken for its node:
+        then the verdict held now (or, after a relist or deletion, a refusal saying why)."""
+        highest = self._highest.get(entry.node)
+        if entry.defect is not None or highest is None or entry.sequence >= highest:
+            if entry.defect is None:
+                self._highest[entry.node] = entry.sequence
+            return entry
+        why = (
+            f"NodeAttestation {entry.node}: signed sequence {entry.sequence} is older than "
+            f"{highest}, already seen; the older verdict is not taken"
+        )
+        log.warning("%s", why)
+        held = self._nodes.get(entry.node)
+        if held is not None and held.defect is None and held.sequence == highest:
+            return held
+        return NodeTrust(entry.node, "Unknown", why, defect=Failure("nodeattestation.stale", why))
 
     def _convert(self, obj: KubeObject) -> NodeTrust | None:
         try:

@@ -11,6 +11,7 @@ from attestation.cli import (
     audit,
     demo,
     keygen,
+    node,
     policy,
     verifier,
     verify,
@@ -20,7 +21,7 @@ from attestation.cli.common import Handler, UsageError, fail
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, demo)
+COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, node, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

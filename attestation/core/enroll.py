@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -24,6 +24,7 @@ from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from attestation.core.tpm_types import Public, QuoteParseError, parse_public
 from attestation.core.tpm_types.constants import (
@@ -40,10 +41,13 @@ from attestation.core.types import Failure, HashAlg
 
 __all__ = [
     "Credential",
+    "EkBinding",
     "EnrollParseError",
     "ak_name",
+    "bind_ek",
     "check_activation",
     "check_ak",
+    "ek_digest",
     "kdfa",
     "make_credential",
     "verify_ek",
@@ -287,3 +291,58 @@ def check_activation(expected_secret: bytes, returned_secret: bytes) -> tuple[Fa
             "the TPM did not return the credential's secret: the AK is not bound to this EK",
         ),
     )
+
+
+# --- binding a node to its EK -------------------------------------------------------------------
+
+
+def ek_digest(ek_public: bytes) -> str:
+    """SHA-256 (hex) of the EK's SubjectPublicKeyInfo: what a node is bound to. An operator
+    computes the same from the EK certificate (``openssl x509 -pubkey -noout | openssl pkey
+    -pubin -outform DER | sha256sum``); the key alone, so a re-issued certificate keeps it."""
+    key = _public(ek_public, "EK public").public_key()
+    return hashlib.sha256(
+        key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class EkBinding:
+    """What an enrollment that proved its EK means for the node's pin. ``pin`` is what the
+    signed status carries afterwards (the old pin on a failure); ``same_ek`` says the node's
+    TPM is the one it was bound to, so what is known of its clock still holds."""
+
+    pin: str
+    failures: tuple[Failure, ...] = ()
+    same_ek: bool = False
+
+
+def bind_ek(
+    node: str, digest: str, pinned: str, approved: str, pins: Mapping[str, str]
+) -> EkBinding:
+    """Is the TPM that just proved EK ``digest`` the one ``node`` may use?
+
+    The agent's claim of a node name proves nothing: any genuine TPM could answer for any node
+    (a relay). So a node is bound to the first EK it enrolled with (``pinned``, from its signed
+    status). Another EK — or, at first enrollment, an EK another node is bound to (``pins``, by
+    node) — is refused until an operator approves exactly that EK (``approved``, written by a
+    cluster admin: see docs/nodeattestation.md)."""
+    if digest == pinned:
+        return EkBinding(pin=digest, same_ek=True)
+    if digest == approved:
+        return EkBinding(pin=digest)
+    approve = f"an operator approves it with `trustgate node approve {node} --ek {digest}`"
+    if pinned:
+        why = (
+            f"node {node} is bound to the TPM with EK {pinned}, this agent's TPM has EK "
+            f"{digest}: refused until {approve}"
+        )
+        return EkBinding(pin=pinned, failures=(Failure("enroll.ek_changed", why),))
+    owners = sorted(other for other, pin in pins.items() if pin == digest and other != node)
+    if owners:
+        why = (
+            f"the TPM with EK {digest} is bound to node {owners[0]}: it cannot also be "
+            f"{node} until {approve}"
+        )
+        return EkBinding(pin="", failures=(Failure("enroll.ek_reused", why),))
+    return EkBinding(pin=digest)

@@ -12,6 +12,7 @@ is refused instead of just "not found".
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,6 +73,7 @@ class NodeAttestationStatus(TypedDict):
     failures: list[FailureWire]
     pods: list[PodStatusWire]
     sequence: int
+    ekDigest: NotRequired[str]
     signature: NotRequired[SignatureWire]
 
 
@@ -109,6 +111,8 @@ class NodeTrust:
     failures: tuple[Failure, ...] = ()
     pods: tuple[PodTrust, ...] = ()
     defect: Failure | None = None
+    #: The EK (``enroll.ek_digest``) the node is bound to; "" before its first enrollment.
+    ek_digest: str = ""
 
     def trusted_at(self, now: datetime) -> bool:
         """A node is trusted only while a signed, passing verdict is fresh: a valid verdict can
@@ -153,17 +157,7 @@ def node_trust(obj: Mapping[str, Any], public_keys: Mapping[str, Ed25519PublicKe
         )
     if defect is None:
         return parsed
-    return NodeTrust(
-        node,
-        parsed.state,
-        parsed.reason,
-        parsed.verified_at,
-        parsed.expires_at,
-        parsed.sequence,
-        parsed.failures,
-        parsed.pods,
-        defect,
-    )
+    return dataclasses.replace(parsed, defect=defect)
 
 
 def _parse_status(node: str, status: Mapping[str, Any]) -> NodeTrust:
@@ -176,6 +170,9 @@ def _parse_status(node: str, status: Mapping[str, Any]) -> NodeTrust:
     sequence = status.get("sequence", 0)
     if not isinstance(sequence, int) or isinstance(sequence, bool):
         raise ValueError("status.sequence is not an integer")
+    ek_digest = status.get("ekDigest", "")
+    if not isinstance(ek_digest, str):
+        raise ValueError("status.ekDigest is not a string")
     failures = tuple(
         Failure(_str(f, "id", "status.failures[]"), _str(f, "message", "status.failures[]"))
         for f in _list(status.get("failures", []), "status.failures")
@@ -198,6 +195,7 @@ def _parse_status(node: str, status: Mapping[str, Any]) -> NodeTrust:
         sequence=sequence,
         failures=failures,
         pods=pods,
+        ek_digest=ek_digest,
     )
 
 

@@ -80,8 +80,11 @@ def node_status(
     max_age: timedelta,
     ak_name: bytes,
     sequence: int,
+    ek_digest: str = "",
 ) -> dict[str, Any]:
-    """The unsigned ``status`` of the node's NodeAttestation."""
+    """The unsigned ``status`` of the node's NodeAttestation. ``ek_digest`` is the EK the node
+    is bound to (``enroll.bind_ek``): signed with the verdict, so a restarted or new leader
+    keeps the binding."""
     pod_entries = []
     for pv in verdict.pods:
         info = pods.get(pv.uid)
@@ -111,4 +114,5 @@ def node_status(
         "pods": pod_entries,
         "podCount": len(pod_entries),
         "sequence": sequence,
+        "ekDigest": ek_digest,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -24,7 +25,7 @@ from attestation.adapters.kube import Kube, Resource, node_path, nodeattestation
 from attestation.core import enroll
 from attestation.core.attribution import kubelet_uid
 from attestation.core.clock import Clock, utcnow
-from attestation.core.evidence import EvidenceQuery
+from attestation.core.evidence import EvidenceQuery, Identity
 from attestation.core.fastpath import select
 from attestation.core.kubeobject import KubeObject
 from attestation.core.names import AGENT_SELECTOR, NF_LABEL, SCHEDULING_GATE
@@ -337,9 +338,7 @@ class Verifier:
         # credential activation again) before calling it an attack.
         signature_bad = any(f.id == "quote.signature_invalid" for f in result.verdict.failures)
         if signature_bad and await self._ak_changed(worker, url):
-            worker.state = None
-            worker.wake.set()
-            return
+            return  # re-enrolled (attested again at once), or why not was published
         worker.state = result.state
         self._results["trusted" if result.verdict.trusted else "untrusted"].inc()
         worker.last_verified = self._clock()
@@ -347,56 +346,97 @@ class Verifier:
         await self.publisher.publish(worker.name, result.verdict, pods, worker.ak_name)
         self.metrics.round_seconds.observe(time.perf_counter() - started)
 
-    async def _enroll(self, worker: NodeWorker, url: str) -> bool:
-        identity = await self.client.identity(url)
-        failures: list[Failure] = []
-        if identity.node != worker.name:
-            failures.append(
-                Failure(
-                    "enroll.node_mismatch",
-                    f"the agent says it is {identity.node!r}, not {worker.name!r}",
-                )
-            )
-        now = self._clock()
-        try:
-            failures += enroll.verify_ek(
-                identity.ek_certificate, identity.ek_public, self.ek_ca_bundle, now
-            )
-            failures += enroll.check_ak(identity.ak_public)
-            ak_name = enroll.ak_name(identity.ak_public)
-        except enroll.EnrollParseError as e:
-            failures.append(Failure("enroll.malformed", str(e)))
-            ak_name = b""
-        if not failures:
-            secret = os.urandom(32)
-            credential = enroll.make_credential(identity.ek_public, ak_name, secret)
-            try:
-                returned = await self.client.activate(
-                    url, credential.credential_blob, credential.encrypted_secret
-                )
-            except CollectorError as e:
-                if e.failure_id != "agent.http_error":
-                    raise
-                returned = b""
-            failures += enroll.check_activation(secret, returned)
-        if failures:
+    async def _enroll(
+        self,
+        worker: NodeWorker,
+        url: str,
+        *,
+        identity: Identity | None = None,
+        keep: AttestationState | None = None,
+    ) -> bool:
+        """Enroll the agent's AK: the EK chain, the AK's fitness, credential activation, then
+        the node's binding to its EK (``enroll.bind_ek``). ``keep`` is what is known of the
+        node's TPM from before (its clock, log position, findings): kept only when the EK is
+        the one the node is bound to, so a clock rolled back across a re-enrollment is still
+        caught. A failure is published (Untrusted) with its ``enroll.*`` id."""
+        identity = identity or await self.client.identity(url)
+        failures, ak_name = await self._prove(worker.name, url, identity)
+        binding = None if failures else await self._bind(worker.name, identity.ek_public)
+        if binding is None or binding.failures:
+            failures += binding.failures if binding else ()
             verdict = NodeVerdict(node=worker.name, trusted=False, failures=tuple(failures))
             await self.publisher.publish(worker.name, verdict, self.pods_on(worker.name), ak_name)
             self._results["enroll_failed"].inc()
             return False
+        kept = keep is not None and binding.same_ek
         worker.state = AttestationState(ak_public=identity.ak_public)
+        if keep is not None and binding.same_ek:
+            worker.state = dataclasses.replace(keep, ak_public=identity.ak_public)
         worker.ak_name = ak_name
         await self.publisher.audit(
-            {"kind": "enrolled", "node": worker.name, "akName": ak_name.hex()}
-        )
+            {"kind": "enrolled", "node": worker.name, "akName": ak_name.hex(),
+             "ekDigest": binding.pin, "reenrolled": keep is not None, "tpmStateKept": kept}
+        )  # fmt: skip
         return True
 
+    async def _prove(self, node: str, url: str, identity: Identity) -> tuple[list[Failure], bytes]:
+        """The agent's identity checks and the credential activation: (failures, AK name)."""
+        failures: list[Failure] = []
+        if identity.node != node:
+            why = f"the agent says it is {identity.node!r}, not {node!r}"
+            failures.append(Failure("enroll.node_mismatch", why))
+        try:
+            failures += enroll.verify_ek(
+                identity.ek_certificate, identity.ek_public, self.ek_ca_bundle, self._clock()
+            )
+            failures += enroll.check_ak(identity.ak_public)
+            ak_name = enroll.ak_name(identity.ak_public)
+        except enroll.EnrollParseError as e:
+            return [*failures, Failure("enroll.malformed", str(e))], b""
+        if failures:
+            return failures, ak_name
+        secret = os.urandom(32)
+        credential = enroll.make_credential(identity.ek_public, ak_name, secret)
+        try:
+            returned = await self.client.activate(
+                url, credential.credential_blob, credential.encrypted_secret
+            )
+        except CollectorError as e:
+            if e.failure_id != "agent.http_error":
+                raise
+            returned = b""
+        return list(enroll.check_activation(secret, returned)), ak_name
+
+    async def _bind(self, node: str, ek_public: bytes) -> enroll.EkBinding:
+        """Bind ``node`` to the EK its TPM just proved, or say why not. The operator's approval
+        is read only when the EK is not the bound one; from the decision to the new pin nothing
+        is awaited, so two nodes enrolling one EK at once cannot both take it."""
+        digest = enroll.ek_digest(ek_public)
+        pins = self.publisher.ek_pins
+        approved = "" if digest == pins.get(node) else await self.publisher.approved_ek(node)
+        binding = enroll.bind_ek(node, digest, pins.get(node, ""), approved, pins)
+        if not binding.failures:
+            pins[node] = binding.pin
+        return binding
+
     async def _ak_changed(self, worker: NodeWorker, url: str) -> bool:
+        """After a bad quote signature: did the agent come back with another AK (a restart
+        with a new key)? Then re-enroll it now (True): the node's TPM state is kept if its EK
+        is the bound one, and a failure (another TPM: ``enroll.ek_changed``) is published.
+        False: the same AK, or no identity: the bad signature is the verdict."""
         try:
             identity = await self.client.identity(url)
-        except CollectorError:
+            changed = enroll.ak_name(identity.ak_public) != worker.ak_name
+        except (CollectorError, enroll.EnrollParseError):
             return False
-        return enroll.ak_name(identity.ak_public) != worker.ak_name
+        if not changed:
+            return False
+        try:
+            if await self._enroll(worker, url, identity=identity, keep=worker.state):
+                worker.wake.set()  # attest with the new AK at once
+        except CollectorError as e:
+            await self._no_evidence(worker, Failure(e.failure_id, str(e)))
+        return True
 
     async def _no_evidence(self, worker: NodeWorker, why: Failure) -> None:
         """No evidence this round. The last verdict stands until it expires; then the node is

@@ -4,6 +4,11 @@ The leader renews every ``duration / 3``; a standby takes the lease once ``renew
 leaseDurationSeconds`` has passed, so it takes over within ``duration + duration / 3`` of the
 leader's last renewal. Updates carry the lease's resourceVersion: two candidates racing for an
 expired lease cannot both win (the loser gets a 409).
+
+Every write the leader makes is fenced (``Fence``): ``holds`` answers from memory whether the last
+successful renewal is recent enough that no standby can have taken the lease (a leader paused —
+SIGSTOP, a stalled node, a long GC — resumes believing it leads); ``confirm`` asks the API server
+when a write finds the object changed under it.
 """
 
 from __future__ import annotations
@@ -11,15 +16,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from attestation.adapters.kube import Kube, KubeError, lease_path
 from attestation.core.clock import Clock, format_time, utcnow
 from attestation.core.freshness import lease_expired
 
-__all__ = ["LeaderElector"]
+__all__ = ["Fence", "LeaderElector", "Unfenced"]
 
 log = logging.getLogger(__name__)
+
+#: A leader stops writing once its last renewal is this share of the lease old (client-go's
+#: renewDeadline: 10 s of a 15 s lease): the margin for a standby's clock running ahead.
+_RENEW_DEADLINE = 2 / 3
+
+
+class Fence(Protocol):
+    """May this replica write as the leader now?"""
+
+    def holds(self) -> bool:
+        """From memory, cheap: checked before every write."""
+        ...
+
+    def confirm(self) -> bool:
+        """From the API server, blocking: checked when a write found the object changed."""
+        ...
+
+
+class Unfenced:
+    """One verifier without election: every write is its own."""
+
+    def holds(self) -> bool:
+        return True
+
+    def confirm(self) -> bool:
+        return True
 
 
 class LeaderElector:
@@ -41,6 +73,28 @@ class LeaderElector:
         self._clock = clock
         self.is_leader = asyncio.Event()
         self.lost = asyncio.Event()
+        #: When the last acquire or renew that succeeded was sent (this replica's clock).
+        self._renewed: datetime | None = None
+
+    def holds(self) -> bool:
+        """Leader, and renewed recently enough that no standby can have taken over since."""
+        renewed = self._renewed
+        deadline = timedelta(seconds=self._duration * _RENEW_DEADLINE)
+        return (
+            self.is_leader.is_set() and renewed is not None and self._clock() - renewed < deadline
+        )
+
+    def confirm(self) -> bool:
+        """The Lease in the API server names this replica and has not expired."""
+        try:
+            lease = self._kube.get(lease_path(self._namespace, self._name))
+        except KubeError as e:
+            log.warning("leader election: cannot confirm the lease: %s", e)
+            return False
+        spec = (lease or {}).get("spec") or {}
+        return spec.get("holderIdentity") == self.identity and not lease_expired(
+            spec, self._clock(), self._duration
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         period = self._duration / 3
@@ -50,6 +104,8 @@ class LeaderElector:
             except KubeError as e:
                 log.warning("leader election: %s", e)
                 leading = False
+            if not leading:
+                self._renewed = None
             if leading and not self.is_leader.is_set():
                 log.info("%s became the leader", self.identity)
                 self.lost.clear()
@@ -63,6 +119,12 @@ class LeaderElector:
 
     def _try_acquire_or_renew(self) -> bool:
         now = self._clock()
+        leading = self._acquire_or_renew(now)
+        if leading:
+            self._renewed = now  # when it was sent: the lease may be older than the answer
+        return leading
+
+    def _acquire_or_renew(self, now: datetime) -> bool:
         stamp = format_time(now, "microseconds")  # the API's MicroTime
         path = lease_path(self._namespace, self._name)
         lease = self._kube.get(path)

@@ -72,6 +72,7 @@ async def run(
             kube, settings.namespace, settings.lease_name, settings.identity,
             settings.lease_duration, clock=clock,
         )  # fmt: skip
+        publisher.fence = elector  # every write re-checks the leadership
 
     def ready() -> bool:
         # Only the leader is ready: the Service then sends agents' pushes to the replica that
@@ -126,6 +127,7 @@ async def _follow_leadership(
 ) -> None:
     while not stop.is_set():
         await elector.is_leader.wait()
+        await verifier.publisher.take_over()
         verifier.activate()
         await elector.lost.wait()
         verifier.deactivate()

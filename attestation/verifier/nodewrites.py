@@ -1,60 +1,115 @@
-"""The writes about a node itself: its NodeAttestation's signed status, and the
-``trustgate.io/attested`` label with the ``trustgate.io/untrusted`` taint.
+"""The writes about a node itself: its NodeAttestation's signed status (and the one read of its
+spec: an operator's EK approval), and the ``trustgate.io/attested`` label with the
+``trustgate.io/untrusted`` taint.
 
 Blocking calls through the one Kubernetes adapter; the publisher runs them in worker threads.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from attestation.adapters.kube import Kube, KubeError, node_path, nodeattestation_path
 from attestation.core.names import (
+    APPROVED_EK_FIELD,
     ATTESTED_LABEL,
     NODEATTESTATION_API_VERSION,
     NODEATTESTATION_KIND,
     UNTRUSTED_TAINT,
 )
+from attestation.verifier.leader import Fence
 
-__all__ = ["write_label_and_taint", "write_status"]
+__all__ = ["read_approval", "write_fenced", "write_label_and_taint", "write_status"]
+
+log = logging.getLogger(__name__)
 
 #: Attempts at the node's label and taints when another writer keeps changing the node.
 _NODE_ATTEMPTS = 3
 
 
-def write_status(kube: Kube, node: str, status: Mapping[str, Any]) -> None:
-    """Patch the node's NodeAttestation status, creating the object on first sight (a
-    concurrent creation, 409, is as good)."""
+def write_status(kube: Kube, node: str, status: Mapping[str, Any], version: str) -> str:
+    """Patch the node's NodeAttestation status on condition that the object is still at
+    ``version``, the resourceVersion this verifier last wrote or read; return the new one.
+
+    The precondition fences the write: a 409 means someone wrote since (another replica that
+    took the leadership, an operator), and the caller must not blindly overwrite it. Without a
+    ``version`` (never read), the object is read first — created on first sight; one deleted
+    since is created again."""
+    if not version:
+        version = _current_version(kube, node)
     try:
-        _patch_status(kube, node, status)
-        return
+        return _patch_status(kube, node, status, version)
     except KubeError as e:
         if e.status != 404:
             raise
+    return _patch_status(kube, node, status, _current_version(kube, node))
+
+
+def write_fenced(
+    kube: Kube, fence: Fence, node: str, status: Mapping[str, Any], version: str
+) -> str | None:
+    """``write_status`` as the leader: only while ``fence`` holds, and after a conflict only
+    once the Lease confirms the leadership. The new resourceVersion, or None when fenced off."""
+    if not fence.holds():
+        log.warning("node %s: not the leader (any more): status not written", node)
+        return None
     try:
-        kube.create(
-            nodeattestation_path(),
-            {
-                "apiVersion": NODEATTESTATION_API_VERSION,
-                "kind": NODEATTESTATION_KIND,
-                "metadata": {"name": node},
-                "spec": {},
-            },
-        )
+        return write_status(kube, node, status, version)
     except KubeError as e:
         if e.status != 409:
             raise
-    _patch_status(kube, node, status)
+    if not fence.confirm():
+        log.warning("node %s: status changed under a deposed leader: not written", node)
+        return None
+    log.info("node %s: status changed since this verifier wrote it; writing again", node)
+    return write_status(kube, node, status, "")
 
 
-def _patch_status(kube: Kube, node: str, status: Mapping[str, Any]) -> None:
-    kube.call(
+def _current_version(kube: Kube, node: str) -> str:
+    obj = kube.get(nodeattestation_path(node))
+    if obj is None:
+        try:
+            obj = kube.create(
+                nodeattestation_path(),
+                {
+                    "apiVersion": NODEATTESTATION_API_VERSION,
+                    "kind": NODEATTESTATION_KIND,
+                    "metadata": {"name": node},
+                    "spec": {},
+                },
+            )
+        except KubeError as e:
+            if e.status != 409:  # created concurrently: as good
+                raise
+            obj = kube.get(nodeattestation_path(node))
+    if obj is None:
+        raise KubeError(f"NodeAttestation {node} was deleted while being written", 404)
+    return str(obj["metadata"]["resourceVersion"])
+
+
+def _patch_status(kube: Kube, node: str, status: Mapping[str, Any], version: str) -> str:
+    written = kube.call(
         "PATCH",
         f"{nodeattestation_path(node)}/status",
-        body={"status": status},
+        body={"metadata": {"resourceVersion": version}, "status": status},
         content_type="application/merge-patch+json",
     )
+    return str(written["metadata"]["resourceVersion"])
+
+
+def read_approval(kube: Kube, node: str) -> str:
+    """The EK digest an operator approved for ``node`` (``spec.approvedEkDigest`` of its
+    NodeAttestation, which only cluster admins may write), or "" (also when unreadable now:
+    the node stays refused until the next try)."""
+    try:
+        obj = kube.get(nodeattestation_path(node))
+    except KubeError as e:
+        log.warning("node %s: EK approval not readable: %s", node, e)
+        return ""
+    approved = ((obj or {}).get("spec") or {}).get(APPROVED_EK_FIELD, "")
+    return approved if isinstance(approved, str) else ""
 
 
 def write_label_and_taint(kube: Kube, node: str, trusted: bool) -> None:

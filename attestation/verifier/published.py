@@ -1,57 +1,72 @@
 """What this verifier last published for each node: the base every publish diffs against.
 
-A new leader starts from the NodeAttestations already in the cluster. It continues their sequence
-numbers and remembers their states to avoid needless writes. Their signatures are not checked
-here: a Trusted status read back counts until it expires, as if this verifier had written it
-(``Publisher.any_trusted``, and a node without fresh evidence keeping its last verdict).
+A new leader starts from the NodeAttestations already in the cluster: it continues their sequence
+numbers, keeps each node's EK binding, and remembers their states to avoid needless writes. Only a
+status whose signature verifies with this verifier's own keys is taken: a Trusted status read back
+counts until it expires, as if this verifier had written it (``Publisher.any_trusted``, and a node
+without fresh evidence keeping its last verdict), so an unsigned or foreign-signed one written by
+anyone else must count for nothing — not for trust, not for the binding, not for the sequence.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
-from attestation.core.clock import parse_time
-from attestation.core.names import NODE_STATES, NodeState
-from attestation.core.nodeattestation import NodeTrust
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from attestation.core.nodeattestation import NodeAttestationError, NodeTrust, node_trust
 from attestation.core.status import PodTrustView
 
-__all__ = ["Published", "read_published"]
+__all__ = ["Published", "epoch_sequence", "read_published"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Published:
     """One node's status as last written (or found at start): ``trust`` holds its state, reason,
-    ``verifiedAt``, ``expiresAt`` and sequence; ``pods`` the views its pod annotations show;
-    ``labelled`` whether the node's label and taint were written for that state."""
+    ``verifiedAt``, ``expiresAt``, sequence and EK binding; ``pods`` the views its pod annotations
+    show; ``labelled`` whether the node's label and taint were written for that state;
+    ``version`` the NodeAttestation's resourceVersion after that write (the next write's
+    precondition: nobody wrote in between)."""
 
     trust: NodeTrust
     pods: dict[str, PodTrustView] = field(default_factory=dict)
     labelled: bool = False
+    version: str = ""
 
 
-def read_published(items: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Published], int]:
+def read_published(
+    items: Iterable[Mapping[str, Any]], public_keys: Mapping[str, Ed25519PublicKey]
+) -> tuple[dict[str, Published], int]:
     """The NodeAttestations found in the cluster by node, and the highest sequence among them.
-    An object without readable times is skipped, its sequence too; one in a state this version
-    does not know still counts for the sequence."""
+    An object whose status does not verify with ``public_keys`` (unsigned, another key, edited,
+    malformed) is skipped, its sequence too, with a warning naming why."""
     published: dict[str, Published] = {}
     highest = 0
     for obj in items:
-        status = obj.get("status") or {}
+        if not obj.get("status"):
+            continue  # created, never written: nothing to continue from
         try:
-            sequence = int(status.get("sequence") or 0)
-            verified = parse_time(status.get("verifiedAt"), "verifiedAt")
-            expires = parse_time(status.get("expiresAt"), "expiresAt")
-        except (TypeError, ValueError):
+            trust = node_trust(obj, public_keys)
+        except NodeAttestationError as e:
+            log.warning("ignoring a NodeAttestation: %s", e)
             continue
-        highest = max(highest, sequence)
-        state = status.get("state")
-        if state in NODE_STATES:
-            name = obj["metadata"]["name"]
-            trust = NodeTrust(
-                name, cast(NodeState, state), str(status.get("reason", "")), verified, expires,
-                sequence,
-            )  # fmt: skip
-            published[name] = Published(trust)
+        if trust.defect is not None or trust.verified_at is None or trust.expires_at is None:
+            why = trust.defect.message if trust.defect else "no verifiedAt/expiresAt"
+            log.warning("NodeAttestation %s not taken over: %s", trust.node, why)
+            continue
+        highest = max(highest, trust.sequence)
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        published[trust.node] = Published(trust, version=version)
     return published, highest
+
+
+def epoch_sequence(now: datetime) -> int:
+    """Microseconds since the Unix epoch: where a replica taking over starts its sequence, so a
+    new leader's verdicts follow a deposed one's even when no NodeAttestation is left to read."""
+    return int(now.timestamp() * 1_000_000)

@@ -8,6 +8,8 @@ goes to the audit trail first.
 
 This module decides and orders; the writes themselves are in ``nodewrites`` (status, label,
 taint) and ``events`` (which Event, its body), and what was last written is ``published``.
+Writes are fenced: a leader can be deposed without knowing it yet (``nodewrites.write_fenced``,
+``published.epoch_sequence``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from attestation.core.clock import Clock, parse_time, utcnow
 from attestation.core.freshness import refresh_due, unknown_too_long
 from attestation.core.names import SCHEDULING_GATE, NodeState
 from attestation.core.nodeattestation import NodeTrust
-from attestation.core.signing import key_id, sign_status
+from attestation.core.signing import key_id, public_keys_by_id, sign_status
 from attestation.core.status import (
     MAX_REASON,
     PodTrustView,
@@ -46,9 +48,10 @@ from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import PodInfo
 from attestation.verifier.auditlog import AuditLog, audit_time
 from attestation.verifier.events import Event, node_event, pod_event, remediation_event
+from attestation.verifier.leader import Fence, Unfenced
 from attestation.verifier.metrics import VerifierMetrics
-from attestation.verifier.nodewrites import write_label_and_taint, write_status
-from attestation.verifier.published import Published, read_published
+from attestation.verifier.nodewrites import read_approval, write_fenced, write_label_and_taint
+from attestation.verifier.published import Published, epoch_sequence, read_published
 from attestation.verifier.remediate import Outcome, PodTarget, Remediator
 from attestation.verifier.settings import VerifierSettings
 
@@ -74,6 +77,11 @@ class Publisher:
         self.kube = kube
         self.settings = settings
         self._key = signing_key
+        self._keys = public_keys_by_id([signing_key.public_key()])
+        #: Whether this replica may write now (the leader elector, when there is one).
+        self.fence: Fence = Unfenced()
+        #: Node -> the EK digest it is bound to (``enroll.bind_ek``), carried in every status.
+        self.ek_pins: dict[str, str] = {}
         #: This verifier's keyId: a NodeAttestation signed by another is another verifier's.
         self.key_id = key_id(signing_key.public_key())
         self._audit = audit_log
@@ -119,12 +127,29 @@ class Publisher:
     # -- start-up --------------------------------------------------------------------------------
 
     async def load_existing(self) -> None:
-        """Continue the sequence numbers of the NodeAttestations already in the cluster, and
-        remember their states to avoid needless writes (see ``published``)."""
+        """Continue after the NodeAttestations already in the cluster that this verifier signed:
+        their sequence numbers, their nodes' EK bindings, and their states to avoid needless
+        writes (see ``published``)."""
         items, _ = await self._call(self.kube.list, nodeattestation_path())
-        found, sequence = read_published(items)
-        self._sequence = max(self._sequence, sequence)
+        found, sequence = read_published(items, self._keys)
+        self._sequence = max(self._sequence, sequence, epoch_sequence(self._clock()))
         self.published.update(found)
+        for node, published in found.items():
+            if published.trust.ek_digest:
+                self.ek_pins[node] = published.trust.ek_digest
+
+    async def take_over(self) -> None:
+        """On becoming the leader, what the previous leader wrote is the base."""
+        try:
+            await self.load_existing()
+        except KubeError as e:
+            self._sequence = max(self._sequence, epoch_sequence(self._clock()))
+            log.warning("taking over without re-reading the NodeAttestations: %s", e)
+
+    async def approved_ek(self, node: str) -> str:
+        """The EK an operator approved for ``node`` ("" when none, or unreadable now)."""
+        approved: str = await self._call(read_approval, self.kube, node)
+        return approved
 
     def any_trusted(self) -> bool:
         now = self._clock()
@@ -174,12 +199,17 @@ class Publisher:
         pods: Mapping[str, PodInfo],
         ak_name: bytes,
     ) -> None:
+        if not self.fence.holds():
+            log.warning("node %s: not the leader (any more): verdict %s not written", node, state)
+            return
         now = self._clock()
         prev = self.published.get(node)
         if state != "Unknown":
             self._unknown_since.pop(node, None)
         views = {uid: pod_trust(state, node_reason, verdict.pod(uid), pods) for uid in sorted(pods)}
+        pin = self.ek_pins.get(node, "")
         changed = prev is None or (prev.trust.state, prev.trust.reason) != (state, node_reason)
+        changed = changed or prev is None or prev.trust.ek_digest != pin
         pods_changed = prev is None or prev.pods != views
         every = timedelta(seconds=self.settings.refresh_every)
         due = refresh_due(prev.trust.verified_at if prev else None, now, every)
@@ -193,14 +223,18 @@ class Publisher:
         status = node_status(
             verdict, state, node_reason, pods, verified_at=now,
             max_age=timedelta(seconds=self.settings.max_age), ak_name=ak_name,
-            sequence=self._sequence,
+            sequence=self._sequence, ek_digest=pin,
         )  # fmt: skip
         signed = sign_status(node, status, self._key)
-        await self._call(write_status, self.kube, node, signed)
+        version = await self._call(
+            write_fenced, self.kube, self.fence, node, signed, prev.version if prev else ""
+        )
+        if version is None:
+            return
         expires = parse_time(status["expiresAt"], "expiresAt")
-        trust = NodeTrust(node, state, node_reason, now, expires, self._sequence)
+        trust = NodeTrust(node, state, node_reason, now, expires, self._sequence, ek_digest=pin)
         labelled = prev.labelled if prev is not None and not changed else False
-        published = Published(trust, views, labelled)
+        published = Published(trust, views, labelled, version)
         self.published[node] = published
         if not published.labelled:
             published.labelled = await self._label_node(node, state == "Trusted")
@@ -269,6 +303,8 @@ class Publisher:
         return out
 
     async def _label_node(self, node: str, trusted: bool) -> bool:
+        if not self.fence.holds():
+            return False
         try:
             await self._call(write_label_and_taint, self.kube, node, trusted)
             return True

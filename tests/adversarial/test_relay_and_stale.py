@@ -8,8 +8,8 @@ nodes and agents, and the real kube-apiserver with RBAC:
   one, as an admin or a deposed verifier replica could (issue 14, item 10). The webhook never
   goes back to an older sequence than one it has seen for a node.
 
-One lab (~40 s): ``relay-1`` behind a proxy, ``stale-1`` and ``relay-peer`` honest; the webhook
-runs. The stale test stops the verifier (a deposed leader), so it runs last.
+One lab (~40 s): ``relay-1`` behind a proxy, ``stale-1``, ``rekey-1`` and ``relay-peer`` honest;
+the webhook runs. The stale test stops the verifier (a deposed leader), so it runs last.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from attestation.lab.poll import hold_for, wait_for
 from tests.support.attacks import HostileAgent
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster
+from tests.support.root_on_node import roll_back_tpm, snapshot_tpm
 from tests.support.swtpm import LocalCa
-from tests.support.verdicts import assert_trusted_and_fresh, seen, wait_state
+from tests.support.verdicts import assert_trusted_and_fresh, audit_records, seen, wait_state
 
 NS = "adv-relay"
-RELAY, STALE, PEER = "relay-1", "stale-1", "relay-peer"
+RELAY, STALE, PEER, REKEY = "relay-1", "stale-1", "relay-peer", "rekey-1"
 MAX_AGE = 10.0  # a written-back Trusted verdict must still be unexpired when the webhook sees it
 
 
@@ -68,8 +69,8 @@ def env(
         return {RELAY: stack.enter_context(proxy.running())}
 
     with stack, lab_cluster(
-        cluster, swtpm_ca, workdir, [RELAY, STALE, PEER], webhook=True, max_age=MAX_AGE,
-        agent_urls=urls, trusted=[RELAY, STALE, PEER],
+        cluster, swtpm_ca, workdir, [RELAY, STALE, PEER, REKEY], webhook=True,
+        max_age=MAX_AGE, agent_urls=urls, trusted=[RELAY, STALE, PEER, REKEY],
     ) as lab:  # fmt: skip
         assert lab.system.tls_ca is not None
         clean = SimNode.create(RELAY, workdir / "clean", swtpm_ca, lab.system.tls_ca, None)
@@ -151,6 +152,31 @@ def test_relay_to_another_tpm_keeps_the_node_untrusted_until_an_operator_approve
     assert approved.returncode == 0, approved.stderr
     wait_state(lab, RELAY, "Trusted")
     assert (lab.nodeattestation(RELAY) or {})["status"]["ekDigest"] == clean_ek
+
+
+def test_a_new_ak_on_the_same_ek_keeps_the_tpm_clock(env: Env) -> None:
+    """Root rolls the software TPM's state back and restarts the agent with a new AK: the node
+    re-enrolls on the same EK, and what the verifier knew of that TPM's clock still holds."""
+    lab, node = env.lab, env.lab.nodes[REKEY]
+    snapshot = env.workdir / "rekey-snapshot"
+    snapshot_tpm(node, snapshot, FILES["host"])
+    wait_state(lab, REKEY, "Trusted")
+    first = seen(lab, REKEY).verified_at
+    assert first is not None
+    wait_for(  # let the TPM clock run past the snapshot's, in verified quotes
+        "2 s of verified quotes",
+        lambda: (v := seen(lab, REKEY).verified_at) and (v - first).total_seconds() > 2,
+    )
+    enrolled = len([r for r in audit_records(lab) if r.get("kind") == "enrolled"])
+    node.stop_agent()
+    roll_back_tpm(node, snapshot, FILES["host"])
+    (node.workdir / "agent" / "ak.blob").unlink()  # the agent makes a new AK at start
+    node.start_agent()
+    shown = wait_state(lab, REKEY, "Untrusted", "quote.clock_rollback")
+    assert "went back" in shown.reason
+    again = [r for r in audit_records(lab) if r.get("kind") == "enrolled"][enrolled:]
+    assert [(r["node"], r["reenrolled"], r["tpmStateKept"]) for r in again] == [(REKEY, True, True)]
+    assert_trusted_and_fresh(lab, PEER)
 
 
 def _dry_run_nf_pod(env: Env, node: str) -> tuple[int, str]:

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from attestation.adapters.kube import Kube, KubeError, load_api_client
 from attestation.core.clock import parse_time
-from attestation.lab.cluster import NAMESPACE
+from attestation.lab.cluster import NAMESPACE, NODEATTESTATIONS, service_account_kubeconfig
 from attestation.lab.node import SimNode
 from attestation.lab.poll import hold_for
+from attestation.verifier.nodewrites import write_fenced, write_status
 from tests.support.attacks import HostileAgent
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster, wait_for
@@ -111,6 +113,46 @@ def test_a_deposed_leader_cannot_write_back_its_stale_verdict(
             assert status["sequence"] >= newest
 
         hold_for(4.0, never_went_back, every=0.05)
+
+
+class _Leading:
+    """A fence that says this replica leads, and whose Lease check answers ``confirmed``."""
+
+    def __init__(self, confirmed: bool) -> None:
+        self.confirmed = confirmed
+
+    def holds(self) -> bool:
+        return True
+
+    def confirm(self) -> bool:
+        return self.confirmed
+
+
+def test_a_status_write_is_fenced_by_the_version_it_last_saw(
+    trustgate_installed: ClusterHandle, tmp_path: Path
+) -> None:
+    """As the verifier's ServiceAccount against the real API server: a status write carries the
+    resourceVersion last written; after someone else's write it is refused (409), and written
+    again only when the Lease confirms the leadership."""
+    plane = trustgate_installed.plane
+    kube = Kube(load_api_client(service_account_kubeconfig(plane, "trustgate-verifier", tmp_path)))
+    node = trustgate_installed.unique("fenced")
+    try:
+        first = write_status(kube, node, {"state": "Pending", "sequence": 1}, "")
+        newer = write_status(kube, node, {"state": "Untrusted", "sequence": 3}, first)
+        with pytest.raises(KubeError) as refused:  # a deposed writer still holding ``first``
+            write_status(kube, node, {"state": "Trusted", "sequence": 2}, first)
+        assert refused.value.status == 409
+        stale = {"state": "Trusted", "sequence": 2}
+        assert write_fenced(kube, _Leading(False), node, stale, first) is None
+        status = (plane.get(f"{NODEATTESTATIONS}/{node}") or {})["status"]
+        assert (status["state"], status["sequence"]) == ("Untrusted", 3)
+        assert write_fenced(kube, _Leading(True), node, {"sequence": 4}, first) not in (None, newer)
+        status = (plane.get(f"{NODEATTESTATIONS}/{node}") or {})["status"]
+        assert status["sequence"] == 4
+    finally:
+        plane.delete(f"{NODEATTESTATIONS}/{node}")
+        kube.close()
 
 
 @pytest.fixture(scope="module")

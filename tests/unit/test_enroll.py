@@ -145,3 +145,52 @@ def test_check_activation() -> None:
 def test_arbitrary_certificate_bytes(data: bytes) -> None:
     with pytest.raises(enroll.EnrollParseError):
         enroll.verify_ek(data, ek("rsa")[1], bundle(), NOW)
+
+
+# -- binding a node to its EK ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["rsa", "ecc", "foreign_rsa"])
+def test_ek_digest_is_the_certified_keys_spki_digest(name: str) -> None:
+    """What an operator computes from the EK certificate is what the node is bound to."""
+    cert = x509.load_pem_x509_certificate(ek(name)[0].encode())
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert enroll.ek_digest(ek(name)[1]) == hashlib.sha256(spki).hexdigest()
+
+
+def test_ek_digests_differ_per_tpm() -> None:
+    assert len({enroll.ek_digest(ek(n)[1]) for n in ("rsa", "ecc", "foreign_rsa")}) == 3
+
+
+A, B, C = "a" * 64, "b" * 64, "c" * 64
+
+
+@pytest.mark.parametrize(
+    ("digest", "pinned", "approved", "pins", "pin", "failure", "same_ek"),
+    [
+        (A, "", "", {}, A, None, False),  # first enrollment: bound to this EK
+        (A, A, "", {"n": A}, A, None, True),  # the bound EK, a new AK: TPM state kept
+        (B, A, "", {"n": A}, A, "enroll.ek_changed", False),  # another TPM: refused, pin kept
+        (B, A, C, {"n": A}, A, "enroll.ek_changed", False),  # approval of another EK: no use
+        (B, A, B, {"n": A}, B, None, False),  # the operator approved exactly B: re-bound
+        (A, "", "", {"m": A}, "", "enroll.ek_reused", False),  # m's TPM claims to be n
+        (A, "", A, {"m": A}, A, None, False),  # approved: a renamed node, say
+        (A, A, "", {"n": A, "m": A}, A, None, True),  # bound before m was approved: stays
+    ],
+)
+def test_bind_ek(
+    digest: str,
+    pinned: str,
+    approved: str,
+    pins: dict[str, str],
+    pin: str,
+    failure: str | None,
+    same_ek: bool,
+) -> None:
+    binding = enroll.bind_ek("n", digest, pinned, approved, pins)
+    assert (binding.pin, binding.same_ek) == (pin, same_ek)
+    assert _ids(binding.failures) == ([failure] if failure else [])
+    if failure:  # the refusal names the EK to check and the command that approves it
+        assert f"trustgate node approve n --ek {digest}" in binding.failures[0].message

@@ -15,6 +15,7 @@ SHIPPED = {
     "NODEATTESTATION_KIND": "NodeAttestation",
     "NODEATTESTATION_PLURAL": "nodeattestations",
     "NODEATTESTATION_API_VERSION": "trustgate.io/v1alpha1",
+    "APPROVED_EK_FIELD": "approvedEkDigest",
     "RUNTIME_POLICY_KIND": "RuntimePolicy",
     "RUNTIME_POLICY_API_VERSION": "trustgate.io/v1alpha1",
     "ATTESTED_LABEL": "trustgate.io/attested",

@@ -142,7 +142,7 @@ VERDICT = NodeVerdict(
 def test_node_status(state: NodeState, expires: str) -> None:
     status = node_status(
         VERDICT, state, "the reason", PODS, verified_at=NOW, max_age=timedelta(seconds=10),
-        ak_name=b"\x00\x0b\xff", sequence=7,
+        ak_name=b"\x00\x0b\xff", sequence=7, ek_digest="cd" * 32,
     )  # fmt: skip
     upf_state, smf_state = {
         "Trusted": ("untrusted", "trusted"),
@@ -172,6 +172,7 @@ def test_node_status(state: NodeState, expires: str) -> None:
         ],
         "podCount": 2,
         "sequence": 7,
+        "ekDigest": "cd" * 32,  # the EK binding travels with every verdict
     }  # fmt: skip
 
 
