@@ -92,7 +92,7 @@ def env(
         wait_state(lab, GOOD, "Trusted", timeout=60)
         wait_state(lab, BAD, "Untrusted", "ima.policy.unknown_file", timeout=60)
         env = Env(lab, tenant_kubeconfig(cluster, NS, workdir))
-        wait_for("the webhooks to take effect", lambda: _gated_on_dry_run(env), timeout=30)
+        wait_for("the webhooks to take effect", lambda: gated_on_dry_run(cluster, NS), timeout=30)
         yield env
 
 
@@ -114,9 +114,10 @@ def tenant_kubeconfig(cluster: ClusterHandle, ns: str, workdir: Path) -> Path:
     return cluster.plane.kubeconfig_for_token(token, workdir / "tenant.kubeconfig")
 
 
-def _gated_on_dry_run(env: Env) -> bool:
-    pod = env.lab.cluster.request(
-        "POST", f"/api/v1/namespaces/{NS}/pods?dryRun=All",
+def gated_on_dry_run(cluster: ClusterHandle, ns: str) -> bool:
+    """Whether the webhooks are in effect in ``ns``: a dry-run UPF pod comes back gated."""
+    pod = cluster.request(
+        "POST", f"/api/v1/namespaces/{ns}/pods?dryRun=All",
         {"metadata": {"name": "probe", "labels": UPF},
          "spec": {"containers": [{"name": "c", "image": "i"}]}},
     )  # fmt: skip

@@ -38,7 +38,7 @@ from attestation.core.names import (
     TRUST_STATE_ANNOTATION,
 )
 from attestation.lab.poll import wait_for
-from tests.adversarial.test_admission_attacks import tenant_kubeconfig
+from tests.adversarial.test_admission_attacks import gated_on_dry_run, tenant_kubeconfig
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import Lab, lab_cluster
 from tests.support.swtpm import LocalCa
@@ -83,17 +83,8 @@ def env(
     with lab_cluster(cluster, swtpm_ca, workdir, [GOOD], webhook=True, trusted=[GOOD]) as lab:
         cluster.add_node(UNATTESTED)
         env = Env(lab, tenant_kubeconfig(cluster, NS, workdir))
-        wait_for("the webhooks to take effect", lambda: _gated_on_dry_run(env), timeout=30)
+        wait_for("the webhooks to take effect", lambda: gated_on_dry_run(cluster, NS), timeout=30)
         yield env
-
-
-def _gated_on_dry_run(env: Env) -> bool:
-    pod = env.lab.cluster.request(
-        "POST", f"/api/v1/namespaces/{NS}/pods?dryRun=All",
-        {"metadata": {"name": "probe", "labels": {"app": "upf"}},
-         "spec": {"containers": [{"name": "c", "image": "i"}]}},
-    )  # fmt: skip
-    return bool(pod["spec"].get("schedulingGates"))
 
 
 def test_a_plain_pod_cannot_become_a_network_function(env: Env) -> None:
