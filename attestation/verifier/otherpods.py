@@ -1,21 +1,35 @@
-"""The pods bound to each node that are not network functions, known by the uid their cgroup
-carries: their measurements are counted, not judged (``VerifierSettings.non_nf_pods`` =
-``ignore``), while a pod uid that no pod of the node has is judged against the host policy.
+"""Which pod uids each node has, by the uid their cgroup carries, and which it had a moment ago.
 
-The verifier needs only that uid and the node of every such pod, so the watch keeps just those
-fields (a cluster has many more ordinary pods than NF pods): the memory is a few strings per pod.
+A round judges an entry whose cgroup names a pod uid that no pod bound to the node has against
+the host policy (root made that cgroup). Two kinds of real pods are not that:
+
+- pods that are not network functions: with ``VerifierSettings.non_nf_pods`` = ``ignore`` their
+  measurements are counted, never judged. The verifier needs only their uid and node, so the
+  watch keeps just those fields (a cluster has many more ordinary pods than NF pods);
+- pods deleted a moment ago, NF or not: a pod's last execs can reach the verifier after the API
+  object is gone (the next round, or the first after an agent outage). For ``LINGER`` seconds
+  after its deletion a pod's uid is still counted, not judged: there is no pod left to act on,
+  and the host must not answer for it. Root on the node can use that window too (a residual
+  risk, as is moving a process into a live non-NF pod's cgroup).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Final
 
 from attestation.adapters.kube import Kube
 from attestation.core.attribution import kubelet_uid
 from attestation.core.kubeobject import KubeObject, WatchEvent
 from attestation.core.names import MIRROR_ANNOTATION, NF_LABEL
 
-__all__ = ["OtherPods"]
+__all__ = ["LINGER", "NodePods", "OtherPods"]
+
+#: Seconds a deleted pod's uid stays known (an agent outage longer than this makes its last
+#: entries the host's).
+LINGER: Final = 600.0
 
 
 def _slim(pod: KubeObject) -> KubeObject:
@@ -50,7 +64,50 @@ class OtherPods:
         ):
             yield kind, (obj if kind in ("ERROR", "BOOKMARK") else _slim(obj))
 
-    @staticmethod
-    def cgroup_uid(pod: KubeObject) -> str | None:
-        """What the verifier keeps of one of these pods (``ByNode``'s conversion)."""
-        return kubelet_uid(pod)
+
+class NodePods:
+    """Pods by node as their cgroups name them, fed by an informer's ``on_change``: the live
+    ones, and those deleted less than ``linger`` seconds ago (``clock``: monotonic seconds)."""
+
+    def __init__(
+        self, *, linger: float = LINGER, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._linger = linger
+        self._clock = clock
+        self._live: dict[str, dict[str, str]] = {}  # node -> informer key -> cgroup uid
+        self._node_of: dict[str, str] = {}
+        self._gone: deque[tuple[float, str, str]] = deque()  # (when, node, cgroup uid)
+
+    def update(self, key: str, obj: KubeObject | None) -> None:
+        now = self._clock()
+        self._prune(now)
+        node = (obj.get("spec") or {}).get("nodeName") if obj is not None else None
+        uid = kubelet_uid(obj) if obj is not None else None
+        before = self._node_of.pop(key, None)
+        if before is not None:
+            old = self._live[before].pop(key)
+            if not self._live[before]:
+                del self._live[before]
+            if (before, old) != (node, uid):
+                self._gone.append((now, before, old))
+        if node and uid:
+            self._live.setdefault(node, {})[key] = uid
+            self._node_of[key] = node
+
+    def known(self, node: str) -> frozenset[str]:
+        """The cgroup uids of ``node``'s pods, live or deleted less than ``linger`` ago."""
+        self._prune(self._clock())
+        recent = {uid for _, where, uid in self._gone if where == node}
+        return frozenset(self._live.get(node, {}).values()) | recent
+
+    def gone(self, node: str) -> frozenset[str]:
+        """Only those deleted less than ``linger`` ago."""
+        self._prune(self._clock())
+        return frozenset(uid for _, where, uid in self._gone if where == node)
+
+    def size(self) -> int:
+        return len(self._node_of) + len(self._gone)
+
+    def _prune(self, now: float) -> None:
+        while self._gone and now - self._gone[0][0] > self._linger:
+            self._gone.popleft()
