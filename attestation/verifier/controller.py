@@ -40,7 +40,7 @@ from attestation.core.verdict import (
 from attestation.verifier.bynode import ByNode
 from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.metrics import VerifierMetrics
-from attestation.verifier.otherpods import OtherPods
+from attestation.verifier.otherpods import NodePods, OtherPods
 from attestation.verifier.publisher import Publisher
 from attestation.verifier.scope import NodeScope
 from attestation.verifier.settings import VerifierSettings
@@ -116,7 +116,8 @@ class Verifier:
         self._scope = NodeScope(settings.node_selector, publisher.key_id, self._nf_pods_by_node.has)
         self._scoped = False
         self._agent_ips_by_node = ByNode(_host_ip)
-        self._other_pods_by_node = ByNode(OtherPods.cgroup_uid)
+        #: The other pods of each node, and the recently deleted NF pods: counted, not judged.
+        self._other_pods, self._gone_nf_pods = NodePods(), NodePods()
         #: One child per result, looked up once (see NodeWorker.evidence_age).
         self._results = {
             r: metrics.attestations.labels(r)
@@ -147,7 +148,7 @@ class Verifier:
         )
         self._informers = [self.nodes, attestations, self.pods]
         if self.settings.non_nf_pods == "ignore":  # else their entries are the host's
-            update, source = self._other_pods_by_node.update, OtherPods(self.kube)
+            update, source = self._other_pods.update, OtherPods(self.kube)
             self._informers.append(Informer("other", source, loop, key=uid_key, on_change=update))
         if not self.settings.agents:
             self.agent_pods = Informer(
@@ -215,6 +216,7 @@ class Verifier:
         return True
 
     def _nf_pod_changed(self, uid: str, pod: KubeObject | None) -> None:
+        self._gone_nf_pods.update(uid, pod)
         before = self._nf_pods_by_node.node_of(uid)
         self._nf_pods_by_node.update(uid, pod)
         after = self._nf_pods_by_node.node_of(uid)
@@ -324,7 +326,8 @@ class Verifier:
             judge = functools.partial(
                 attest_round, worker.name, state, evidence, nonce, self.policies, pods,
                 log_column_size=self.settings.log_column_size, check_log=self._check_log,
-                unjudged_pods=frozenset(self._other_pods_by_node.on(worker.name).values()),
+                unjudged_pods=self._other_pods.known(worker.name)
+                | self._gone_nf_pods.gone(worker.name),
             )  # fmt: skip
             # A long log (the first round of a busy node) would stall every other node's round.
             big = len(evidence.ima_log) > _INLINE_LOG_BYTES
