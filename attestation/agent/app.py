@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -27,15 +28,16 @@ from attestation.agent.settings import AgentSettings
 from attestation.agent.tpm import AkBlob, Tpm, TpmError
 from attestation.core.evidence import (
     API_PREFIX,
-    MAX_LOG_BYTES,
     Evidence,
     EvidenceFormatError,
     EvidenceQuery,
     Identity,
     decode_activate_request,
     decode_evidence_request,
+    decode_log_request,
     encode_evidence,
     encode_identity,
+    encode_log_page,
 )
 
 __all__ = ["create_app", "load_or_create_ak"]
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: Largest answer read from the verifier's /v1/notify (it is ignored; see ``push``).
 _NOTIFY_ANSWER_BYTES = 64 * 1024
+#: Pages of the log read and encoded at once: with ``page_bytes`` this bounds the agent's memory
+#: (a page costs about 4x its size while it is encoded), however many callers ask.
+_PAGES_AT_ONCE = 2
 
 
 def _problem(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -180,6 +185,10 @@ def _attestation_routes(
     """Identity, credential activation and evidence: what the verifier asks of the agent."""
     router = APIRouter()
     cap = settings.max_body_bytes
+    pages = asyncio.Semaphore(_PAGES_AT_ONCE)
+    page = functools.partial(
+        log_file.read_page, max_bytes=settings.page_bytes, column_size=settings.log_column_size
+    )
 
     @router.get(f"{API_PREFIX}/identity")
     async def identity() -> JSONResponse:
@@ -208,7 +217,9 @@ def _attestation_routes(
             requests.labels("evidence", "400").inc()
             return _problem(400, str(e))
         try:
-            found = await asyncio.to_thread(_collect, enrolled[0].tpm, log_file, query)
+            async with pages:
+                found = await asyncio.to_thread(_collect, enrolled[0].tpm, page, query)
+                answer = JSONResponse(encode_evidence(found))
         except TpmError as e:
             requests.labels("evidence", "503").inc()
             return _problem(503, str(e), tpmReturnCode=e.rc)
@@ -216,22 +227,42 @@ def _attestation_routes(
             requests.labels("evidence", "503").inc()
             return _problem(503, str(e))
         requests.labels("evidence", "200").inc()
-        return JSONResponse(encode_evidence(found))
+        return answer
+
+    @router.post(f"{API_PREFIX}/log")
+    async def log_page(request: Request) -> JSONResponse:
+        """The next page of the log, after the one an evidence answer carried (no quote)."""
+        try:
+            offset = decode_log_request(await _json_body(request, cap))
+        except EvidenceFormatError as e:
+            requests.labels("log", "400").inc()
+            return _problem(400, str(e))
+        try:
+            async with pages:
+                data, more = await asyncio.to_thread(page, offset)
+                answer = JSONResponse(encode_log_page(offset, data, more=more))
+        except imalog.ImaLogError as e:
+            requests.labels("log", "503").inc()
+            return _problem(503, str(e))
+        requests.labels("log", "200").inc()
+        return answer
 
     return router
 
 
-def _collect(tpm: Tpm, log_file: imalog.ImaLogFile, query: EvidenceQuery) -> Evidence:
-    """Quote first, then read the log: the log may run ahead of the quote (the verifier handles
-    that), never behind it. Both in one worker-thread hop: each hop costs about as much CPU as
-    reading a steady-state log."""
+def _collect(tpm: Tpm, page: Callable[[int], tuple[bytes, bool]], query: EvidenceQuery) -> Evidence:
+    """Quote first, then read the log's first page: the log may run ahead of the quote (the
+    verifier handles that), never behind it. Both in one worker-thread hop: each hop costs about
+    as much CPU as reading a steady-state log."""
     quote = tpm.quote(query.nonce, query.pcrs, query.banks)
+    log, more = page(query.ima_offset)
     return Evidence(
         quote=quote.attest,
         signature=quote.signature,
         pcr_values=quote.pcr_values,
         ima_offset=query.ima_offset,
-        ima_log=log_file.read_from(query.ima_offset, MAX_LOG_BYTES),
+        ima_log=log,
+        more=more,
     )
 
 

@@ -37,3 +37,10 @@ class AgentSettings:
     watch_interval: float = 0.05
     #: Largest request body accepted; the agent's requests are all tiny.
     max_body_bytes: int = 64 * 1024
+    #: Most log bytes one answer carries (whole entries; the verifier asks for the next page):
+    #: what bounds the agent's memory, whatever the log's size. Between MIN_PAGE_BYTES (1 MiB)
+    #: and MAX_PAGE_BYTES (16 MiB) of core.evidence.
+    page_bytes: int = 4 * 1024 * 1024
+    #: The template-hash column of the binary log, to frame whole entries: 20 for
+    #: ``binary_runtime_measurements`` (SHA-1), 32 for ``..._sha256``.
+    log_column_size: int = 20

@@ -20,6 +20,7 @@ from attestation.cli.common import (
     given,
     setup_logging,
 )
+from attestation.core.evidence import MAX_PAGE_BYTES, MIN_PAGE_BYTES
 
 __all__ = ["register", "run", "settings_from"]
 
@@ -64,6 +65,19 @@ def register(sub: Any) -> None:
         type=float,
         help=f"seconds between checks for log growth (default: {_d('watch_interval')})",
     )
+    p.add_argument(
+        "--page-bytes",
+        type=int,
+        help="most IMA log bytes one answer carries (whole entries; the verifier asks for the "
+        f"next page): bounds the agent's memory (default: {_d('page_bytes')})",
+    )
+    p.add_argument(
+        "--log-column-size",
+        type=int,
+        choices=[20, 32, 48, 64],
+        help="template-hash column of the binary log, to frame whole entries "
+        f"(default: {_d('log_column_size')}: binary_runtime_measurements)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -81,6 +95,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> AgentSett
         raise UsageError("--node (or $NODE_NAME) is required")
     if ("tls_cert" in options) != ("tls_key" in options):
         raise UsageError("--tls-cert and --tls-key go together")
+    page = options.get("page_bytes", MIN_PAGE_BYTES)
+    if not MIN_PAGE_BYTES <= page <= MAX_PAGE_BYTES:
+        raise UsageError(f"--page-bytes must be between {MIN_PAGE_BYTES} and {MAX_PAGE_BYTES}")
     return AgentSettings(**options)
 
 

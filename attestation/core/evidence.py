@@ -6,6 +6,11 @@ validates the agent's answers. A decoder returns a domain value or raises
 
 Bytes travel as standard base64 (quote, signature, log, certificates) or lowercase hex (nonce,
 names, PCR values), each field documented where it is declared.
+
+The log travels in pages: an answer carries at most ``MAX_PAGE_BYTES`` of whole entries from the
+asked offset and says whether more remain (``more``); the verifier asks ``/v1/log`` for the next
+page until the quote is covered. Memory on both ends is then bounded by a page, whatever the
+log's size (a tenant can grow the log by executing many distinct small files).
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ import binascii
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypedDict
+from typing import Any, Final, NotRequired, TypedDict
 
 from attestation.core.types import IMA_PCR, HashAlg
 
 __all__ = [
     "API_PREFIX",
     "MAX_LOG_BYTES",
+    "MAX_PAGE_BYTES",
+    "MIN_PAGE_BYTES",
     "ActivateRequest",
     "Evidence",
     "EvidenceFormatError",
@@ -31,15 +38,20 @@ __all__ = [
     "Identity",
     "IdentityResponse",
     "ImaChunk",
+    "LogRequest",
     "decode_activate_request",
     "decode_activate_response",
     "decode_evidence",
     "decode_evidence_request",
     "decode_identity",
+    "decode_log_page",
+    "decode_log_request",
     "encode_activate_request",
     "encode_evidence",
     "encode_evidence_request",
     "encode_identity",
+    "encode_log_page",
+    "encode_log_request",
 ]
 
 API_PREFIX: Final = "/v1"
@@ -79,7 +91,13 @@ class EvidenceRequest(TypedDict):
 
 class ImaChunk(TypedDict):
     offset: int
-    log: str  # base64 of the binary measurement list from ``offset``
+    log: str  # base64 of whole entries of the binary measurement list from ``offset``
+    #: More of the log follows this page (absent: false, as from agents before paging).
+    more: NotRequired[bool]
+
+
+class LogRequest(TypedDict):
+    imaOffset: int  # where the next page starts: the end of the whole entries read so far
 
 
 class EvidenceResponse(TypedDict):
@@ -116,6 +134,8 @@ class Evidence:
     pcr_values: Mapping[HashAlg, Mapping[int, bytes]]
     ima_offset: int
     ima_log: bytes
+    #: The agent has more of the log after this page (see the module doc).
+    more: bool = False
 
 
 # --- field helpers ----------------------------------------------------------------------------
@@ -170,8 +190,14 @@ def _bank(name: Any, where: str) -> HashAlg:
 
 #: Caps on what one answer may carry; an agent sending more is broken or hostile.
 MAX_STRUCT_BYTES: Final = 4096
-#: 64 MiB is ~400k ima-cgpath entries; the verifier holds one such answer per concurrent round.
+#: A whole log in one document (an offline evidence bundle): 64 MiB is ~400k ima-cgpath entries.
 MAX_LOG_BYTES: Final = 64 * 1024 * 1024
+#: The most log one agent answer carries: the verifier buffers at most 4/3 of it (base64) per
+#: agent call, ``--concurrency`` calls at once. The agent's ``--page-bytes`` (default 4 MiB) is
+#: at most this, and at least ``MIN_PAGE_BYTES``, which holds any entry the kernel can write
+#: (template data is capped at 256 KiB by core.ima, paths at 4 KiB).
+MAX_PAGE_BYTES: Final = 16 * 1024 * 1024
+MIN_PAGE_BYTES: Final = 1024 * 1024
 #: No measurement list comes near this; larger offsets do not even fit a C ``off_t`` (seek raises
 #: OverflowError), so they are refused as malformed.
 MAX_LOG_OFFSET: Final = 2**62
@@ -189,12 +215,17 @@ def decode_evidence_request(body: Any) -> EvidenceQuery:
             raise EvidenceFormatError(f"request.pcrs: {p!r} is not a PCR index 0-23")
     banks_raw: list[Any] = _field(obj, "banks", list, "request") if "banks" in obj else []
     banks = tuple(_bank(b, "request.banks") for b in banks_raw) or (HashAlg.SHA256,)
+    offset = _offset(obj)
+    return EvidenceQuery(nonce, tuple(sorted(set(pcrs))), tuple(dict.fromkeys(banks)), offset)
+
+
+def _offset(obj: Mapping[str, Any]) -> int:
     offset: int = _field(obj, "imaOffset", int, "request") if "imaOffset" in obj else 0
     if offset < 0:
         raise EvidenceFormatError("request.imaOffset: must not be negative")
     if offset > MAX_LOG_OFFSET:
         raise EvidenceFormatError(f"request.imaOffset: larger than any log ({MAX_LOG_OFFSET})")
-    return EvidenceQuery(nonce, tuple(sorted(set(pcrs))), tuple(dict.fromkeys(banks)), offset)
+    return offset
 
 
 def encode_evidence_request(query: EvidenceQuery) -> EvidenceRequest:
@@ -214,15 +245,39 @@ def encode_evidence(evidence: Evidence) -> EvidenceResponse:
             bank.value: {str(i): v.hex() for i, v in sorted(values.items())}
             for bank, values in evidence.pcr_values.items()
         },
-        "ima": {
-            "offset": evidence.ima_offset,
-            "log": base64.b64encode(evidence.ima_log).decode(),
-        },
+        "ima": encode_log_page(evidence.ima_offset, evidence.ima_log, more=evidence.more),
     }
 
 
-def decode_evidence(body: Any, query: EvidenceQuery) -> Evidence:
-    """The verifier's view of an agent's answer to ``query``."""
+def encode_log_page(offset: int, log: bytes, *, more: bool) -> ImaChunk:
+    return {"offset": offset, "log": base64.b64encode(log).decode(), "more": more}
+
+
+def decode_log_page(
+    body: Any, offset: int, where: str = "page", max_log: int = MAX_PAGE_BYTES
+) -> tuple[bytes, bool]:
+    """The log bytes and ``more`` of an :class:`ImaChunk` answering a request from ``offset``."""
+    ima = _mapping(body, where)
+    got: int = _field(ima, "offset", int, where)
+    if got != offset:
+        raise EvidenceFormatError(f"{where}.offset: asked for {offset}, got {got}")
+    log = _b64(ima, "log", where, max_log)
+    more: bool = _field(ima, "more", bool, where) if "more" in ima else False
+    return log, more
+
+
+def encode_log_request(offset: int) -> LogRequest:
+    return {"imaOffset": offset}
+
+
+def decode_log_request(body: Any) -> int:
+    """The offset of a ``/v1/log`` request."""
+    return _offset(_mapping(body, "request"))
+
+
+def decode_evidence(body: Any, query: EvidenceQuery, max_log: int = MAX_LOG_BYTES) -> Evidence:
+    """The verifier's view of an agent's answer to ``query`` (an offline bundle's too: up to
+    ``max_log`` bytes of log; the collector's body cap holds an agent to one page)."""
     obj = _mapping(body, "evidence")
     quote = _b64(obj, "quote", "evidence", MAX_STRUCT_BYTES)
     signature = _b64(obj, "signature", "evidence", MAX_STRUCT_BYTES)
@@ -245,14 +300,9 @@ def decode_evidence(body: Any, query: EvidenceQuery) -> Evidence:
                 )
             bank_values[int(index)] = digest
         pcr_values[bank] = bank_values
-    ima = _mapping(_field(obj, "ima", dict, "evidence"), "evidence.ima")
-    offset: int = _field(ima, "offset", int, "evidence.ima")
-    if offset != query.ima_offset:
-        raise EvidenceFormatError(
-            f"evidence.ima.offset: asked for {query.ima_offset}, got {offset}"
-        )
-    log = _b64(ima, "log", "evidence.ima", MAX_LOG_BYTES)
-    return Evidence(quote, signature, pcr_values, offset, log)
+    ima = _field(obj, "ima", dict, "evidence")
+    log, more = decode_log_page(ima, query.ima_offset, "evidence.ima", max_log)
+    return Evidence(quote, signature, pcr_values, query.ima_offset, log, more)
 
 
 def encode_identity(identity: Identity) -> IdentityResponse:

@@ -26,6 +26,7 @@ from attestation.core.signing import verify_status
 from attestation.core.types import Failure
 
 __all__ = [
+    "CheckpointWire",
     "FailureWire",
     "NodeAttestationError",
     "NodeAttestationObject",
@@ -57,6 +58,19 @@ class PodStatusWire(TypedDict):
     reason: str
 
 
+class CheckpointWire(TypedDict):
+    """Where a verifier may resume this node's log without reading it from zero (signed with the
+    verdict; only the verifier's own, clean state: see ``core.checkpoint``)."""
+
+    imaIndex: int
+    imaOffset: int
+    pcr10: dict[str, str]  # bank -> running PCR 10 after the first imaIndex entries, hex
+    resetCount: int
+    restartCount: int
+    clock: int
+    safe: bool
+
+
 class SignatureWire(TypedDict):
     keyId: str
     algorithm: str
@@ -74,6 +88,7 @@ class NodeAttestationStatus(TypedDict):
     pods: list[PodStatusWire]
     sequence: int
     ekDigest: NotRequired[str]
+    checkpoint: NotRequired[CheckpointWire]
     signature: NotRequired[SignatureWire]
 
 

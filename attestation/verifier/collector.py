@@ -17,7 +17,7 @@ from typing import Any, Final
 from attestation.adapters.httpclient import HttpClient, HttpClientError, unverified_tls
 from attestation.core.evidence import (
     API_PREFIX,
-    MAX_LOG_BYTES,
+    MAX_PAGE_BYTES,
     Evidence,
     EvidenceFormatError,
     EvidenceQuery,
@@ -25,16 +25,18 @@ from attestation.core.evidence import (
     decode_activate_response,
     decode_evidence,
     decode_identity,
+    decode_log_page,
     encode_activate_request,
     encode_evidence_request,
+    encode_log_request,
 )
 
 __all__ = ["AgentClient", "CollectorError"]
 
-#: Identity and activation answers are a few KiB; evidence carries the new log entries
-#: base64-encoded (4/3 of the bytes) plus the quote.
+#: Identity and activation answers are a few KiB; evidence carries one page of the new log
+#: entries base64-encoded (4/3 of the bytes) plus the quote; a log page the same without it.
 _SMALL_BODY: Final = 256 * 1024
-_EVIDENCE_BODY: Final = MAX_LOG_BYTES * 4 // 3 + 65536
+_EVIDENCE_BODY: Final = MAX_PAGE_BYTES * 4 // 3 + 65536
 #: Agents whose kept-alive connections are kept; the least recently used beyond this are closed.
 _MAX_AGENTS: Final = 16384
 
@@ -129,6 +131,20 @@ class AgentClient:
             dict(encode_evidence_request(query)),
         )
         try:
-            return decode_evidence(body, query)
+            return decode_evidence(body, query, MAX_PAGE_BYTES)
+        except EvidenceFormatError as e:
+            raise CollectorError("agent.bad_response", f"{base_url}: {e}") from e
+
+    async def log_page(self, base_url: str, offset: int) -> tuple[bytes, bool]:
+        """The page of the log from ``offset``, and whether more follows (``core.evidence``)."""
+        body = await self._call(
+            "POST",
+            base_url,
+            f"{API_PREFIX}/log",
+            _EVIDENCE_BODY,
+            dict(encode_log_request(offset)),
+        )
+        try:
+            return decode_log_page(body, offset)
         except EvidenceFormatError as e:
             raise CollectorError("agent.bad_response", f"{base_url}: {e}") from e

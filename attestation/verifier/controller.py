@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,16 +24,19 @@ from attestation.adapters.informer import Informer, uid_key
 from attestation.adapters.kube import Kube, Resource, node_path, nodeattestation_path, pod_path
 from attestation.core import enroll
 from attestation.core.attribution import kubelet_uid
+from attestation.core.checkpoint import checkpoint_of, resume
 from attestation.core.clock import Clock, utcnow
-from attestation.core.evidence import EvidenceQuery, Identity
+from attestation.core.evidence import Evidence, EvidenceQuery, Identity
 from attestation.core.fastpath import select
 from attestation.core.kubeobject import KubeObject
+from attestation.core.logcheck import CheckLog
 from attestation.core.names import AGENT_SELECTOR, NF_LABEL, SCHEDULING_GATE
 from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import (
     AttestationState,
     PodInfo,
     PolicySet,
+    RoundResult,
     attest_round,
     forget_pods,
 )
@@ -41,6 +44,7 @@ from attestation.verifier.bynode import ByNode
 from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.otherpods import NodePods, OtherPods
+from attestation.verifier.paged import Judge, judge_pages
 from attestation.verifier.publisher import Publisher
 from attestation.verifier.scope import NodeScope
 from attestation.verifier.settings import VerifierSettings
@@ -48,9 +52,6 @@ from attestation.verifier.settings import VerifierSettings
 __all__ = ["NodeWorker", "Verifier", "pod_info"]
 
 log = logging.getLogger(__name__)
-
-#: Logs larger than this are verified in a worker thread, not on the event loop.
-_INLINE_LOG_BYTES = 256 * 1024
 
 
 @dataclass
@@ -306,48 +307,84 @@ class Verifier:
             return
         if worker.state is None:
             try:
-                if not await self._enroll(worker, url):
+                if not await self._enroll(worker, url, keep=self._resume(worker.name)):
                     return
             except CollectorError as e:
                 await self._no_evidence(worker, Failure(e.failure_id, str(e)))
                 return
-        for _ in range(2):  # a second pass only after a reboot, to read the new log from 0
-            assert worker.state is not None
-            nonce = os.urandom(32)
-            query = EvidenceQuery(nonce=nonce, ima_offset=worker.state.ima_offset)
-            try:
-                evidence = await self.client.evidence(url, query)
-            except CollectorError as e:
-                await self._no_evidence(worker, Failure(e.failure_id, str(e)))
-                return
-            pods = self.pods_on(worker.name)
-            state = forget_pods(worker.state, pods)
-            t0 = time.perf_counter()
-            judge = functools.partial(
-                attest_round, worker.name, state, evidence, nonce, self.policies, pods,
-                log_column_size=self.settings.log_column_size, check_log=self._check_log,
-                unjudged_pods=self._other_pods.known(worker.name)
-                | self._gone_nf_pods.gone(worker.name),
-            )  # fmt: skip
-            # A long log (the first round of a busy node) would stall every other node's round.
-            big = len(evidence.ima_log) > _INLINE_LOG_BYTES
-            result = await asyncio.to_thread(judge) if big else judge()
-            self.metrics.duration.observe(time.perf_counter() - t0)
-            if result.rebooted:
-                worker.state = result.state
-                continue
-            break
+            await self._resumed(worker)
+        attested = await self._attest(worker, url)
+        if attested is None:
+            return
+        result, pods = attested
         # A bad signature may mean the agent restarted with a new AK: re-enroll (EK chain and
         # credential activation again) before calling it an attack.
         signature_bad = any(f.id == "quote.signature_invalid" for f in result.verdict.failures)
         if signature_bad and await self._ak_changed(worker, url):
             return  # re-enrolled (attested again at once), or why not was published
         worker.state = result.state
+        self.publisher.checkpoints[worker.name] = checkpoint_of(result.state)
         self._results["trusted" if result.verdict.trusted else "untrusted"].inc()
         worker.last_verified = self._clock()
         worker.evidence_age.set(0)
         await self.publisher.publish(worker.name, result.verdict, pods, worker.ak_name)
         self.metrics.round_seconds.observe(time.perf_counter() - started)
+
+    async def _attest(
+        self, worker: NodeWorker, url: str
+    ) -> tuple[RoundResult, Mapping[str, PodInfo]] | None:
+        """Fresh evidence judged, page by page (``paged``), with the pods it was judged for;
+        None when the agent failed us (published as no evidence)."""
+        for _ in range(2):  # a second pass only after a reboot, to read the new log from 0
+            assert worker.state is not None
+            nonce = os.urandom(32)
+            query = EvidenceQuery(nonce=nonce, ima_offset=worker.state.ima_offset)
+            pods = self.pods_on(worker.name)
+            judge = self._judge(worker.name, nonce, pods)
+            try:
+                evidence = await self.client.evidence(url, query)
+                start = forget_pods(worker.state, pods)
+                result = await judge_pages(
+                    self.client, url, start, evidence, judge, self._check_log
+                )
+            except CollectorError as e:
+                await self._no_evidence(worker, Failure(e.failure_id, str(e)))
+                return None
+            if not result.rebooted:
+                break
+            worker.state = result.state
+        return result, pods
+
+    def _judge(self, node: str, nonce: bytes, pods: Mapping[str, PodInfo]) -> Judge:
+        """``attest_round`` for this round of ``node``, timed (one observation per page)."""
+        unjudged = self._other_pods.known(node) | self._gone_nf_pods.gone(node)
+
+        def judge(state: AttestationState, page: Evidence, check: CheckLog) -> RoundResult:
+            t0 = time.perf_counter()
+            result = attest_round(
+                node, state, page, nonce, self.policies, pods,
+                log_column_size=self.settings.log_column_size, check_log=check,
+                unjudged_pods=unjudged,
+            )  # fmt: skip
+            self.metrics.duration.observe(time.perf_counter() - t0)
+            return result
+
+        return judge
+
+    def _resume(self, node: str) -> AttestationState | None:
+        """Where to pick ``node``'s log up after a restart, failover or re-enrollment: its last
+        checkpoint (``core.checkpoint``), if this verifier signed one; ``_enroll`` keeps it only
+        for the EK the node is bound to, and the first quote's clock decides the rest."""
+        wire = self.publisher.checkpoints.get(node)
+        return None if wire is None else resume(wire)
+
+    async def _resumed(self, worker: NodeWorker) -> None:
+        if worker.state is not None and worker.state.ima_offset:
+            replay = worker.state.replay
+            await self.publisher.audit(
+                {"kind": "resumed", "node": worker.name, "imaIndex": replay.next_index,
+                 "imaOffset": replay.next_offset}
+            )  # fmt: skip
 
     async def _enroll(
         self,

@@ -31,10 +31,11 @@ from attestation.adapters.kube import (
     nodeattestation_path,
     pod_path,
 )
+from attestation.core.checkpoint import read_checkpoints
 from attestation.core.clock import Clock, parse_time, utcnow
 from attestation.core.freshness import refresh_due, unknown_too_long
 from attestation.core.names import SCHEDULING_GATE, NodeState
-from attestation.core.nodeattestation import NodeTrust
+from attestation.core.nodeattestation import CheckpointWire, NodeTrust
 from attestation.core.signing import key_id, public_keys_by_id, sign_status
 from attestation.core.status import (
     MAX_REASON,
@@ -82,6 +83,9 @@ class Publisher:
         self.fence: Fence = Unfenced()
         #: Node -> the EK digest it is bound to (``enroll.bind_ek``), carried in every status.
         self.ek_pins: dict[str, str] = {}
+        #: Node -> where a verifier may resume its log (``core.checkpoint``), carried in every
+        #: status; None: read it from zero.
+        self.checkpoints: dict[str, CheckpointWire | None] = {}
         #: This verifier's keyId: a NodeAttestation signed by another is another verifier's.
         self.key_id = key_id(signing_key.public_key())
         self._audit = audit_log
@@ -101,6 +105,7 @@ class Publisher:
         a cluster whose nodes come and go must not grow this process forever."""
         self.published.pop(node, None)
         self._unknown_since.pop(node, None)
+        self.checkpoints.pop(node, None)
 
     def tracked(self) -> dict[str, int]:
         """How many nodes and pods this publisher keeps something for (see ``forget``)."""
@@ -137,6 +142,7 @@ class Publisher:
         for node, published in found.items():
             if published.trust.ek_digest:
                 self.ek_pins[node] = published.trust.ek_digest
+        self.checkpoints.update(read_checkpoints(items, self._keys))
 
     async def take_over(self) -> None:
         """On becoming the leader, what the previous leader wrote is the base."""
@@ -225,6 +231,8 @@ class Publisher:
             max_age=timedelta(seconds=self.settings.max_age), ak_name=ak_name,
             sequence=self._sequence, ek_digest=pin,
         )  # fmt: skip
+        if (checkpoint := self.checkpoints.get(node)) is not None:
+            status["checkpoint"] = checkpoint
         signed = sign_status(node, status, self._key)
         version = await self._call(
             write_fenced, self.kube, self.fence, node, signed, prev.version if prev else ""

@@ -13,19 +13,23 @@ import httpx
 import pytest
 
 from attestation.agent.app import create_app
+from attestation.agent.log import whole_entries
 from attestation.agent.settings import AgentSettings
 from attestation.core import enroll
 from attestation.core.evidence import (
+    MIN_PAGE_BYTES,
     EvidenceQuery,
     decode_activate_response,
     decode_evidence,
     decode_identity,
+    decode_log_page,
     encode_activate_request,
     encode_evidence_request,
+    encode_log_request,
 )
 from attestation.core.quote import verify_quote
 from attestation.core.types import HashAlg
-from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
+from attestation.lab.ima_writer import ImaWriter, build_log, systemd_pod_cgroup
 from tests.support.serve import serve
 from tests.support.swtpm import SwTpm
 
@@ -147,3 +151,36 @@ def test_tpm_gone_is_503_and_agent_keeps_serving(agent: RunningAgent) -> None:
     agent.tpm.start()
     _, response = _evidence(agent)
     assert response.status_code == 200
+
+
+def test_a_long_log_comes_in_pages_of_whole_entries(swtpm: SwTpm, tmp_path: Path) -> None:
+    """The agent answers with at most ``page_bytes`` of whole entries and says whether more
+    follow; ``/v1/log`` serves the next pages (no quote); together they are the whole log."""
+    log_path = tmp_path / "binary_runtime_measurements"
+    log_path.write_bytes(build_log(12000, template="ima-cgpath", column_alg=HashAlg.SHA1).binary)
+    raw = log_path.read_bytes()
+    assert len(raw) > 2 * MIN_PAGE_BYTES
+    settings = AgentSettings(
+        node_name="worker-1", tcti=swtpm.tcti, ima_log=log_path, state_dir=tmp_path / "state",
+        page_bytes=MIN_PAGE_BYTES,
+    )  # fmt: skip
+    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=10) as client:
+        query = EvidenceQuery(nonce=os.urandom(32))
+        answer = client.post("/v1/evidence", json=encode_evidence_request(query))
+        evidence = decode_evidence(answer.json(), query)
+        pages, offset, more = [evidence.ima_log], len(evidence.ima_log), evidence.more
+        while more:
+            page = client.post("/v1/log", json=encode_log_request(offset))
+            assert page.status_code == 200, page.text
+            log, more = decode_log_page(page.json(), offset)
+            pages.append(log)
+            offset += len(log)
+        assert b"".join(pages) == raw
+        assert len(pages) == 3
+        assert all(0 < len(p) <= MIN_PAGE_BYTES for p in pages)
+        assert all(whole_entries(p, 20) == len(p) for p in pages)
+        past_the_end = client.post("/v1/log", json=encode_log_request(len(raw) + 10))
+        assert decode_log_page(past_the_end.json(), len(raw) + 10) == (b"", False)
+        bad = client.post("/v1/log", json={"imaOffset": "0"})
+        assert bad.status_code == 400
+        assert "imaOffset: expected int" in bad.json()["error"]

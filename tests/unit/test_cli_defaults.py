@@ -122,6 +122,7 @@ def test_every_agent_flag_reaches_its_field() -> None:
         "agent", "--node", "n1", "--tcti", "swtpm:port=1", "--ek-alg", "ecc", "--ima-log", "/l",
         "--state-dir", "/s", "--host", "127.0.0.1", "--port", "1", "--tls-cert", "/c",
         "--tls-key", "/k", "--notify-url", "https://v/v1/notify", "--watch-interval", "1",
+        "--page-bytes", "2097152", "--log-column-size", "32",
     ]  # fmt: skip
     settings = agent.settings_from(_parse(*argv), {})
     defaults = AgentSettings(node_name="")
@@ -207,6 +208,8 @@ def test_agent_needs_a_node_name() -> None:
         agent.settings_from(_parse("agent"), {})
     with pytest.raises(UsageError, match="--tls-cert and --tls-key"):
         agent.settings_from(_parse("agent", "--node", "n", "--tls-cert", "/c"), {})
+    with pytest.raises(UsageError, match="--page-bytes must be between"):
+        agent.settings_from(_parse("agent", "--node", "n", "--page-bytes", "4096"), {})
 
 
 def test_verifier_listen_must_be_host_and_port() -> None:
