@@ -26,6 +26,8 @@ from attestation.core.policy import (
 from attestation.core.policy.lint import WRITABLE_PLACES, exclude_covers
 from attestation.core.types import ImaEntry, PodRef
 from attestation.lab.ima_writer import Digest, ImaWriter, systemd_pod_cgroup
+from attestation.verifier.metrics import VerifierMetrics
+from attestation.verifier.policies import load_policy_dir, publish_policy_warnings
 
 VECTORS = Path(__file__).parent / "vectors"
 ROOT = Path(__file__).parents[2]
@@ -334,3 +336,23 @@ def test_node_ima_policy_measures_every_exec_and_executable_mmap_with_the_pod_te
     # what differs per pod is not measured: no file reads (root-read config files)
     assert not any(r.get("func") == "FILE_CHECK" for r in rules if r["action"] == "measure")
     assert {r["action"] for r in rules} <= {"measure", "dont_measure"}
+
+
+def test_the_verifier_logs_and_publishes_lint_warnings_at_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "upf.yaml").write_text(yaml.safe_dump(_doc(excludes=["^/dev/shm/"])))
+    host = _doc(networkFunction="host", excludes=[])
+    host["metadata"]["name"] = "host"
+    (tmp_path / "host.yaml").write_text(yaml.safe_dump(host))
+    metrics = VerifierMetrics()
+    policies = load_policy_dir(tmp_path)
+    assert policies.by_network_function["upf"].excludes == ("^/dev/shm/",)  # honoured
+    with caplog.at_level("WARNING", logger="trustgate.verifier.policies"):
+        assert publish_policy_warnings(policies, metrics.policy_warnings) == 1
+    assert (
+        "policy.exclude_writable: policy upf: exclude '^/dev/shm/' covers /dev/shm" in caplog.text
+    )
+    sample = metrics.registry.get_sample_value
+    assert sample("trustgate_policy_warnings", {"policy": "upf"}) == 1
+    assert sample("trustgate_policy_warnings", {"policy": "host"}) == 0
