@@ -17,12 +17,13 @@ behind. Each page is replayed from the running PCR 10 of the pages before it:
 
 Entries of a page are judged before the last page proves them. When a later page breaks the
 chain, the round is re-judged from where it started with that failure alone: nothing an unproven
-entry said is kept (``Pager.broken``).
+entry said is kept (``verifier.paged``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final, Literal
 
 from attestation.core.ima import parse_binary
@@ -72,18 +73,22 @@ def check_page(
     reached, every whole entry of ``buf`` is covered instead of failing (pure Python: pages only
     follow each other on a from-zero or long-behind read; the last page takes the fast path)."""
     log = parse_binary(buf, start_index=state.next_index, column_size=column_size)
-    quoted = quoted_pcr10
-    replayed = verify_against_quote(state, log, quoted)
-    if replayed.failures and replayed.failures[0].id == "ima.pcr_mismatch" and quoted:
-        # not reached in this page: all of it lies on the way there (or the last page says not)
+    quoted, primary = quoted_pcr10, _primary(quoted_pcr10)
+    reached = (
+        primary is None or not verify_against_quote(state, log, {primary: quoted[primary]}).failures
+    )
+    if reached:  # in this page (or no PCR 10 quoted): exactly as check_log, every bank checked
+        replayed = verify_against_quote(state, log, quoted)
+    else:  # not in this page: all of it lies on the way there (or the last page says not)
         covered = len(log)
         forged = template_hash_mismatch(log, covered, state.next_index)
         if forged is not None:
             return LogCheck(ReplayResult(state, 0, (forged,)), 0, None, NOT_JUDGED)
         skip = dict(log.skip)
-        pcrs = {alg: replay(alg, state.pcr(alg), log.datas, skip) for alg in quoted}
-        end = log.end_offset(covered) if covered else 0
-        moved = ReplayState(state.next_index + covered, state.next_offset + end, pcrs)
+        pcrs = MappingProxyType({a: replay(a, state.pcr(a), log.datas, skip) for a in quoted})
+        moved = ReplayState(
+            state.next_index + covered, state.next_offset + log.end_offset(covered), pcrs
+        )
         replayed = ReplayResult(moved, covered)
     if replayed.failures:
         return LogCheck(replayed, 0, None, NOT_JUDGED)

@@ -166,6 +166,20 @@ def test_a_doctored_entry_in_a_later_page_is_a_mismatch(built: BuiltLog) -> None
     assert pages > 3
 
 
+@pytest.mark.parametrize("end", [1200, 1201])
+def test_every_quoted_bank_must_agree_where_a_page_reaches_the_quote(
+    built: BuiltLog, end: int
+) -> None:
+    """The SHA-256 bank reaches the quote inside (or at the very end of) a page more pages
+    follow, the SHA-1 bank does not: a mismatch, never "covered all, go on"."""
+    ends = _ends(built.binary)
+    quoted = {**_pcr10_after(built.binary, 1201), HashAlg.SHA1: bytes(20)}
+    page = built.binary[: ends[end] if end == 1201 else ends[1300]]
+    checked = check_page(page, ReplayState.initial(BANKS), quoted, nobody)
+    assert [f.id for f in checked.replay.failures] == ["ima.pcr_mismatch"]
+    assert "sha1" in checked.replay.failures[0].message
+
+
 def test_a_page_that_moves_nothing_is_judged_as_the_last() -> None:
     state = ReplayState.initial(BANKS)
     quoted = {HashAlg.SHA256: b"\x01" * 32}
