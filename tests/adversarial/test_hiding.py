@@ -194,3 +194,26 @@ def test_exec_from_a_writable_place_on_the_host_makes_the_node_untrusted(
     )
 
     _host_caught(env, upf, path)
+
+
+def test_with_non_nf_pods_host_policy_a_plain_pods_file_is_the_hosts(
+    trustgate_installed: ClusterHandle, swtpm_ca: LocalCa, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``--non-nf-pods host-policy`` (nodes dedicated to NFs): what a plain pod runs is judged
+    against the host policy, so an unknown file there makes the node Untrusted."""
+    trustgate_installed.ensure_namespace(NS)
+    workdir = tmp_path_factory.mktemp("adv-hide-strict")
+    args = ("--eviction-deadline", "5", "--non-nf-pods", "host-policy")
+    with lab_cluster(
+        trustgate_installed, swtpm_ca, workdir, ["strict-1"], trusted=["strict-1"],
+        verifier_args=args,
+    ) as lab:  # fmt: skip
+        web = _plain_pod(Env(lab), "strict-1")
+        since = datetime.now(UTC)
+
+        lab.nodes["strict-1"].writer.measure(*MINER, cgroup_path=systemd_pod_cgroup(web, "c0"))
+
+        shown = assert_user_sees(
+            lab, "strict-1", "Untrusted", "ima.policy.unknown_file", since=since
+        )
+        assert MINER[0] in shown.reason
