@@ -246,8 +246,6 @@ class Verifier:
             worker = NodeWorker(name, self.metrics.evidence_age.labels(name))
             self.workers[name] = worker
             worker.task = asyncio.create_task(self._node_loop(worker), name=f"node:{name}")
-            if self._active.is_set():
-                worker.wake.set()
         elif not wanted and name in self.workers:
             self._release(name)
 
