@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from attestation.cli import (
     agent,
@@ -19,7 +20,7 @@ from attestation.cli import (
 )
 from attestation.cli.common import Handler, UsageError, fail
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "installed_version", "main"]
 
 COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, node, demo)
 
@@ -29,10 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trustgate",
         description="Hardware-rooted, continuous, per-pod attestation for 5G core pods.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
     return parser
+
+
+def installed_version() -> str:
+    """The installed distribution's version: what the image's label and tag name too."""
+    try:
+        return version("trustgate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
