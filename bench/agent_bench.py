@@ -10,6 +10,11 @@ the real collector (``AgentClient``), one request at a time. CPU comes from /pro
 the agent process, and separately of swtpm: on a real node the TPM chip does swtpm's work, so
 its CPU is reported per quote but is not the agent's. Goal: agent <= 2 ms CPU per request and
 <= 60 MB RSS (Keylime 6.5's agent on this kind of machine: 36-51 ms, 116 MiB).
+
+Then the big-log case (``--big-log-mib``, default 60): the log grows by that much (entries of
+~420 bytes, as a tenant executing many distinct small files makes them) and the whole log is read
+from offset 0, page by page, as a verifier with no checkpoint does; the agent's peak RSS must
+stay under its DaemonSet limit (256 Mi) whatever the log's size.
 Writes bench/out/agent.json.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import sys
 import tempfile
@@ -39,7 +45,7 @@ from common import (
 
 from attestation.core.evidence import EvidenceQuery
 from attestation.core.types import HashAlg
-from attestation.lab.ima_writer import ImaWriter
+from attestation.lab.ima_writer import ImaWriter, encode_entry, encode_template_data
 from attestation.lab.process import ManagedProcess, free_port
 from attestation.lab.swtpm import LocalCa, SwTpm
 from attestation.verifier.collector import AgentClient
@@ -72,7 +78,52 @@ async def _requests(url: str, offset: int, count: int) -> list[float]:
     return latencies
 
 
-def run(requests: int, warmup: int, ek_alg: str) -> dict[str, Any]:
+def _grow(log_path: Path, mib: int) -> int:
+    """Append ``mib`` MiB of distinct host entries (no PCR extends: the agent does not verify,
+    it serves). Returns how many."""
+    count, size = 0, 0
+    with log_path.open("ab") as log:
+        while size < mib * 1024 * 1024:
+            data = encode_template_data(
+                "ima-cgpath", f"/var/lib/tenant/bin/tool-{count:08d}", "sha256",
+                hashlib.sha256(b"%d" % count).digest(),
+                cgroup_path="/system.slice/" + "tenant-churn-" * 20 + "runner.service",
+            )  # fmt: skip
+            raw = encode_entry(hashlib.sha1(data).digest(), "ima-cgpath", data)  # noqa: S324
+            log.write(raw)
+            count, size = count + 1, size + len(raw)
+    return count
+
+
+async def _read_all(url: str) -> tuple[int, int]:
+    """The whole log from offset 0, as a verifier without a checkpoint reads it: (pages, bytes)."""
+    client = AgentClient(timeout=30)
+    try:
+        evidence = await client.evidence(url, EvidenceQuery(os.urandom(32)))
+        pages, offset, more = 1, len(evidence.ima_log), evidence.more
+        while more:
+            log, more = await client.log_page(url, offset)
+            pages, offset = pages + 1, offset + len(log)
+    finally:
+        await client.aclose()
+    return pages, offset
+
+
+def _big_log(agent_pid: int, log_path: Path, url: str, mib: int) -> dict[str, Any]:
+    entries = _grow(log_path, mib)
+    started = time.perf_counter()
+    pages, read = asyncio.run(_read_all(url))
+    seconds = time.perf_counter() - started
+    if read != log_path.stat().st_size:
+        raise AssertionError(f"read {read} bytes of a {log_path.stat().st_size}-byte log")
+    peak = proc_memory_mib(agent_pid)["VmHWM"]
+    print(f"big log: {read / 2**20:.1f} MiB ({entries} entries) read from 0 in {pages} pages, "
+          f"{seconds:.2f} s; agent peak RSS {peak:.1f} MiB")  # fmt: skip
+    return {"mib": round(read / 2**20, 1), "entries": entries, "pages": pages,
+            "seconds": round(seconds, 2), "agent_rss_peak_mib": round(peak, 1)}  # fmt: skip
+
+
+def run(requests: int, warmup: int, ek_alg: str, big_log_mib: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp_name:
         tmp = Path(tmp_name)
         swtpm = SwTpm(LocalCa.create(tmp / "ca"), tmp / "tpm")
@@ -113,6 +164,7 @@ def run(requests: int, warmup: int, ek_alg: str) -> dict[str, Any]:
             cpu = proc_cpu_seconds(agent.pid) - cpu0
             tpm_cpu = proc_cpu_seconds(swtpm_pid) - tpm0
             memory = proc_memory_mib(agent.pid)
+            big = _big_log(agent.pid, writer.log_path, url, big_log_mib) if big_log_mib else {}
         finally:
             if agent is not None:
                 agent.stop()
@@ -140,6 +192,7 @@ def run(requests: int, warmup: int, ek_alg: str) -> dict[str, Any]:
         "rss_vs_keylime": round(memory["VmHWM"] / KEYLIME_RSS_MIB, 2),
         "goals": {"cpu_ms": GOAL_CPU_MS, "rss_mb": GOAL_RSS_MB},
         "goals_met": cpu_ms <= GOAL_CPU_MS and memory["VmHWM"] * 1.048576 <= GOAL_RSS_MB,
+        "big_log": big,
     }
 
 
@@ -149,9 +202,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--ek-alg", choices=["rsa", "ecc"], default="rsa")
     parser.add_argument("--quick", action="store_true", help="100 requests")
+    parser.add_argument(
+        "--big-log-mib", type=int, default=60, help="then read a log this big from 0 (0: skip)"
+    )
     args = parser.parse_args()
     requests = 100 if args.quick else max(10, args.requests)
-    result = {**run(requests, args.warmup, args.ek_alg), "machine": machine()}
+    result = {**run(requests, args.warmup, args.ek_alg, args.big_log_mib), "machine": machine()}
     cpu, rss = result["agent_cpu_ms_per_request"], result["agent_rss_peak_mib"]
     print(f"agent CPU     {cpu:7.2f} ms/request  (goal <= {GOAL_CPU_MS} ms; Keylime 36-51 ms:"
           f" {result['cpu_vs_keylime_best']}x less than its best)")  # fmt: skip
