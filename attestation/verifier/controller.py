@@ -114,8 +114,10 @@ class Verifier:
         self._gate_wake = asyncio.Event()
         self._nf_pods_by_node = ByNode(pod_info)
         #: Which nodes to attest (see nodeselection.attested); decided once the watches synced.
-        self._scope = NodeScope(settings.node_selector, publisher.key_id, self._nf_pods_by_node.has)
-        self._scoped = False
+        self._scope = NodeScope(
+            settings.node_selector, publisher.key_id, self._nf_pods_by_node.has,
+            attest=self._start_node, release=self._release,
+        )  # fmt: skip
         self._agent_ips_by_node = ByNode(_host_ip)
         #: The other pods of each node, and the recently deleted NF pods: counted, not judged.
         self._other_pods, self._gone_nf_pods = NodePods(), NodePods()
@@ -132,13 +134,13 @@ class Verifier:
         # Every Node, not only the selected ones: a node leaves attestation by the rule in
         # nodeselection, never because a label was removed from under a label-selected watch.
         self.nodes = Informer(
-            "nodes", Resource(self.kube, node_path()), loop, on_change=self._node_changed
+            "nodes", Resource(self.kube, node_path()), loop, on_change=self._scope.node_changed
         )
         attestations = Informer(
             "nodeattestations",
             Resource(self.kube, nodeattestation_path()),
             loop,
-            on_change=self._attestation_changed,
+            on_change=self._scope.attestation_changed,
         )
         self.pods = Informer(
             "nf-pods",
@@ -165,9 +167,7 @@ class Verifier:
             informer.start()
         await asyncio.gather(*(i.synced.wait() for i in self._informers))
         await self.publisher.load_existing()
-        self._scoped = True
-        for name in self._scope.names() | self._nf_pods_by_node.nodes():
-            self._reconcile(name)
+        self._scope.start(self._nf_pods_by_node.nodes())
         self._gate_task = asyncio.create_task(self._ungate_loop(), name="ungate")
 
     def activate(self) -> None:
@@ -220,34 +220,18 @@ class Verifier:
         self._gone_nf_pods.update(uid, pod)
         before = self._nf_pods_by_node.node_of(uid)
         self._nf_pods_by_node.update(uid, pod)
-        after = self._nf_pods_by_node.node_of(uid)
         if pod is None:
             self.publisher.remediator.forget(uid)
         self._gate_wake.set()
-        for node in {n for n in (before, after) if n is not None}:
-            self._reconcile(node)
+        self._scope.pods_moved((before, self._nf_pods_by_node.node_of(uid)))
 
     # -- nodes -----------------------------------------------------------------------------------
 
-    def _node_changed(self, name: str, obj: KubeObject | None) -> None:
-        self._scope.node_changed(name, obj)
-        self._reconcile(name)
-
-    def _attestation_changed(self, name: str, obj: KubeObject | None) -> None:
-        self._scope.attestation_changed(name, obj)
-        self._reconcile(name)
-
-    def _reconcile(self, name: str) -> None:
-        """Start attesting ``name`` or stop, as the selection rule now says."""
-        if not self._scoped:
-            return  # start() reconciles every name once all the watches have listed
-        wanted = self._scope.wanted(name)
-        if wanted and name not in self.workers:
-            worker = NodeWorker(name, self.metrics.evidence_age.labels(name))
-            self.workers[name] = worker
-            worker.task = asyncio.create_task(self._node_loop(worker), name=f"node:{name}")
-        elif not wanted and name in self.workers:
-            self._release(name)
+    def _start_node(self, name: str) -> None:
+        """The selection rule now takes ``name`` in (``NodeScope``): start its loop."""
+        worker = NodeWorker(name, self.metrics.evidence_age.labels(name))
+        self.workers[name] = worker
+        worker.task = asyncio.create_task(self._node_loop(worker), name=f"node:{name}")
 
     def _release(self, name: str) -> None:
         """Stop attesting ``name`` and forget everything kept for it. A round under way is

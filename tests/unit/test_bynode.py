@@ -39,3 +39,21 @@ def test_callers_get_a_copy() -> None:
     index.update("a", _pod("a", "n1"))
     index.on("n1").clear()
     assert index.on("n1") == {"a": "a"}
+
+
+def test_node_of_has_and_nodes_follow_the_index_and_nothing_is_left_behind() -> None:
+    index = ByNode(_uid_if_kept)
+    for i in range(100):
+        index.update(f"p{i}", _pod(f"p{i}", f"n{i % 10}"))
+    assert index.size() == 100
+    assert index.nodes() == {f"n{i}" for i in range(10)}
+    assert index.node_of("p13") == "n3"
+    assert index.has("n3")
+    for i in range(100):
+        index.update(f"p{i}", None)
+    assert (index.size(), index.nodes(), index.node_of("p13"), index.has("n3")) == (
+        0,
+        set(),
+        None,
+        False,
+    )

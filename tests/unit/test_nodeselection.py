@@ -14,6 +14,7 @@ from attestation.core.nodeselection import (
     parse_selector,
     unrestricted_keys,
 )
+from attestation.verifier.scope import NodeScope
 
 LABELS = {CORE_NODE_LABEL: "true", "zone": "a", "kubernetes.io/os": "linux"}
 
@@ -81,3 +82,39 @@ OURS, THEIRS = "key-ours", "key-theirs"
 )
 def test_attested_while_anything_depends_on_the_node(facts: NodeFacts, expected: bool) -> None:
     assert attested(facts, OURS) is expected
+
+
+def _node(name: str, labels: dict[str, str]) -> dict[str, object]:
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+def _attestation(key: str | None) -> dict[str, object]:
+    return {"status": {"signature": {"keyId": key}} if key else {}}
+
+
+def test_scope_attests_and_releases_as_the_facts_change() -> None:
+    hosting: set[str] = set()
+    calls: list[tuple[str, str]] = []
+    scope = NodeScope(
+        f"{CORE_NODE_LABEL}=true", OURS, hosting.__contains__,
+        attest=lambda n: calls.append(("attest", n)),
+        release=lambda n: calls.append(("release", n)),
+    )  # fmt: skip
+    scope.node_changed("w1", _node("w1", {CORE_NODE_LABEL: "true"}))
+    scope.node_changed("other", _node("other", {}))
+    scope.attestation_changed("theirs", _attestation(THEIRS))
+    assert calls == []  # nothing before every watch has listed
+    hosting.add("theirs")
+    scope.start(["theirs"])
+    assert calls == [("attest", "w1")]
+    scope.attestation_changed("w1", _attestation(OURS))
+    scope.node_changed("w1", _node("w1", {}))  # the label removed: its NodeAttestation keeps it
+    hosting.add("other")
+    scope.pods_moved(["other", None])  # an NF pod lands on an unselected node
+    assert calls == [("attest", "w1"), ("attest", "other")]
+    hosting.discard("other")
+    scope.pods_moved(["other"])
+    scope.node_changed("w1", None)  # the Node deleted, no NF pods: released
+    assert calls[2:] == [("release", "other"), ("release", "w1")]
+    scope.attestation_changed("w1", None)
+    assert calls[4:] == []
