@@ -168,6 +168,8 @@ class Verifier:
         await asyncio.gather(*(i.synced.wait() for i in self._informers))
         await self.publisher.load_existing()
         self._scope.start(self._nf_pods_by_node.nodes())
+        for node in set(self.publisher.published) - set(self.workers):
+            self.publisher.forget(node)  # NodeAttestations of nodes no longer attested
         self._gate_task = asyncio.create_task(self._ungate_loop(), name="ungate")
 
     def activate(self) -> None:
