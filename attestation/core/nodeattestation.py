@@ -28,6 +28,7 @@ from attestation.core.types import Failure
 __all__ = [
     "CheckpointWire",
     "FailureWire",
+    "FindingWire",
     "NodeAttestationError",
     "NodeAttestationObject",
     "NodeAttestationStatus",
@@ -58,6 +59,16 @@ class PodStatusWire(TypedDict):
     reason: str
 
 
+class FindingWire(TypedDict):
+    """A finding a checkpoint carries (the first error of the host or of one pod)."""
+
+    id: str
+    message: str
+    uid: NotRequired[str]  # the pod's; absent for the host
+    path: NotRequired[str]
+    digest: NotRequired[str]
+
+
 class CheckpointWire(TypedDict):
     """Where a verifier may resume this node's log without reading it from zero (signed with the
     verdict; only the verifier's own, clean state: see ``core.checkpoint``)."""
@@ -69,6 +80,8 @@ class CheckpointWire(TypedDict):
     restartCount: int
     clock: int
     safe: bool
+    hostFailures: list[FindingWire]
+    podFailures: list[FindingWire]
 
 
 class SignatureWire(TypedDict):

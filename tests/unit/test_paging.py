@@ -212,18 +212,32 @@ def test_a_clean_state_round_trips_through_its_checkpoint(built: BuiltLog) -> No
 
 
 @pytest.mark.parametrize(
-    "dirty",
-    [
-        {"log_failure": Failure("ima.pcr_mismatch", "x")},
-        {"host_failures": (Failure("ima.policy.unknown_file", "x"),)},
-        {"pod_failures": MappingProxyType({"uid": (Failure("ima.policy.unknown_file", "x"),)})},
-        {"clock": None},
-    ],
+    "broken", [{"log_failure": Failure("ima.pcr_mismatch", "x")}, {"clock": None}]
 )
-def test_a_state_with_findings_is_never_checkpointed(
-    built: BuiltLog, dirty: dict[str, Any]
+def test_a_broken_log_or_no_clock_is_never_checkpointed(
+    built: BuiltLog, broken: dict[str, Any]
 ) -> None:
-    assert checkpoint_of(dataclasses.replace(_midway(built), **dirty)) is None
+    assert checkpoint_of(dataclasses.replace(_midway(built), **broken)) is None
+
+
+def test_the_first_finding_of_the_host_and_of_each_pod_rides_along(built: BuiltLog) -> None:
+    """Sticky findings survive a resume: the host and the pod stay untrusted."""
+    warning = Failure("ima.violation", "w", severity="warning", pod_uid="u1")
+    host = (Failure("ima.policy.unknown_file", "host: /usr/bin/nc", path="/usr/bin/nc"),) * 2
+    pods = {"u1": (warning, Failure("ima.policy.unknown_file", "nc", pod_uid="u1")), "u2": ()}
+    state = dataclasses.replace(
+        _midway(built), host_failures=host, pod_failures=MappingProxyType(pods)
+    )
+    wire = checkpoint_of(state)
+    assert wire is not None
+    assert wire["hostFailures"] == [
+        {"id": "ima.policy.unknown_file", "message": "host: /usr/bin/nc", "path": "/usr/bin/nc"}
+    ]
+    assert wire["podFailures"] == [{"id": "ima.policy.unknown_file", "message": "nc", "uid": "u1"}]
+    again = resume(dict(wire))
+    assert again.host_failures == host[:1]
+    assert dict(again.pod_failures) == {"u1": (pods["u1"][1],)}
+    assert checkpoint_of(again) == wire
 
 
 @pytest.mark.parametrize(
@@ -236,6 +250,9 @@ def test_a_state_with_findings_is_never_checkpointed(
         ({"pcr10": {}}, "pcr10"),
         ({"pcr10": {"md4": "00"}}, "pcr10.md4"),
         ({"pcr10": {"sha256": "00"}}, "pcr10.sha256"),
+        ({"hostFailures": {}}, "hostFailures"),
+        ({"podFailures": [{"id": "x", "message": "y"}]}, r"podFailures\[\]\.uid"),
+        ({"podFailures": [{"id": 1, "uid": "u"}]}, r"podFailures\[\]\.id"),
     ],
 )
 def test_a_malformed_checkpoint_names_its_field(
