@@ -40,11 +40,11 @@ def write_status(kube: Kube, node: str, status: Mapping[str, Any], version: str)
     if not version:
         version = _current_version(kube, node)
     try:
-        return _patch_status(kube, node, status, version)
+        return _replace_status(kube, node, status, version)
     except KubeError as e:
         if e.status != 404:
             raise
-    return _patch_status(kube, node, status, _current_version(kube, node))
+    return _replace_status(kube, node, status, _current_version(kube, node))
 
 
 def write_fenced(
@@ -89,13 +89,17 @@ def _current_version(kube: Kube, node: str) -> str:
     return str(obj["metadata"]["resourceVersion"])
 
 
-def _patch_status(kube: Kube, node: str, status: Mapping[str, Any], version: str) -> str:
-    written = kube.call(
-        "PATCH",
-        f"{nodeattestation_path(node)}/status",
-        body={"metadata": {"resourceVersion": version}, "status": status},
-        content_type="application/merge-patch+json",
-    )
+def _replace_status(kube: Kube, node: str, status: Mapping[str, Any], version: str) -> str:
+    """Replace the whole status (PUT on the subresource), never merge into it: a field the new
+    verdict leaves out (a checkpoint, say) must not survive from the last one, or the stored
+    status is no longer what was signed."""
+    body = {
+        "apiVersion": NODEATTESTATION_API_VERSION,
+        "kind": NODEATTESTATION_KIND,
+        "metadata": {"name": node, "resourceVersion": version},
+        "status": dict(status),
+    }
+    written = kube.replace(f"{nodeattestation_path(node)}/status", body)
     return str(written["metadata"]["resourceVersion"])
 
 

@@ -41,7 +41,8 @@ from tests.support.swtpm import LocalCa
 from tests.support.verdicts import assert_trusted_and_fresh, audit_records, seen, wait_state
 
 NS = "adv-relay"
-RELAY, STALE, PEER, REKEY = "relay-1", "stale-1", "relay-peer", "rekey-1"
+RELAY, STALE, PEER, REKEY, REUSE = "relay-1", "stale-1", "relay-peer", "rekey-1", "reuse-1"
+NOWHERE = "http://127.0.0.1:9"  # nothing listens: an agent that never answers
 MAX_AGE = 10.0  # a written-back Trusted verdict must still be unexpired when the webhook sees it
 
 
@@ -49,6 +50,7 @@ MAX_AGE = 10.0  # a written-back Trusted verdict must still be unexpired when th
 class Env:
     lab: Lab
     proxy: HostileAgent  # in front of relay-1's agent
+    reuse: HostileAgent  # in front of reuse-1's agent, relaying from the start
     clean: SimNode  # another genuine TPM, its agent claiming to be relay-1
     workdir: Path
 
@@ -64,12 +66,16 @@ def env(
     stack = contextlib.ExitStack()
 
     def urls(nodes: Mapping[str, SimNode]) -> dict[str, str]:
-        proxy = HostileAgent(nodes[RELAY].agent_url)
-        proxies.append(proxy)
-        return {RELAY: stack.enter_context(proxy.running())}
+        proxies.append(HostileAgent(nodes[RELAY].agent_url))
+        # reuse-1 never reaches its own TPM: it can only ever enroll the one it is relayed to.
+        proxies.append(HostileAgent(nodes[REUSE].agent_url, "relay", other=NOWHERE))
+        return {
+            n: stack.enter_context(p.running())
+            for n, p in zip((RELAY, REUSE), proxies, strict=True)
+        }
 
     with stack, lab_cluster(
-        cluster, swtpm_ca, workdir, [RELAY, STALE, PEER, REKEY], webhook=True,
+        cluster, swtpm_ca, workdir, [RELAY, STALE, PEER, REKEY, REUSE], webhook=True,
         max_age=MAX_AGE, agent_urls=urls, trusted=[RELAY, STALE, PEER, REKEY],
     ) as lab:  # fmt: skip
         assert lab.system.tls_ca is not None
@@ -78,7 +84,7 @@ def env(
             clean.boot(dict(FILES["host"]))
             clean.start_agent()
             proxies[0].other = clean.agent_url
-            yield Env(lab, proxies[0], clean, workdir)
+            yield Env(lab, proxies[0], proxies[1], clean, workdir)
         finally:
             stack.close()  # the proxy before the agents it holds connections to
             clean.shutdown()
@@ -163,9 +169,12 @@ def test_a_new_ak_on_the_same_ek_keeps_the_tpm_clock(env: Env) -> None:
     wait_state(lab, REKEY, "Trusted")
     first = seen(lab, REKEY).verified_at
     assert first is not None
-    wait_for(  # let the TPM clock run past the snapshot's, in verified quotes
-        "2 s of verified quotes",
-        lambda: (v := seen(lab, REKEY).verified_at) and (v - first).total_seconds() > 2,
+    # Let the TPM clock run well past the snapshot's, in verified quotes: after the roll-back,
+    # the agent's restart and the re-enrollment take a few seconds of TPM clock themselves.
+    wait_for(
+        "12 s of verified quotes",
+        lambda: (v := seen(lab, REKEY).verified_at) and (v - first).total_seconds() > 12,
+        timeout=40,
     )
     enrolled = len([r for r in audit_records(lab) if r.get("kind") == "enrolled"])
     node.stop_agent()
@@ -177,6 +186,34 @@ def test_a_new_ak_on_the_same_ek_keeps_the_tpm_clock(env: Env) -> None:
     again = [r for r in audit_records(lab) if r.get("kind") == "enrolled"][enrolled:]
     assert [(r["node"], r["reenrolled"], r["tpmStateKept"]) for r in again] == [(REKEY, True, True)]
     assert_trusted_and_fresh(lab, PEER)
+
+
+def test_one_tpm_claimed_by_two_nodes_is_refused_for_the_second(env: Env) -> None:
+    """Root on relay-peer runs a second agent on its (genuine, bound) TPM that claims to be
+    reuse-1, and relays reuse-1's agent traffic to it: reuse-1 would enroll on another node's
+    TPM. relay-peer itself is untouched."""
+    lab, peer = env.lab, env.lab.nodes[PEER]
+    assert lab.system.tls_ca is not None
+    tls = lab.system.tls_ca.issue(
+        env.workdir / "twin-tls", "agent", REUSE, ip_addresses=("127.0.0.1",), server=True
+    )
+    (env.workdir / "twin").mkdir()
+    twin = SimNode(REUSE, env.workdir / "twin", peer.tpm, peer.writer, tls.cert, tls.key, None)
+    twin.start_agent()
+    try:
+        env.reuse.other = twin.agent_url
+        shown = wait_state(lab, REUSE, "Untrusted", "enroll.ek_reused")
+        assert f"bound to node {PEER}" in shown.trust.failures[0].message  # type: ignore[union-attr]
+
+        def never_trusted() -> None:
+            assert not seen(lab, REUSE).trusted
+
+        hold_for(3.0, never_trusted)
+        assert (lab.nodeattestation(REUSE) or {})["status"]["ekDigest"] == ""
+        assert_trusted_and_fresh(lab, PEER)
+    finally:
+        env.reuse.other = NOWHERE
+        twin.stop_agent()
 
 
 def _dry_run_nf_pod(env: Env, node: str) -> tuple[int, str]:

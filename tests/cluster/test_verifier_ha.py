@@ -138,7 +138,7 @@ def test_a_status_write_is_fenced_by_the_version_it_last_saw(
     kube = Kube(load_api_client(service_account_kubeconfig(plane, "trustgate-verifier", tmp_path)))
     node = trustgate_installed.unique("fenced")
     try:
-        first = write_status(kube, node, {"state": "Pending", "sequence": 1}, "")
+        first = write_status(kube, node, {"state": "Pending", "sequence": 1, "ekDigest": "e"}, "")
         newer = write_status(kube, node, {"state": "Untrusted", "sequence": 3}, first)
         with pytest.raises(KubeError) as refused:  # a deposed writer still holding ``first``
             write_status(kube, node, {"state": "Trusted", "sequence": 2}, first)
@@ -146,7 +146,9 @@ def test_a_status_write_is_fenced_by_the_version_it_last_saw(
         stale = {"state": "Trusted", "sequence": 2}
         assert write_fenced(kube, _Leading(False), node, stale, first) is None
         status = (plane.get(f"{NODEATTESTATIONS}/{node}") or {})["status"]
-        assert (status["state"], status["sequence"]) == ("Untrusted", 3)
+        # the whole status is replaced: a field the newer one left out is gone (else the stored
+        # status would no longer be what was signed)
+        assert status == {"state": "Untrusted", "sequence": 3}
         assert write_fenced(kube, _Leading(True), node, {"sequence": 4}, first) not in (None, newer)
         status = (plane.get(f"{NODEATTESTATIONS}/{node}") or {})["status"]
         assert status["sequence"] == 4

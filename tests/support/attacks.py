@@ -108,12 +108,17 @@ class HostileAgent:
 
         async def forward(request: Request, base: str) -> httpx.Response:
             body = await request.body()
-            return await client[0].request(
-                request.method,
-                f"{base}{request.url.path}",
-                content=body,
-                headers={"content-type": request.headers.get("content-type", "application/json")},
-            )
+            try:
+                return await client[0].request(
+                    request.method,
+                    f"{base}{request.url.path}",
+                    content=body,
+                    headers={
+                        "content-type": request.headers.get("content-type", "application/json")
+                    },
+                )
+            except httpx.TransportError as e:  # an agent not (yet) there: a bad gateway
+                return httpx.Response(502, json={"error": f"{base}: {e}"})
 
         @app.get("/v1/identity")
         async def identity(request: Request) -> Response:
