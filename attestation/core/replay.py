@@ -112,17 +112,20 @@ def _scan(
     datas: Sequence[bytes],
     skip: Mapping[int, str],
     target: bytes | None,
+    hashed: Sequence[bytes] | None = None,
 ) -> tuple[int, bytes]:
     """The number of entries after which the running value equals ``target`` (-1 if none; None
     never matches: the whole list is replayed), and the last value computed. Stops at the first
-    match: later entries are not yet covered."""
+    match: later entries are not yet covered. ``hashed``: H(template data) of each entry in this
+    bank, when the caller has them (no skips)."""
     pcr = start
     if pcr == target:
         return 0, pcr
     h = _hasher(alg)
     if not skip:
         # H(template data) for the whole batch in C (map), only the chain in Python
-        for k, digest in enumerate(map(_digest, map(h, datas)), 1):
+        digests = map(_digest, map(h, datas)) if hashed is None else hashed
+        for k, digest in enumerate(digests, 1):
             pcr = h(pcr + digest).digest()
             if pcr == target:
                 return k, pcr
@@ -154,7 +157,10 @@ def verify_against_quote(
         return ReplayResult(state, 0, (Failure("ima.pcr_mismatch", "the quote holds no PCR 10"),))
     datas, skip = _steps(new_entries)
     primary = HashAlg.SHA256 if HashAlg.SHA256 in quoted_pcr10 else banks[0]
-    covered, last = _scan(primary, state.pcr(primary), datas, skip, quoted_pcr10[primary])
+    hashed = None  # a per-bank list's column is the primary bank's H(data): hash once
+    if not skip and _column_alg(new_entries) is primary:
+        hashed = list(map(_digest, map(_hasher(primary), datas)))
+    covered, last = _scan(primary, state.pcr(primary), datas, skip, quoted_pcr10[primary], hashed)
     if covered < 0:
         return ReplayResult(
             state, 0, (_mismatch(primary, quoted_pcr10[primary], last, state, datas),)
@@ -170,7 +176,7 @@ def verify_against_quote(
                 state, 0, (_mismatch(alg, quoted_pcr10[alg], value, state, prefix),)
             )
         pcrs[alg] = value
-    forged = template_hash_mismatch(new_entries, covered, state.next_index)
+    forged = template_hash_mismatch(new_entries, covered, state.next_index, hashed)
     if forged is not None:
         return ReplayResult(state, 0, (forged,))
     if isinstance(new_entries, ImaLog):
@@ -180,12 +186,22 @@ def verify_against_quote(
     return ReplayResult(ReplayState(state.next_index + covered, offset, _frozen(pcrs)), covered)
 
 
+def _column_alg(entries: ImaLog | Sequence[ImaEntry]) -> HashAlg | None:
+    if isinstance(entries, ImaLog):
+        return COLUMN_ALGS.get(entries.column_size)
+    return COLUMN_ALGS.get(len(entries[0].template_hash)) if entries else None
+
+
 def template_hash_mismatch(
-    entries: ImaLog | Sequence[ImaEntry], covered: int, first_index: int = 0
+    entries: ImaLog | Sequence[ImaEntry],
+    covered: int,
+    first_index: int = 0,
+    hashed: Sequence[bytes] | None = None,
 ) -> Failure | None:
     """The first of the first ``covered`` entries whose template-hash column is not H(template
     data), as a failure; None when they all agree. One C-level pass over the columns; only the
-    disagreeing positions (violations, a forgery) are looked at one by one."""
+    disagreeing positions (violations, a forgery) are looked at one by one. ``hashed``: H(data)
+    per entry in the first column's algorithm, when the caller has them."""
     columns: Sequence[bytes]
     datas: Sequence[bytes]
     paths: Sequence[bytes | str]
@@ -198,7 +214,9 @@ def template_hash_mismatch(
     if not columns:
         return None
     first = COLUMN_ALGS.get(len(columns[0]), HashAlg.SHA1)
-    computed = list(map(_digest, map(_hasher(first), datas)))
+    computed = (
+        hashed[:covered] if hashed is not None else list(map(_digest, map(_hasher(first), datas)))
+    )
     for k in compress(count(), map(ne, columns, computed)):
         column = columns[k]
         if not any(column):
