@@ -205,8 +205,12 @@ def test_eviction_refused_by_a_budget_is_escalated_to_delete(lab: Lab) -> None:
     assert wait_for("the pod removed despite the budget", outcome, 30) == "deleted"
     pod = lab.pod(NS, "upf-pdb")
     assert pod is None or pod["metadata"].get("deletionTimestamp")
-    reasons = {e["reason"] for e in lab.events_for(NS, "upf-pdb")}
-    assert "TrustgateDeleted" in reasons
+    # The Event follows the audit record (audit first, then the Event): wait for it.
+    wait_for(
+        "the TrustgateDeleted event",
+        lambda: "TrustgateDeleted" in {e["reason"] for e in lab.events_for(NS, "upf-pdb")},
+        10,
+    )
 
 
 def test_a_new_node_starts_untrusted(lab: Lab) -> None:
