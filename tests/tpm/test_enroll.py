@@ -3,10 +3,13 @@ MakeCredential activated by the TPM itself."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from attestation.agent.tpm import AkAlg, EkAlg, Tpm, TpmError
 from attestation.core import enroll
@@ -85,3 +88,20 @@ def test_credential_for_another_ek_is_refused(swtpm_factory: SwTpmFactory) -> No
 def test_ek_is_not_an_ak(swtpm: SwTpm) -> None:
     ids = [f.id for f in enroll.check_ak(Tpm(swtpm.tcti).ek_public())]
     assert ids == ["enroll.ak_attributes_invalid"]
+
+
+@pytest.mark.parametrize("ek_alg", ["rsa", "ecc"])
+def test_ek_digest_is_what_an_operator_computes_from_the_certificate(
+    swtpm: SwTpm, ek_alg: EkAlg
+) -> None:
+    """The digest a node is bound to (``status.ekDigest``) is the SHA-256 of the certified key's
+    SubjectPublicKeyInfo, so an operator can check an approval against the EK certificate; it
+    stays the same for a new AK of the same TPM."""
+    tpm = Tpm(swtpm.tcti, ek_alg=ek_alg)
+    cert = x509.load_der_x509_certificate(tpm.ek_certificate())
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert enroll.ek_digest(tpm.ek_public()) == hashlib.sha256(spki).hexdigest()
+    tpm.create_ak()
+    assert enroll.ek_digest(Tpm(swtpm.tcti, ek_alg=ek_alg).ek_public()) == enroll.ek_digest(
+        tpm.ek_public()
+    )
