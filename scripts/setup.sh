@@ -31,10 +31,12 @@ fi
 stamp=.venv/.trustgate-installed
 # _imafast.c newer than the stamp: rebuild the extension (a stale build is not used, see
 # attestation/core/logcheck_native.py)
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ attestation/core/_imafast.c -nt "$stamp" ]; then
-  step "installing trustgate and its dev extra into .venv (tpm2-pytss compiles against libtss2: ~1 min)"
+# constraints.txt: the pinned dependency set the images install too (scripts/lock-dependencies.sh)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ] \
+  || [ attestation/core/_imafast.c -nt "$stamp" ]; then
+  step "installing trustgate and its agent and dev extras into .venv, pinned by constraints.txt (tpm2-pytss compiles against libtss2: ~1 min)"
   log=.venv/pip-install.log
-  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } >"$log" 2>&1; then
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -c constraints.txt -e '.[agent,dev]'; } >"$log" 2>&1; then
     cat "$log"
     echo "pip install failed (full log: $log)" >&2
     exit 1
