@@ -363,6 +363,8 @@ class Verifier:
         return None if wire is None else resume(wire)
 
     async def _resumed(self, worker: NodeWorker) -> None:
+        """Say in the audit trail where an enrollment picked the log up, when not at zero: a
+        reader can tell a resumed node from one read again from the start."""
         if worker.state is not None and worker.state.ima_offset:
             replay = worker.state.replay
             await self.publisher.audit(
