@@ -157,12 +157,15 @@ def attest_round(
     log_column_size: int = 20,
     check_log: CheckLog = BEST,
     unjudged_pods: Set[str] = frozenset(),
+    judge_unknown_pods: bool = True,
 ) -> RoundResult:
     """Judge one round. ``evidence`` answers a request for the log from ``state.ima_offset``;
     ``pods`` are the protected pods currently bound to ``node``, by uid; ``check_log`` is the
     implementation of the log check (``fastpath.select``). ``unjudged_pods``: the cgroup uids of
     the other pods bound to ``node`` whose entries are counted, not judged (pods that are not
-    network functions); an entry of any other pod uid is judged against the host policy."""
+    network functions); an entry of any other pod uid is judged against the host policy, unless
+    ``judge_unknown_pods`` is False: then it is counted like theirs (a verifier's first read of a
+    log it did not watch being written, where pods deleted before it started look made up)."""
     quote_digest = hashlib.sha256(evidence.quote).hexdigest()
 
     def result(state: AttestationState, *failures: Failure) -> RoundResult:
@@ -205,7 +208,7 @@ def attest_round(
             evidence.ima_log,
             state.replay,
             quoted,
-            _policy_lookup(policies, owners, unjudged_pods),
+            _policy_lookup(policies, owners, unjudged_pods, judge_unknown_pods),
             column_size=log_column_size,
         )
     except ImaParseError as e:
@@ -243,11 +246,12 @@ def _by_cgroup_uid(pods: Mapping[str, PodInfo]) -> Mapping[str, PodInfo]:
 
 
 def _policy_lookup(
-    policies: PolicySet, owners: Mapping[str, PodInfo], unjudged: Set[str]
+    policies: PolicySet, owners: Mapping[str, PodInfo], unjudged: Set[str], judge_unknown: bool
 ) -> Callable[[PodRef | None], RuntimePolicy | None]:
     """The policy an entry's owner is judged by: its protected pod's network function's; none for
     the other pods bound to the node (``unjudged``); the host's for the host and for a pod uid
-    that no pod bound to this node has (made up by root, or another node's pod)."""
+    that no pod bound to this node has (made up by root, or another node's pod) while
+    ``judge_unknown``, else none."""
 
     def policy_for(pod: PodRef | None) -> RuntimePolicy | None:
         if pod is None:
@@ -255,7 +259,7 @@ def _policy_lookup(
         info = owners.get(pod.uid)
         if info is not None:
             return policies.by_network_function.get(info.network_function)
-        return None if pod.uid in unjudged else policies.host
+        return policies.host if judge_unknown and pod.uid not in unjudged else None
 
     return policy_for
 

@@ -65,6 +65,10 @@ class NodeWorker:
     task: asyncio.Task[None] | None = None
     #: When the last verdict on fresh evidence was reached (None: not yet).
     last_verified: datetime | None = None
+    #: Whether this process has judged a round of the node's log. The first round reads what was
+    #: written while it did not watch pods (before it started, from zero or its checkpoint):
+    #: there, a uid no pod has may be a pod deleted meanwhile, not one made up.
+    watched: bool = False
 
 
 def pod_info(pod: KubeObject) -> PodInfo | None:
@@ -310,6 +314,7 @@ class Verifier:
         self.publisher.checkpoints[worker.name] = checkpoint_of(result.state)
         self._results["trusted" if result.verdict.trusted else "untrusted"].inc()
         worker.last_verified = self._clock()
+        worker.watched = True
         worker.evidence_age.set(0)
         await self.publisher.publish(worker.name, result.verdict, pods, worker.ak_name)
         self.metrics.round_seconds.observe(time.perf_counter() - started)
@@ -324,7 +329,7 @@ class Verifier:
             nonce = os.urandom(32)
             query = EvidenceQuery(nonce=nonce, ima_offset=worker.state.ima_offset)
             pods = self.pods_on(worker.name)
-            judge = self._judge(worker.name, nonce, pods)
+            judge = self._judge(worker, nonce, pods)
             try:
                 evidence = await self.client.evidence(url, query)
                 start = forget_pods(worker.state, pods)
@@ -339,16 +344,20 @@ class Verifier:
             worker.state = result.state
         return result, pods
 
-    def _judge(self, node: str, nonce: bytes, pods: Mapping[str, PodInfo]) -> Judge:
-        """``attest_round`` for this round of ``node``, timed (one observation per page)."""
+    def _judge(self, worker: NodeWorker, nonce: bytes, pods: Mapping[str, PodInfo]) -> Judge:
+        """``attest_round`` for this round of ``worker``'s node, timed (one observation per page).
+        With ``--non-nf-pods ignore``, the first round counts unknown pod uids like non-NF pods'
+        (see ``NodeWorker.watched``); root could hide there anyway, in a live non-NF pod."""
+        node = worker.name
         unjudged = self._other_pods.known(node) | self._gone_nf_pods.gone(node)
+        judge_unknown = worker.watched or self.settings.non_nf_pods != "ignore"
 
         def judge(state: AttestationState, page: Evidence, check: CheckLog) -> RoundResult:
             t0 = time.perf_counter()
             result = attest_round(
                 node, state, page, nonce, self.policies, pods,
                 log_column_size=self.settings.log_column_size, check_log=check,
-                unjudged_pods=unjudged,
+                unjudged_pods=unjudged, judge_unknown_pods=judge_unknown,
             )  # fmt: skip
             self.metrics.duration.observe(time.perf_counter() - t0)
             return result

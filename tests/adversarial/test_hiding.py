@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from attestation.adapters.kube import nodeattestation_path
 from attestation.core.names import NF_LABEL
 from attestation.lab.ima_writer import cgroupfs_pod_cgroup, systemd_pod_cgroup
 from attestation.lab.poll import hold_for, wait_for
@@ -120,6 +121,47 @@ def test_non_nf_pod_entries_are_recorded_not_judged(env: Env) -> None:
         assert pod_view(env.lab, NS, upf) == ("trusted", "", False)
 
     hold_for(2.0, unaffected)
+
+
+def test_pods_gone_before_the_verifier_watched_do_not_make_the_node_untrusted(env: Env) -> None:
+    """A verifier that reads a node's log from zero with no checkpoint (its first install, a new
+    signing key, a deleted NodeAttestation) meets entries of pods deleted before it watched: it
+    cannot tell them from a made-up uid. With ``--non-nf-pods ignore`` they count like a non-NF
+    pod's, so the node stays Trusted; from the next round on, a uid nobody has is the host's
+    again (the made-up cgroup after the restart makes the node Untrusted)."""
+    upf, _upf_uid = _upf(env)
+    web = _plain_pod(env, NODE)
+    node = env.lab.nodes[NODE]
+    node.writer.measure(*MINER, cgroup_path=systemd_pod_cgroup(web, "c0"))
+    wait_for(f"{upf} still trusted", lambda: pod_view(env.lab, NS, upf)[0] == "trusted")
+    for name in (upf, _pod_name(env, web)):
+        env.lab.cluster.request(
+            "DELETE", f"/api/v1/namespaces/{NS}/pods/{name}", {"gracePeriodSeconds": 0}
+        )
+    wait_for("both pods gone", lambda: env.lab.pod(NS, upf) is None, timeout=15)
+    env.lab.system.verifiers.pop().stop()
+    env.lab.cluster.request("DELETE", nodeattestation_path(NODE))  # no checkpoint, no EK pin
+    since = datetime.now(UTC)
+    env.lab.system.start_verifier(
+        interval=0.5, max_age=3.0, extra_args=("--eviction-deadline", "5")
+    )
+
+    wait_state(env.lab, NODE, "Trusted")
+    assert seen(env.lab, NODE).verified_at is not None
+
+    def stays_trusted() -> None:
+        assert seen(env.lab, NODE).state == "Trusted", seen(env.lab, NODE)
+
+    hold_for(2.0, stays_trusted)
+    assert (seen(env.lab, NODE).verified_at or since) > since
+    upf_after, _ = _upf(env)
+    node.writer.measure(*MINER, cgroup_path=systemd_pod_cgroup(str(uuid.uuid4()), "c0"))
+    _host_caught(env, upf_after)
+
+
+def _pod_name(env: Env, uid: str) -> str:
+    pods = env.lab.cluster.request("GET", f"/api/v1/namespaces/{NS}/pods")
+    return next(str(p["metadata"]["name"]) for p in pods["items"] if p["metadata"]["uid"] == uid)
 
 
 def test_static_pod_is_judged_by_its_mirror_pods_network_function(env: Env) -> None:

@@ -265,6 +265,18 @@ def test_a_pod_of_the_node_that_is_no_nf_is_counted_not_judged() -> None:
 
 
 @CHECKS
+def test_a_first_read_may_count_unknown_pod_uids_instead(check_log: CheckLog) -> None:
+    """``judge_unknown_pods=False`` (a verifier's first read of a log it did not watch being
+    written): the same unknown uid is counted like a non-NF pod's, and nothing fails."""
+    result = attest_round(
+        NODE, START, _evidence(SECOND, LOG), SECOND.nonce, POLICIES, {SMF.uid: SMF},
+        check_log=check_log, judge_unknown_pods=False,
+    )  # fmt: skip
+    assert result.verdict.trusted, result.verdict.failures
+    assert result.verdict.failures == ()
+
+
+@CHECKS
 def test_a_static_pods_entries_are_its_mirror_pods(check_log: CheckLog) -> None:
     """The cgroup carries the static pod's uid; the API's mirror pod has its own."""
     mirror = dataclasses.replace(UPF, uid=MIRROR, cgroup_uid=UPF.uid)
