@@ -24,10 +24,13 @@ from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from attestation.core.attribution import kubelet_uid
 from attestation.core.evidence import Evidence
 from attestation.core.fastpath import BEST
 from attestation.core.ima import ImaParseError
+from attestation.core.kubeobject import KubeObject
 from attestation.core.logcheck import CheckLog, LogCheck
+from attestation.core.names import NF_LABEL
 from attestation.core.policy import RuntimePolicy
 from attestation.core.quote import verify_quote
 from attestation.core.replay import ReplayState, check_boot_aggregate
@@ -65,6 +68,19 @@ class PodInfo:
     network_function: str
     #: The uid its cgroup carries when that is not ``uid``: a static pod's, for its mirror pod.
     cgroup_uid: str = ""
+
+    @classmethod
+    def of(cls, pod: KubeObject) -> PodInfo | None:
+        """What the verifier keeps of a pod from the API: None unless it names a network
+        function (``trustgate.io/network-function``) and has a uid."""
+        meta = pod.get("metadata") or {}
+        nf = (meta.get("labels") or {}).get(NF_LABEL)
+        if not nf or not meta.get("uid"):
+            return None
+        return cls(
+            meta["uid"], meta.get("namespace", ""), meta.get("name", ""), str(nf).lower(),
+            cgroup_uid=kubelet_uid(pod) or "",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import logging
 import os
 import time
@@ -22,16 +22,14 @@ from prometheus_client import Gauge
 
 from attestation.adapters.informer import Informer, uid_key
 from attestation.adapters.kube import Kube, Resource, node_path, nodeattestation_path, pod_path
-from attestation.core import enroll
-from attestation.core.attribution import kubelet_uid
-from attestation.core.checkpoint import checkpoint_of, resume
+from attestation.core.checkpoint import checkpoint_of
 from attestation.core.clock import Clock, utcnow
-from attestation.core.evidence import Evidence, EvidenceQuery, Identity
+from attestation.core.evidence import Evidence, EvidenceQuery
 from attestation.core.fastpath import select
 from attestation.core.kubeobject import KubeObject
 from attestation.core.logcheck import CheckLog
-from attestation.core.names import AGENT_SELECTOR, NF_LABEL, SCHEDULING_GATE
-from attestation.core.types import Failure, NodeVerdict
+from attestation.core.names import AGENT_SELECTOR, NF_LABEL
+from attestation.core.types import Failure
 from attestation.core.verdict import (
     AttestationState,
     PodInfo,
@@ -42,6 +40,8 @@ from attestation.core.verdict import (
 )
 from attestation.verifier.bynode import ByNode
 from attestation.verifier.collector import AgentClient, CollectorError
+from attestation.verifier.enrollment import Enrolled, Enroller
+from attestation.verifier.gating import Gates
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.otherpods import NodePods, OtherPods
 from attestation.verifier.paged import Judge, judge_pages
@@ -49,7 +49,7 @@ from attestation.verifier.publisher import Publisher
 from attestation.verifier.scope import NodeScope
 from attestation.verifier.settings import VerifierSettings
 
-__all__ = ["NodeWorker", "Verifier", "pod_info"]
+__all__ = ["NodeWorker", "Verifier"]
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,6 @@ class NodeWorker:
     #: written while it did not watch pods (before it started, from zero or its checkpoint):
     #: there, a uid no pod has may be a pod deleted meanwhile, not one made up.
     watched: bool = False
-
-
-def pod_info(pod: KubeObject) -> PodInfo | None:
-    meta = pod.get("metadata") or {}
-    nf = (meta.get("labels") or {}).get(NF_LABEL)
-    if not nf or not meta.get("uid"):
-        return None
-    return PodInfo(
-        meta["uid"], meta.get("namespace", ""), meta.get("name", ""), str(nf).lower(),
-        cgroup_uid=kubelet_uid(pod) or "",
-    )  # fmt: skip
 
 
 def _host_ip(pod: KubeObject) -> str | None:
@@ -108,15 +97,16 @@ class Verifier:
         self._check_log = select(settings.native)
         self.workers: dict[str, NodeWorker] = {}
         self.client = AgentClient(timeout=settings.agent_timeout)
+        self._enroller = Enroller(self.client, publisher, ek_ca_bundle, clock)
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._stop = asyncio.Event()
         self._active = asyncio.Event()  # leader (or no election)
         self._informers: list[Informer] = []
+        self._gates: Gates | None = None
         self.nodes: Informer | None = None
         self.pods: Informer | None = None
         self.agent_pods: Informer | None = None
-        self._gate_wake = asyncio.Event()
-        self._nf_pods_by_node = ByNode(pod_info)
+        self._nf_pods_by_node = ByNode(PodInfo.of)
         #: Which nodes to attest (see nodeselection.attested); decided once the watches synced.
         self._scope = NodeScope(
             settings.node_selector, publisher.key_id, self._nf_pods_by_node.has,
@@ -174,7 +164,9 @@ class Verifier:
         self._scope.start(self._nf_pods_by_node.nodes())
         for node in set(self.publisher.published) - set(self.workers):
             self.publisher.forget(node)  # NodeAttestations of nodes no longer attested
-        self._gate_task = asyncio.create_task(self._ungate_loop(), name="ungate")
+        self._gates = Gates(lambda: self.pods.objects.values() if self.pods else (),
+                            self.publisher, self.policies, self._active)  # fmt: skip
+        self._gate_task = asyncio.create_task(self._gates.run(), name="ungate")
 
     def activate(self) -> None:
         """Start attesting (called on becoming the leader)."""
@@ -191,6 +183,8 @@ class Verifier:
 
     async def close(self) -> None:
         self._stop.set()
+        if self._gates is not None:
+            self._gates.stop()
         for informer in self._informers:
             informer.stop()
         tasks = [w.task for w in self.workers.values() if w.task] + [self._gate_task]
@@ -228,7 +222,8 @@ class Verifier:
         self._nf_pods_by_node.update(uid, pod)
         if pod is None:
             self.publisher.remediator.forget(uid)
-        self._gate_wake.set()
+        if self._gates is not None:
+            self._gates.wake()
         self._scope.pods_moved((before, self._nf_pods_by_node.node_of(uid)))
 
     # -- nodes -----------------------------------------------------------------------------------
@@ -294,13 +289,14 @@ class Verifier:
             await self._no_evidence(worker, Failure("agent.missing", "no agent serves this node"))
             return
         if worker.state is None:
+            on_node = functools.partial(self.pods_on, worker.name)
             try:
-                if not await self._enroll(worker, url, keep=self._resume(worker.name)):
-                    return
+                enrolled = await self._enroller.start(worker.name, url, on_node)
             except CollectorError as e:
                 await self._no_evidence(worker, Failure(e.failure_id, str(e)))
                 return
-            await self._resumed(worker)
+            if not self._enrolled(worker, enrolled):
+                return
         attested = await self._attest(worker, url)
         if attested is None:
             return
@@ -364,110 +360,28 @@ class Verifier:
 
         return judge
 
-    def _resume(self, node: str) -> AttestationState | None:
-        """Where to pick ``node``'s log up after a restart, failover or re-enrollment: its last
-        checkpoint (``core.checkpoint``), if this verifier signed one; ``_enroll`` keeps it only
-        for the EK the node is bound to, and the first quote's clock decides the rest."""
-        wire = self.publisher.checkpoints.get(node)
-        return None if wire is None else resume(wire)
-
-    async def _resumed(self, worker: NodeWorker) -> None:
-        """Say in the audit trail where an enrollment picked the log up, when not at zero: a
-        reader can tell a resumed node from one read again from the start."""
-        if worker.state is not None and worker.state.ima_offset:
-            replay = worker.state.replay
-            await self.publisher.audit(
-                {"kind": "resumed", "node": worker.name, "imaIndex": replay.next_index,
-                 "imaOffset": replay.next_offset}
-            )  # fmt: skip
-
-    async def _enroll(
-        self,
-        worker: NodeWorker,
-        url: str,
-        *,
-        identity: Identity | None = None,
-        keep: AttestationState | None = None,
-    ) -> bool:
-        """Enroll the agent's AK: the EK chain, the AK's fitness, credential activation, then
-        the node's binding to its EK (``enroll.bind_ek``). ``keep`` is what is known of the
-        node's TPM from before (its clock, log position, findings): kept only when the EK is
-        the one the node is bound to, so a clock rolled back across a re-enrollment is still
-        caught. A failure is published (Untrusted) with its ``enroll.*`` id."""
-        identity = identity or await self.client.identity(url)
-        failures, ak_name = await self._prove(worker.name, url, identity)
-        binding = None if failures else await self._bind(worker.name, identity.ek_public)
-        if binding is None or binding.failures:
-            failures += binding.failures if binding else ()
-            verdict = NodeVerdict(node=worker.name, trusted=False, failures=tuple(failures))
-            await self.publisher.publish(worker.name, verdict, self.pods_on(worker.name), ak_name)
+    def _enrolled(self, worker: NodeWorker, enrolled: Enrolled | None) -> bool:
+        """Take an enrollment's outcome: False when it failed (the failure is published)."""
+        if enrolled is None:
             self._results["enroll_failed"].inc()
             return False
-        kept = keep is not None and binding.same_ek
-        worker.state = AttestationState(ak_public=identity.ak_public)
-        if keep is not None and binding.same_ek:
-            worker.state = dataclasses.replace(keep, ak_public=identity.ak_public)
-        worker.ak_name = ak_name
-        await self.publisher.audit(
-            {"kind": "enrolled", "node": worker.name, "akName": ak_name.hex(),
-             "ekDigest": binding.pin, "reenrolled": keep is not None, "tpmStateKept": kept}
-        )  # fmt: skip
+        worker.state, worker.ak_name = enrolled.state, enrolled.ak_name
         return True
-
-    async def _prove(self, node: str, url: str, identity: Identity) -> tuple[list[Failure], bytes]:
-        """The agent's identity checks and the credential activation: (failures, AK name)."""
-        failures: list[Failure] = []
-        if identity.node != node:
-            why = f"the agent says it is {identity.node!r}, not {node!r}"
-            failures.append(Failure("enroll.node_mismatch", why))
-        try:
-            failures += enroll.verify_ek(
-                identity.ek_certificate, identity.ek_public, self.ek_ca_bundle, self._clock()
-            )
-            failures += enroll.check_ak(identity.ak_public)
-            ak_name = enroll.ak_name(identity.ak_public)
-        except enroll.EnrollParseError as e:
-            return [*failures, Failure("enroll.malformed", str(e))], b""
-        if failures:
-            return failures, ak_name
-        secret = os.urandom(32)
-        credential = enroll.make_credential(identity.ek_public, ak_name, secret)
-        try:
-            returned = await self.client.activate(
-                url, credential.credential_blob, credential.encrypted_secret
-            )
-        except CollectorError as e:
-            if e.failure_id != "agent.http_error":
-                raise
-            returned = b""
-        return list(enroll.check_activation(secret, returned)), ak_name
-
-    async def _bind(self, node: str, ek_public: bytes) -> enroll.EkBinding:
-        """Bind ``node`` to the EK its TPM just proved, or say why not. The operator's approval
-        is read only when the EK is not the bound one; from the decision to the new pin nothing
-        is awaited, so two nodes enrolling one EK at once cannot both take it."""
-        digest = enroll.ek_digest(ek_public)
-        pins = self.publisher.ek_pins
-        approved = "" if digest == pins.get(node) else await self.publisher.approved_ek(node)
-        binding = enroll.bind_ek(node, digest, pins.get(node, ""), approved, pins)
-        if not binding.failures:
-            pins[node] = binding.pin
-        return binding
 
     async def _ak_changed(self, worker: NodeWorker, url: str) -> bool:
         """After a bad quote signature: did the agent come back with another AK (a restart
         with a new key)? Then re-enroll it now (True): the node's TPM state is kept if its EK
         is the bound one, and a failure (another TPM: ``enroll.ek_changed``) is published.
         False: the same AK, or no identity: the bad signature is the verdict."""
-        try:
-            identity = await self.client.identity(url)
-            changed = enroll.ak_name(identity.ak_public) != worker.ak_name
-        except (CollectorError, enroll.EnrollParseError):
+        identity = await self._enroller.new_identity(url, worker.ak_name)
+        if identity is None:
             return False
-        if not changed:
-            return False
+        pods = functools.partial(self.pods_on, worker.name)
         try:
-            if await self._enroll(worker, url, identity=identity, keep=worker.state):
+            enrolled = await self._enroller.enroll(
+                worker.name, url, pods, identity=identity, keep=worker.state
+            )
+            if self._enrolled(worker, enrolled):
                 worker.wake.set()  # attest with the new AK at once
         except CollectorError as e:
             await self._no_evidence(worker, Failure(e.failure_id, str(e)))
@@ -481,26 +395,3 @@ class Verifier:
             age = self._clock() - worker.last_verified
             worker.evidence_age.set(age.total_seconds())
         await self.publisher.no_evidence(worker.name, why, self.pods_on(worker.name))
-
-    # -- scheduling gates ------------------------------------------------------------------------
-
-    async def _ungate_loop(self) -> None:
-        """Lift the scheduling gate of a pending NF pod once a node is trusted and a policy for
-        its network function is loaded: until then the scheduler has nowhere safe to put it."""
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._gate_wake.wait(), 1.0)
-            self._gate_wake.clear()
-            if not self._active.is_set() or not self.publisher.any_trusted():
-                continue
-            assert self.pods is not None
-            for pod in list(self.pods.objects.values()):
-                gates = [
-                    g.get("name") for g in (pod.get("spec") or {}).get("schedulingGates") or []
-                ]
-                info = pod_info(pod)
-                if SCHEDULING_GATE not in gates or info is None:
-                    continue
-                if info.network_function not in self.policies.by_network_function:
-                    continue
-                await self.publisher.ungate(pod, gates.index(SCHEDULING_GATE))
