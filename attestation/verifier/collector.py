@@ -11,8 +11,8 @@ arrive (:mod:`attestation.adapters.httpclient`), and each way of failing becomes
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
 
 from attestation.adapters.httpclient import HttpClient, HttpClientError, unverified_tls
 from attestation.core.evidence import (
@@ -32,6 +32,8 @@ from attestation.core.evidence import (
 )
 
 __all__ = ["AgentClient", "CollectorError"]
+
+T = TypeVar("T")
 
 #: Identity and activation answers are a few KiB; evidence carries one page of the new log
 #: entries base64-encoded (4/3 of the bytes) plus the quote; a log page the same without it.
@@ -102,49 +104,44 @@ class AgentClient:
                 "agent.bad_response", f"{method} {base_url}{path}: not JSON ({e})"
             ) from e
 
-    async def identity(self, base_url: str) -> Identity:
-        body = await self._call("GET", base_url, f"{API_PREFIX}/identity", _SMALL_BODY)
+    async def _exchange(
+        self,
+        base_url: str,
+        path: str,
+        cap: int,
+        decode: Callable[[Any], T],
+        body: Mapping[str, Any] | None = None,
+    ) -> T:
+        """One call, its JSON answer decoded field by field (``core.evidence``): a wrong field
+        is ``agent.bad_response`` naming it."""
+        answer = await self._call("GET" if body is None else "POST", base_url, path, cap, body)
         try:
-            return decode_identity(body)
+            return decode(answer)
         except EvidenceFormatError as e:
             raise CollectorError("agent.bad_response", f"{base_url}: {e}") from e
+
+    async def identity(self, base_url: str) -> Identity:
+        return await self._exchange(
+            base_url, f"{API_PREFIX}/identity", _SMALL_BODY, decode_identity
+        )
 
     async def activate(self, base_url: str, credential_blob: bytes, secret: bytes) -> bytes:
-        body = await self._call(
-            "POST",
-            base_url,
-            f"{API_PREFIX}/activate",
-            _SMALL_BODY,
-            dict(encode_activate_request(credential_blob, secret)),
-        )
-        try:
-            return decode_activate_response(body)
-        except EvidenceFormatError as e:
-            raise CollectorError("agent.bad_response", f"{base_url}: {e}") from e
+        request = encode_activate_request(credential_blob, secret)
+        return await self._exchange(
+            base_url, f"{API_PREFIX}/activate", _SMALL_BODY, decode_activate_response,
+            dict(request),
+        )  # fmt: skip
 
     async def evidence(self, base_url: str, query: EvidenceQuery) -> Evidence:
-        body = await self._call(
-            "POST",
-            base_url,
-            f"{API_PREFIX}/evidence",
-            _EVIDENCE_BODY,
+        return await self._exchange(
+            base_url, f"{API_PREFIX}/evidence", _EVIDENCE_BODY,
+            lambda answer: decode_evidence(answer, query, MAX_PAGE_BYTES),
             dict(encode_evidence_request(query)),
-        )
-        try:
-            return decode_evidence(body, query, MAX_PAGE_BYTES)
-        except EvidenceFormatError as e:
-            raise CollectorError("agent.bad_response", f"{base_url}: {e}") from e
+        )  # fmt: skip
 
     async def log_page(self, base_url: str, offset: int) -> tuple[bytes, bool]:
         """The page of the log from ``offset``, and whether more follows (``core.evidence``)."""
-        body = await self._call(
-            "POST",
-            base_url,
-            f"{API_PREFIX}/log",
-            _EVIDENCE_BODY,
-            dict(encode_log_request(offset)),
-        )
-        try:
-            return decode_log_page(body, offset)
-        except EvidenceFormatError as e:
-            raise CollectorError("agent.bad_response", f"{base_url}: {e}") from e
+        return await self._exchange(
+            base_url, f"{API_PREFIX}/log", _EVIDENCE_BODY,
+            lambda answer: decode_log_page(answer, offset), dict(encode_log_request(offset)),
+        )  # fmt: skip

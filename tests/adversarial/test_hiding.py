@@ -62,11 +62,7 @@ def _upf(env: Env, node: str = NODE) -> tuple[str, str]:
 
 def _plain_pod(env: Env, node: str) -> str:
     """A pod that is not a network function (no NF label), bound to ``node``: its uid."""
-    pod = env.lab.cluster.request("POST", f"/api/v1/namespaces/{NS}/pods", {
-        "metadata": {"name": f"web-{next(_names)}", "labels": {"app": "web"}},
-        "spec": {"nodeName": node, "containers": [{"name": "web", "image": "nginx"}]},
-    })  # fmt: skip
-    return str(pod["metadata"]["uid"])
+    return env.lab.create_plain_pod(NS, f"web-{next(_names)}", node)
 
 
 def _host_caught(env: Env, upf: str, path: str = MINER[0]) -> None:

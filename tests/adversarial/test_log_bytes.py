@@ -50,16 +50,13 @@ def env(
     workdir = tmp_path_factory.mktemp("adv-bytes")
     with lab_cluster(trustgate_installed, swtpm_ca, workdir, [NODE], trusted=[NODE]) as lab:
         uids = [lab.create_nf_pod(NS, name, "upf", NODE) for name in ("upf-a", "upf-b")]
-        web = lab.cluster.request("POST", f"/api/v1/namespaces/{NS}/pods", {
-            "metadata": {"name": "web", "labels": {"app": "web"}},
-            "spec": {"nodeName": NODE, "containers": [{"name": "web", "image": "nginx"}]},
-        })["metadata"]["uid"]  # fmt: skip
+        web = lab.create_plain_pod(NS, "web", NODE)
         for uid in uids:
             for path, content in FILES["upf"].items():
                 lab.nodes[NODE].run_in_pod(uid, path, content)
         for pod in ("upf-a", "upf-b"):
             wait_for(f"{pod} trusted", functools.partial(_pod_trusted, lab, pod))
-        yield Env(lab, workdir, uids[0], uids[1], str(web))
+        yield Env(lab, workdir, uids[0], uids[1], web)
 
 
 def _pod_trusted(lab: Lab, pod: str) -> bool:

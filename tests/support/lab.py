@@ -94,6 +94,14 @@ class Lab:
         """Signed by this lab's verifier, Trusted and not expired: what the webhook admits on."""
         return self.system.trusted(node)
 
+    def create_plain_pod(self, namespace: str, name: str, node: str) -> str:
+        """A pod that is no network function (``app: web``), bound to ``node``: its uid."""
+        pod = self.cluster.request("POST", f"/api/v1/namespaces/{namespace}/pods", {
+            "metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"nodeName": node, "containers": [{"name": "web", "image": "nginx"}]},
+        })  # fmt: skip
+        return str(pod["metadata"]["uid"])
+
     def create_nf_pod(self, namespace: str, name: str, nf: str, node: str) -> str:
         pod = self.cluster.request("POST", f"/api/v1/namespaces/{namespace}/pods", {
             "metadata": {"name": name, "labels": {NF_LABEL: nf, "nf": nf}},
