@@ -4,13 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-unit test-tpm test-cluster lint demo bench clean
+.PHONY: help setup test test-unit test-tpm test-cluster test-image image lint demo bench clean
 
 help:
 	@echo "make demo   - run the end-to-end scenario on this machine (sets everything up first)"
-	@echo "make test   - set up, lint, and run every test layer (unit, tpm, cluster)"
+	@echo "make test   - set up, lint, and run every test layer (unit, tpm, cluster, image)"
 	@echo "make lint   - ruff, mypy --strict, import-linter"
 	@echo "make bench  - run the benchmark scripts under bench/"
+	@echo "make image  - build the trustgate and trustgate-agent images with docker or podman"
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +27,24 @@ test-tpm: setup
 
 test-cluster: setup
 	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
+
+# buildah from a local stand-in base, cached in ~/.cache/trustgate (part of `make test` too)
+test-image: setup
+	$(PY) -m pytest tests/image $(PYTEST_ARGS)
+
+# The images, for operators with a container engine (docs/install.md "Building the images").
+# IMAGE_PREFIX: a registry path ending in "/", e.g. IMAGE_PREFIX=registry.example.com/5gc/
+CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman)
+IMAGE_PREFIX ?=
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_BUILD_ARGS ?=
+
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: no docker or podman (set CONTAINER_ENGINE)" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_ARGS) --build-arg VERSION=$(IMAGE_TAG) \
+		--target agent -t $(IMAGE_PREFIX)trustgate-agent:$(IMAGE_TAG) .
+	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_ARGS) --build-arg VERSION=$(IMAGE_TAG) \
+		--target controller -t $(IMAGE_PREFIX)trustgate:$(IMAGE_TAG) .
 
 lint: setup
 	$(VENV)/bin/ruff check .
