@@ -4,6 +4,7 @@ the terminal even while pytest captures output (a cold build takes minutes)."""
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from importlib.metadata import version
@@ -13,7 +14,7 @@ import pytest
 
 from tests.image import buildah as img
 
-__all__ = ["base", "container", "images", "opened", "progress"]
+__all__ = ["base", "container", "images", "opened", "progress", "store"]
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +30,24 @@ def progress(pytestconfig: pytest.Config) -> Callable[[str], None]:
 
 
 @pytest.fixture(scope="session")
-def base(tmp_path_factory: pytest.TempPathFactory, progress: Callable[[str], None]) -> str:
+def store(progress: Callable[[str], None]) -> Iterator[None]:
+    """The image store, this session's alone: a second session waits. Containers found in it
+    were left by an interrupted session (a build killed mid-way leaves its working containers,
+    each a full copy of an image on vfs, pinning old layers): removed."""
+    img.STORE.mkdir(parents=True, exist_ok=True)
+    with (img.STORE / "session.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        left = img.buildah("containers", "--quiet").stdout.split()
+        if left:
+            progress(f"removing {len(left)} containers an interrupted session left")
+            img.buildah("rm", "--all")
+        yield
+
+
+@pytest.fixture(scope="session")
+def base(
+    store: None, tmp_path_factory: pytest.TempPathFactory, progress: Callable[[str], None]
+) -> str:
     logs = tmp_path_factory.mktemp("image-logs", numbered=False)
     return img.base_image(logs, progress)
 
