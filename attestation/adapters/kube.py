@@ -110,8 +110,11 @@ class Kube:
 
     # -- list + watch (``Resource`` binds them to one collection) -----------------------------
 
-    def list(self, path: str, *, label_selector: str = "") -> tuple[list[KubeObject], str]:
-        query = {"labelSelector": label_selector} if label_selector else {}
+    def list(
+        self, path: str, *, label_selector: str = "", field_selector: str = ""
+    ) -> tuple[list[KubeObject], str]:
+        selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
+        query = {k: v for k, v in selectors.items() if v}
         result = self.call("GET", path, query=query, timeout=60)
         return list(result.get("items") or []), str(result["metadata"].get("resourceVersion", ""))
 

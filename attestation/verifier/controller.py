@@ -15,13 +15,15 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-
-from prometheus_client import Gauge
 
 from attestation.adapters.informer import Informer, uid_key
-from attestation.adapters.kube import Kube, Resource, node_path, nodeattestation_path, pod_path
+from attestation.adapters.kube import (
+    Kube,
+    Resource,
+    node_path,
+    nodeattestation_path,
+    pod_path,
+)
 from attestation.core.checkpoint import checkpoint_of
 from attestation.core.clock import Clock, utcnow
 from attestation.core.evidence import Evidence, EvidenceQuery
@@ -43,32 +45,19 @@ from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.enrollment import Enrolled, Enroller
 from attestation.verifier.gating import Gates
 from attestation.verifier.metrics import VerifierMetrics
-from attestation.verifier.otherpods import NodePods, OtherPods
+from attestation.verifier.nodeworker import NodeWorker, run_node
+from attestation.verifier.otherpods import NodePods, OtherPods, catch_up
 from attestation.verifier.paged import Judge, judge_pages
 from attestation.verifier.publisher import Publisher
 from attestation.verifier.scope import NodeScope
 from attestation.verifier.settings import VerifierSettings
 
-__all__ = ["NodeWorker", "Verifier"]
+__all__ = ["Verifier"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class NodeWorker:
-    name: str
-    #: This node's evidence-age gauge (prometheus' labels() takes a lock and a lookup per call).
-    evidence_age: Gauge
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    state: AttestationState | None = None
-    ak_name: bytes = b""
-    task: asyncio.Task[None] | None = None
-    #: When the last verdict on fresh evidence was reached (None: not yet).
-    last_verified: datetime | None = None
-    #: Whether this process has judged a round of the node's log. The first round reads what was
-    #: written while it did not watch pods (before it started, from zero or its checkpoint):
-    #: there, a uid no pod has may be a pod deleted meanwhile, not one made up.
-    watched: bool = False
+#: How long a round waits for the watches to deliver pods the API server already lists.
+_WATCH_CATCH_UP = 2.0
 
 
 def _host_ip(pod: KubeObject) -> str | None:
@@ -232,7 +221,9 @@ class Verifier:
         """The selection rule now takes ``name`` in (``NodeScope``): start its loop."""
         worker = NodeWorker(name, self.metrics.evidence_age.labels(name))
         self.workers[name] = worker
-        worker.task = asyncio.create_task(self._node_loop(worker), name=f"node:{name}")
+        loop = run_node(worker, self._round, self.settings.interval, self._active, self._stop,
+                        self._semaphore)  # fmt: skip
+        worker.task = asyncio.create_task(loop, name=f"node:{name}")
 
     def _release(self, name: str) -> None:
         """Stop attesting ``name`` and forget everything kept for it. A round under way is
@@ -254,30 +245,6 @@ class Verifier:
     def pods_on(self, node: str) -> dict[str, PodInfo]:
         """The protected pods bound to ``node``, by uid."""
         return self._nf_pods_by_node.on(node)
-
-    async def _node_loop(self, worker: NodeWorker) -> None:
-        interval = self.settings.interval
-        loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
-            if not self._active.is_set():
-                await self._active.wait()
-            # Sleep until the interval passes or a push wakes the node. A timer handle, not
-            # asyncio.wait_for, which wraps the wait in a task of its own every round.
-            timer = loop.call_later(interval, worker.wake.set)
-            try:
-                await worker.wake.wait()
-            finally:
-                timer.cancel()
-            worker.wake.clear()
-            if not self._active.is_set():
-                continue
-            try:
-                async with self._semaphore:
-                    await self._round(worker)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not stop the node's attestation forever
-                log.exception("round for node %s failed", worker.name)
 
     # -- one round -------------------------------------------------------------------------------
 
@@ -316,6 +283,34 @@ class Verifier:
         self.metrics.round_seconds.observe(time.perf_counter() - started)
 
     async def _attest(
+        self, worker: NodeWorker, url: str
+    ) -> tuple[RoundResult, Mapping[str, PodInfo]] | None:
+        """Fresh evidence judged (``_attest_once``). A new host finding sticks until the node
+        reboots, so it is confirmed first: a container can run before the verifier's watch
+        delivers its pod, and its entries then look like a uid nobody has. When the API server
+        lists pods on the node that the watches have not delivered, the round is judged again
+        once they have (or after ``_WATCH_CATCH_UP``)."""
+        before = worker.state
+        attested = await self._attest_once(worker, url)
+        if attested is None or before is None:
+            return attested
+        new = set(attested[0].state.host_failures) - set(before.host_failures)
+        if new and await self._watch_behind(worker.name):
+            attested = await self._attest_once(worker, url)
+        return attested
+
+    async def _watch_behind(self, node: str) -> bool:
+        """Whether the API server lists pods on ``node`` (of those whose entries are not the
+        host's) that the watches had not delivered; waits for them (``otherpods.catch_up``)."""
+
+        def known() -> frozenset[str]:
+            nf = {i.cgroup_uid or i.uid for i in self.pods_on(node).values()}
+            return frozenset(nf) | self._other_pods.known(node)
+
+        nf_only = self.settings.non_nf_pods != "ignore"
+        return await catch_up(self.kube, node, known, nf_only=nf_only, within=_WATCH_CATCH_UP)
+
+    async def _attest_once(
         self, worker: NodeWorker, url: str
     ) -> tuple[RoundResult, Mapping[str, PodInfo]] | None:
         """Fresh evidence judged, page by page (``paged``), with the pods it was judged for;

@@ -15,17 +15,22 @@ the host policy (root made that cgroup). Two kinds of real pods are not that:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from attestation.adapters.kube import Kube
+from attestation.adapters.kube import Kube, KubeError
 from attestation.core.attribution import kubelet_uid
 from attestation.core.kubeobject import KubeObject, WatchEvent
 from attestation.core.names import MIRROR_ANNOTATION, NF_LABEL
+from attestation.core.verdict import PodInfo
 
-__all__ = ["LINGER", "NodePods", "OtherPods"]
+log = logging.getLogger(__name__)
+
+__all__ = ["LINGER", "NodePods", "OtherPods", "catch_up"]
 
 #: Seconds a deleted pod's uid stays known (an agent outage longer than this makes its last
 #: entries the host's).
@@ -111,3 +116,34 @@ class NodePods:
     def _prune(self, now: float) -> None:
         while self._gone and now - self._gone[0][0] > self._linger:
             self._gone.popleft()
+
+
+async def catch_up(
+    kube: Kube,
+    node: str,
+    known: Callable[[], frozenset[str]],
+    *,
+    nf_only: bool,
+    within: float,
+) -> bool:
+    """Whether the API server lists pods bound to ``node`` (only NF pods with ``nf_only``) whose
+    cgroup uids ``known()`` lacks: the watches are behind. Then wait up to ``within`` seconds for
+    them to arrive and say True (judge again); False when nothing was missing or the list
+    failed (the round's verdict stands)."""
+    try:
+        listed, _ = await asyncio.to_thread(
+            kube.list, "/api/v1/pods", field_selector=f"spec.nodeName={node}"
+        )
+    except KubeError as e:
+        log.warning("cannot list the pods on %s to confirm a host finding: %s", node, e)
+        return False
+    wanted = {kubelet_uid(p) or "" for p in listed if not nf_only or PodInfo.of(p) is not None} - {
+        ""
+    }
+    if not wanted - known():
+        return False
+    deadline = time.monotonic() + within
+    while wanted - known() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    log.info("node %s: judging again with pods the watches had not delivered", node)
+    return True
