@@ -104,7 +104,15 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> AgentSett
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from attestation.agent.app import create_app
+    try:
+        from attestation.agent.app import create_app
+    except ModuleNotFoundError as e:
+        if e.name is None or not e.name.startswith("tpm2_pytss"):
+            raise
+        raise UsageError(
+            "the agent needs the TPM stack (tpm2-pytss), which this installation lacks: "
+            "install trustgate[agent], or run the trustgate-agent image"
+        ) from e
 
     setup_logging()
     settings = settings_from(args, os.environ)

@@ -4,6 +4,8 @@ key generation, audit verification — including what they say about bad input."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,19 @@ def test_audit_verify_reports_the_first_broken_record(
     assert main(["audit", "verify", str(path)]) == 1
     assert json.loads(capsys.readouterr().out)["brokenAt"] == 2
     assert main(["audit", "verify", str(tmp_path / "missing")]) == 2
+
+
+def test_agent_without_the_tpm_stack_says_what_to_install(tmp_path: Path) -> None:
+    """The controller image (and ``pip install trustgate`` without ``[agent]``) has no
+    tpm2-pytss: ``trustgate agent`` says so in one line, exit 2, instead of a traceback."""
+    code = (
+        "import sys; sys.modules['tpm2_pytss'] = None\n"
+        "from attestation.cli.main import main\n"
+        "sys.exit(main(['agent', '--node', 'n1']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert "install trustgate[agent]" in done.stderr
+    assert "Traceback" not in done.stderr
