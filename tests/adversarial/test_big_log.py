@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,7 +144,7 @@ def big(
     workdir = tmp_path_factory.mktemp("big-log")
     grown: list[tuple[int, float]] = []
 
-    def grow_before_the_verifier(nodes: dict[str, SimNode]) -> dict[str, str]:
+    def grow_before_the_verifier(nodes: Mapping[str, SimNode]) -> Mapping[str, str]:
         started = time.monotonic()
         grown.append((grow_log(nodes[NODE], LOG_MIB), time.monotonic() - started))
         return {}

@@ -267,7 +267,7 @@ def test_only_the_verifiers_own_signed_checkpoints_are_read(built: BuiltLog) -> 
     ours, theirs = generate_private_key(), generate_private_key()
     wire = checkpoint_of(_midway(built))
     status = {"state": "Trusted", "checkpoint": wire}
-    items = [
+    items: list[Mapping[str, Any]] = [
         {"metadata": {"name": "ours"}, "status": sign_status("ours", status, ours)},
         {"metadata": {"name": "theirs"}, "status": sign_status("theirs", status, theirs)},
         {"metadata": {"name": "unsigned"}, "status": status},
