@@ -291,24 +291,30 @@ class Verifier:
         lists pods on the node that the watches have not delivered, the round is judged again
         once they have (or after ``_WATCH_CATCH_UP``)."""
         before = worker.state
+        # Taken before the round takes its own: never more than the round was judged with (the
+        # watches may deliver a pod while the agent answers; the round has judged without it).
+        seen = self._known_pods(worker.name)
         attested = await self._attest_once(worker, url)
         if attested is None or before is None:
             return attested
         new = set(attested[0].state.host_failures) - set(before.host_failures)
-        if new and await self._watch_behind(worker.name):
+        if new and await self._watch_behind(worker.name, seen):
             attested = await self._attest_once(worker, url)
         return attested
 
-    async def _watch_behind(self, node: str) -> bool:
+    def _known_pods(self, node: str) -> frozenset[str]:
+        """The cgroup uids of ``node``'s pods the watches have delivered: NF pods, other pods,
+        recently deleted ones."""
+        nf = {i.cgroup_uid or i.uid for i in self.pods_on(node).values()}
+        return frozenset(nf) | self._other_pods.known(node) | self._gone_nf_pods.gone(node)
+
+    async def _watch_behind(self, node: str, seen: frozenset[str]) -> bool:
         """Whether the API server lists pods on ``node`` (of those whose entries are not the
-        host's) that the watches had not delivered; waits for them (``otherpods.catch_up``)."""
-
-        def known() -> frozenset[str]:
-            nf = {i.cgroup_uid or i.uid for i in self.pods_on(node).values()}
-            return frozenset(nf) | self._other_pods.known(node)
-
+        host's) that a round judged without (``seen``); waits for the watches to deliver them
+        (``otherpods.catch_up``)."""
+        known = functools.partial(self._known_pods, node)
         nf_only = self.settings.non_nf_pods != "ignore"
-        return await catch_up(self.kube, node, known, nf_only=nf_only, within=_WATCH_CATCH_UP)
+        return await catch_up(self.kube, node, seen, known, nf_only=nf_only, within=_WATCH_CATCH_UP)
 
     async def _attest_once(
         self, worker: NodeWorker, url: str

@@ -121,15 +121,16 @@ class NodePods:
 async def catch_up(
     kube: Kube,
     node: str,
+    seen: frozenset[str],
     known: Callable[[], frozenset[str]],
     *,
     nf_only: bool,
     within: float,
 ) -> bool:
     """Whether the API server lists pods bound to ``node`` (only NF pods with ``nf_only``) whose
-    cgroup uids ``known()`` lacks: the watches are behind. Then wait up to ``within`` seconds for
-    them to arrive and say True (judge again); False when nothing was missing or the list
-    failed (the round's verdict stands)."""
+    cgroup uids a round was judged without (``seen`` lacks them). Then wait up to ``within``
+    seconds for the watches to deliver them (``known()``, live) and say True: judge again. False
+    when nothing was missing or the list failed (the round's verdict stands)."""
     try:
         listed, _ = await asyncio.to_thread(
             kube.list, "/api/v1/pods", field_selector=f"spec.nodeName={node}"
@@ -140,7 +141,7 @@ async def catch_up(
     wanted = {kubelet_uid(p) or "" for p in listed if not nf_only or PodInfo.of(p) is not None} - {
         ""
     }
-    if not wanted - known():
+    if not wanted - seen:
         return False
     deadline = time.monotonic() + within
     while wanted - known() and time.monotonic() < deadline:
