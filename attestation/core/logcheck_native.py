@@ -24,7 +24,7 @@ from attestation.core.attribution import attribute
 from attestation.core.ima import name_text, parse_binary
 from attestation.core.logcheck import LogCheck, PolicyFor
 from attestation.core.policy import LogJudgement, evaluate_log
-from attestation.core.replay import ReplayResult, ReplayState
+from attestation.core.replay import ReplayResult, ReplayState, locating_bank
 from attestation.core.types import Failure, HashAlg, PodRef
 
 __all__ = ["check_log"]
@@ -49,10 +49,9 @@ def check_log(
 ) -> LogCheck:
     """Same contract as :func:`attestation.core.logcheck.check_log`."""
     banks = [alg for alg in HashAlg if alg in quoted_pcr10]
-    if not banks:
+    primary = locating_bank(quoted_pcr10)  # as verify_against_quote
+    if primary is None:
         return logcheck.check_log(buf, state, quoted_pcr10, policy_for, column_size=column_size)
-    # as verify_against_quote: the first bank (SHA-256 preferred) locates the covered prefix
-    primary = HashAlg.SHA256 if HashAlg.SHA256 in quoted_pcr10 else banks[0]
     order = [primary, *(alg for alg in banks if alg is not primary)]
     owners: dict[bytes | None, PodRef | None] = {}
 

@@ -32,6 +32,7 @@ from attestation.core.policy import evaluate_log
 from attestation.core.replay import (
     ReplayResult,
     ReplayState,
+    locating_bank,
     replay,
     template_hash_mismatch,
     verify_against_quote,
@@ -53,14 +54,6 @@ def quoted_pcr10(pcr_values: Mapping[HashAlg, Mapping[int, bytes]]) -> dict[Hash
     return {bank: values[IMA_PCR] for bank, values in pcr_values.items() if IMA_PCR in values}
 
 
-def _primary(quoted: Mapping[HashAlg, bytes]) -> HashAlg | None:
-    """The bank that locates the covered prefix, as ``replay.verify_against_quote`` picks it."""
-    banks = [alg for alg in HashAlg if alg in quoted]
-    if not banks:
-        return None
-    return HashAlg.SHA256 if HashAlg.SHA256 in quoted else banks[0]
-
-
 def check_page(
     buf: bytes,
     state: ReplayState,
@@ -73,7 +66,7 @@ def check_page(
     reached, every whole entry of ``buf`` is covered instead of failing (pure Python: pages only
     follow each other on a from-zero or long-behind read; the last page takes the fast path)."""
     log = parse_binary(buf, start_index=state.next_index, column_size=column_size)
-    quoted, primary = quoted_pcr10, _primary(quoted_pcr10)
+    quoted, primary = quoted_pcr10, locating_bank(quoted_pcr10)
     reached = (
         primary is None or not verify_against_quote(state, log, {primary: quoted[primary]}).failures
     )
@@ -113,7 +106,7 @@ def next_step(
     of pages) — only the last page may leave the quote unreached, and then it says so."""
     if failed or not more:
         return "done"
-    primary = _primary(quoted)
+    primary = locating_bank(quoted)
     if primary is not None and after.pcr(primary) == quoted[primary]:
         return "done"  # the quote is covered; the rest of the log waits for the next round
     if after.next_offset <= before.next_offset or pages >= MAX_PAGES:

@@ -30,6 +30,7 @@ __all__ = [
     "ReplayState",
     "boot_aggregates",
     "check_boot_aggregate",
+    "locating_bank",
     "replay",
     "template_hash_mismatch",
     "verify_against_quote",
@@ -142,6 +143,14 @@ def _scan(
     return -1, pcr
 
 
+def locating_bank(quoted_pcr10: Mapping[HashAlg, bytes]) -> HashAlg | None:
+    """The quoted bank that locates the covered prefix of a log (SHA-256 preferred, else the
+    first quoted); the other banks are replayed over that prefix only. None: no PCR 10 quoted."""
+    if HashAlg.SHA256 in quoted_pcr10:
+        return HashAlg.SHA256
+    return next((alg for alg in HashAlg if alg in quoted_pcr10), None)
+
+
 def verify_against_quote(
     state: ReplayState,
     new_entries: ImaLog | Sequence[ImaEntry],
@@ -153,10 +162,10 @@ def verify_against_quote(
     the others are replayed over that prefix only.
     """
     banks = [alg for alg in HashAlg if alg in quoted_pcr10]
-    if not banks:
+    primary = locating_bank(quoted_pcr10)
+    if primary is None:
         return ReplayResult(state, 0, (Failure("ima.pcr_mismatch", "the quote holds no PCR 10"),))
     datas, skip = _steps(new_entries)
-    primary = HashAlg.SHA256 if HashAlg.SHA256 in quoted_pcr10 else banks[0]
     hashed = None  # a per-bank list's column is the primary bank's H(data): hash once
     if not skip and _column_alg(new_entries) is primary:
         hashed = list(map(_digest, map(_hasher(primary), datas)))
