@@ -18,16 +18,9 @@ BUILDAH=(bash scripts/buildah.sh)
 
 # -- Debian packages for the image layer (CI is a fresh machine) ------------------------------------
 APT_PACKAGES=(buildah debootstrap)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  step "installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib/apt.sh
+. scripts/lib/apt.sh
+ensure_apt_packages "${APT_PACKAGES[@]}"
 
 SUITE=bookworm
 PACKAGES=python3,python3-venv,python3.11-dev,python-is-python3,ca-certificates

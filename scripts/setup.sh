@@ -9,18 +9,9 @@ step() { printf '==> %s\n' "$*"; }
 
 # gcc + libssl-dev: the optional C extension attestation.core._imafast (the IMA hot loop, ~3x faster)
 APT_PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0 pkg-config openssl gcc libssl-dev)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  step "installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  step "Debian packages present (${APT_PACKAGES[*]})"
-fi
+# shellcheck source=scripts/lib/apt.sh
+. scripts/lib/apt.sh
+ensure_apt_packages "${APT_PACKAGES[@]}"
 
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
