@@ -214,8 +214,8 @@ class Publisher:
             self._unknown_since.pop(node, None)
         views = {uid: pod_trust(state, node_reason, verdict.pod(uid), pods) for uid in sorted(pods)}
         pin = self.ek_pins.get(node, "")
-        changed = prev is None or (prev.trust.state, prev.trust.reason) != (state, node_reason)
-        changed = changed or prev is None or prev.trust.ek_digest != pin
+        was = None if prev is None else (prev.trust.state, prev.trust.reason, prev.trust.ek_digest)
+        changed = was != (state, node_reason, pin)
         pods_changed = prev is None or prev.pods != views
         every = timedelta(seconds=self.settings.refresh_every)
         due = refresh_due(prev.trust.verified_at if prev else None, now, every)
