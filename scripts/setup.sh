@@ -12,6 +12,9 @@ APT_PACKAGES=(swtpm swtpm-tools tpm2-tools libtss2-dev libtss2-tcti-swtpm0 pkg-c
 # shellcheck source=scripts/lib/apt.sh
 . scripts/lib/apt.sh
 ensure_apt_packages "${APT_PACKAGES[@]}"
+# The realnode test layer (tests/realnode): a real Debian kernel under QEMU/TCG with an initramfs
+# the lab builds from busybox-static and the kernel's modules (attestation/lab/vm.py)
+ensure_apt_packages qemu-system-x86 busybox-static cpio kmod
 
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
