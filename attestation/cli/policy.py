@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attestation.adapters.safefile import DEFAULT_MAX_FILE_BYTES
 from attestation.cli.common import fail
 
 __all__ = ["generate", "lint", "register"]
@@ -57,6 +58,13 @@ def register(sub: Any) -> None:
         help="exclude paths matching REGEX from judging (repeatable; default: none). "
         "A warning names any exclude that covers a writable place",
     )
+    g.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="N",
+        help="refuse a file (in the tree, or the log) bigger than N bytes (default: %(default)s)",
+    )
     g.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     g.set_defaults(handler=generate)
     lint_parser = verbs.add_parser(
@@ -70,6 +78,7 @@ def register(sub: Any) -> None:
 
 def generate(args: argparse.Namespace) -> int:
     from attestation.adapters import filetree
+    from attestation.adapters.safefile import FileRefused, read_capped
     from attestation.core import policy_gen
     from attestation.core.ima import ImaParseError, parse_ascii, parse_binary
     from attestation.core.policy import PolicyError, lint_policy, policy_from_document
@@ -77,19 +86,22 @@ def generate(args: argparse.Namespace) -> int:
 
     name = args.name or args.nf
     if args.from_dir is not None:
-        if not args.from_dir.is_dir():
-            return fail(f"policy generate: {args.from_dir} is not a directory")
 
         def progress(done: int, path: str) -> None:
             print(f"  hashed {done} files ({path})", file=sys.stderr)
 
-        doc = filetree.from_tree(
-            args.from_dir, name=name, network_function=args.nf, excludes=args.exclude,
-            progress=progress,
-        )  # fmt: skip
+        try:
+            doc = filetree.from_tree(
+                args.from_dir, name=name, network_function=args.nf, excludes=args.exclude,
+                progress=progress, max_file_bytes=args.max_file_bytes,
+            )  # fmt: skip
+        except FileRefused as e:
+            return fail(f"policy generate: {e} (the cap is --max-file-bytes)")
+        except OSError as e:
+            return fail(f"policy generate: {args.from_dir}: {e}")
     else:
         try:
-            data = args.from_log.read_bytes()
+            data = read_capped(args.from_log, args.max_file_bytes)
             log = (parse_ascii(data) if args.format == "ascii"
                    else parse_binary(data, column_size=args.column_size))  # fmt: skip
         except (OSError, ImaParseError, ValueError) as e:
@@ -120,13 +132,14 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def lint(args: argparse.Namespace) -> int:
+    from attestation.adapters.safefile import read_capped
     from attestation.core.policy import PolicyError, lint_policy, load_policy
 
     worst = 0
     for path in args.files:
         try:
-            policy = load_policy(path.read_bytes(), source=str(path))
-        except (OSError, PolicyError) as e:
+            policy = load_policy(read_capped(path), source=str(path))
+        except (OSError, ValueError, PolicyError) as e:
             print(f"{path}: error: {e}")
             worst = 2
             continue

@@ -65,12 +65,13 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
 
 
 def _policies(args: argparse.Namespace) -> Any:
+    from attestation.adapters.safefile import read_capped
     from attestation.core.offline import OfflinePolicies
     from attestation.core.policy import load_policy
 
     loaded = {}
     for path in args.policy:
-        policy = load_policy(path.read_bytes(), source=str(path))
+        policy = load_policy(read_capped(path), source=str(path))
         loaded[policy.network_function.lower()] = policy
     pods = {}
     for item in args.pod:
@@ -89,6 +90,7 @@ def _print(result: Any) -> int:
 
 
 def verify_ima(args: argparse.Namespace) -> int:
+    from attestation.adapters.safefile import read_capped
     from attestation.core.fastpath import select
     from attestation.core.ima import ImaParseError
     from attestation.core.offline import verify_log
@@ -100,7 +102,7 @@ def verify_ima(args: argparse.Namespace) -> int:
         if len(pcr10) != HashAlg.SHA256.digest_size:
             raise ValueError(f"--pcr10: {len(pcr10)} bytes, sha256 has 32")
         policies = _policies(args)
-        result = verify_log(args.log.read_bytes(), args.format, {HashAlg.SHA256: pcr10},
+        result = verify_log(read_capped(args.log), args.format, {HashAlg.SHA256: pcr10},
                             policies, column_size=args.column_size,
                             check_log=select(native(os.environ)))  # fmt: skip
     except (OSError, ValueError, PolicyError, ImaParseError) as e:
@@ -113,15 +115,16 @@ def verify_evidence(args: argparse.Namespace) -> int:
 
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+    from attestation.adapters.safefile import read_capped
     from attestation.core.fastpath import select
     from attestation.core.ima import ImaParseError
     from attestation.core.offline import BundleError, verify_bundle
     from attestation.core.policy import PolicyError
 
     try:
-        bundle = json.loads(args.bundle.read_bytes())
+        bundle = json.loads(read_capped(args.bundle))
         policies = _policies(args)
-        pinned = load_pem_public_key(args.ak.read_bytes()) if args.ak else None
+        pinned = load_pem_public_key(read_capped(args.ak)) if args.ak else None
         result = verify_bundle(
             bundle,
             policies,
