@@ -161,6 +161,13 @@ def verify_log(
     return _result(check, uncovered)
 
 
+_AK_NOT_PINNED = Failure(
+    "quote.ak_not_pinned",
+    "the quote is signed by the AK the bundle itself carries, which proves nothing about the "
+    "node: pass --ak with the public key of the AK the node enrolled with",
+)
+
+
 def verify_bundle(
     bundle: Mapping[str, Any],
     policies: OfflinePolicies,
@@ -170,18 +177,20 @@ def verify_bundle(
     check_log: CheckLog = BEST,
 ) -> OfflineResult:
     """A captured evidence bundle (see docs/offline.md): the quote against its AK and nonce,
-    then its log from offset 0. ``ak_key`` pins the AK (e.g. the one enrolled) instead of
-    trusting the one the bundle carries."""
+    then its log from offset 0. ``ak_key`` pins the AK (e.g. the one enrolled). Without it the
+    checks still run and are reported, but the result is never trusted: anyone can start a TPM,
+    quote a clean log with it and put that AK in a bundle (``quote.ak_not_pinned``)."""
     node, nonce, ak, evidence = _bundle(bundle)
     if ak_key is not None and parse_public(ak).public_key() != ak_key:
         return OfflineResult((Failure("quote.ak_mismatch", f"{node}: the bundle's AK is not the "
                                       "pinned one (--ak)"),), {})  # fmt: skip
+    unpinned = () if ak_key is not None else (_AK_NOT_PINNED,)
     quote = verify_quote(evidence.quote, evidence.signature, ak, nonce, evidence.pcr_values)
     if not quote.ok:
-        return OfflineResult(quote.failures, {})
+        return OfflineResult((*unpinned, *quote.failures), {})
     pcr10 = {b: v[IMA_PCR] for b, v in evidence.pcr_values.items() if IMA_PCR in v}
     check, uncovered = _judge(evidence.ima_log, "binary", pcr10, policies, column_size, check_log)
-    extra: list[Failure] = []
+    extra: list[Failure] = [*unpinned]
     if check.first is not None:
         host = policies.policy_for(None)
         allowed = host.boot_aggregates if host is not None else frozenset()

@@ -52,6 +52,14 @@ class Capture:
         }))  # fmt: skip
         return path
 
+    def pinned(self) -> list[str]:
+        """A fresh bundle and ``--ak`` pinning the AK this node enrolled with."""
+        pem = self.dir / "ak.pem"
+        pem.write_bytes(parse_public(self.ak_public).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ))  # fmt: skip
+        return ["--bundle", str(self.bundle()), "--ak", str(pem)]
+
     def policy_args(self) -> list[str]:
         args = []
         for nf, files in FILES.items():
@@ -91,8 +99,8 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]
 
 
 def test_clean_bundle_is_trusted(capture: Capture, capsys: pytest.CaptureFixture[str]) -> None:
-    code, result = _run(["verify", "evidence", "--bundle", str(capture.bundle()),
-                         *capture.policy_args()], capsys)  # fmt: skip
+    code, result = _run(["verify", "evidence", *capture.pinned(), *capture.policy_args()],
+                        capsys)  # fmt: skip
     assert code == 0, result
     assert result["trusted"] is True
     assert set(result["pods"]) == {UPF, SMF}
@@ -102,14 +110,27 @@ def test_unknown_file_in_smf_marks_only_that_pod(
     capture: Capture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capture.writer.measure("/usr/bin/nc", b"nc", cgroup_path=systemd_pod_cgroup(SMF, "s1"))
-    code, result = _run(["verify", "evidence", "--bundle", str(capture.bundle()),
-                         *capture.policy_args()], capsys)  # fmt: skip
+    code, result = _run(["verify", "evidence", *capture.pinned(), *capture.policy_args()],
+                        capsys)  # fmt: skip
     assert code == 1
     assert result["failures"] == []
     assert result["pods"][UPF]["trusted"] is True
     (failure,) = result["pods"][SMF]["failures"]
     assert failure["id"] == "ima.policy.unknown_file"
     assert failure["path"] == "/usr/bin/nc"
+
+
+def test_a_bundle_without_a_pinned_ak_is_not_trusted(
+    capture: Capture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anyone can start a TPM (swtpm is one command), quote a clean log with it and put that AK
+    in a bundle: the bundle's own AK proves the quote is consistent, not which node made it."""
+    code, result = _run(["verify", "evidence", "--bundle", str(capture.bundle()),
+                         *capture.policy_args()], capsys)  # fmt: skip
+    assert code == 1, result
+    assert result["trusted"] is False
+    assert [f["id"] for f in result["failures"]] == ["quote.ak_not_pinned"]
+    assert "--ak" in result["failures"][0]["message"]
 
 
 def test_pinned_ak_must_match(capture: Capture, swtpm: SwTpm, capsys: pytest.CaptureFixture[str],
@@ -170,8 +191,8 @@ def test_a_bundle_whose_log_ran_ahead_of_the_quote_is_trusted(
 ) -> None:
     capture.writer.extend = None  # the kernel has logged it, not yet extended PCR 10
     capture.writer.measure("/usr/bin/kubelet", b"kubelet")
-    code, result = _run(["verify", "evidence", "--bundle", str(capture.bundle()),
-                         *capture.policy_args()], capsys)  # fmt: skip
+    code, result = _run(["verify", "evidence", *capture.pinned(), *capture.policy_args()],
+                        capsys)  # fmt: skip
     assert code == 0, result
     assert (result["covered"], result["uncovered"]) == (4, 1)
     assert result["failures"] == []
@@ -186,7 +207,7 @@ def test_a_template_hash_that_is_not_the_data_hash_fails(
     lie = hashlib.sha1(b"some other template data").digest()  # noqa: S324 - the list's column
     capture.writer.measure("/usr/bin/kubelet", b"kubelet", forged_column=lie)
     if fmt == "bundle":
-        argv = ["verify", "evidence", "--bundle", str(capture.bundle())]
+        argv = ["verify", "evidence", *capture.pinned()]
     else:
         log = capture.dir / f"log.{fmt}"
         log.write_bytes(capture.writer.binary() if fmt == "binary" else capture.writer.ascii())
@@ -202,8 +223,8 @@ def test_a_non_utf8_name_is_judged_and_shown_escaped(
     capture: Capture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capture.writer.measure(b"/tmp/\xff", b"true", cgroup_path=systemd_pod_cgroup(SMF, "s1"))
-    code, result = _run(["verify", "evidence", "--bundle", str(capture.bundle()),
-                         *capture.policy_args()], capsys)  # fmt: skip
+    code, result = _run(["verify", "evidence", *capture.pinned(), *capture.policy_args()],
+                        capsys)  # fmt: skip
     assert code == 1
     assert result["failures"] == []
     assert result["pods"][UPF]["trusted"] is True
