@@ -89,7 +89,23 @@ def _register_attestation(p: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"Ed25519 key that signs the verdicts (default: {_d('signing_key')})",
     )
-    g.add_argument("--audit-log", type=Path, help=f"default: {_d('audit_log')}")
+    g.add_argument(
+        "--audit-log",
+        type=Path,
+        help="the audit trail; {identity} in it is replaced by --identity "
+        f"(default: {_d('audit_log')})",
+    )
+    g.add_argument(
+        "--audit-max-bytes",
+        type=int,
+        help=f"rotate the audit file before this size (default: {_d('audit_max_bytes')})",
+    )
+    g.add_argument(
+        "--audit-checkpoint-interval",
+        type=float,
+        help="seconds between signed, published checkpoints of the audit trail "
+        f"(default: {_d('audit_checkpoint_interval')})",
+    )
     g.add_argument(
         "--interval",
         type=float,
@@ -205,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     from attestation.adapters.kube import Kube, load_api_client
     from attestation.core.policy import PolicyError
     from attestation.core.signing import SigningError
-    from attestation.verifier.auditlog import AuditChainBroken
+    from attestation.verifier.auditlog import AuditChainBroken, AuditLogBusy
     from attestation.verifier.main import run as run_verifier
 
     setup_logging()
@@ -216,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     kube = Kube(load_api_client(getattr(args, "kubeconfig", None)))
     try:
         asyncio.run(run_verifier(settings, kube))
-    except (PolicyError, SigningError, AuditChainBroken, OSError) as e:
+    except (PolicyError, SigningError, AuditChainBroken, AuditLogBusy, OSError) as e:
         return fail(f"verifier: {e}")
     finally:
         kube.close()

@@ -12,6 +12,7 @@ from typing import Final, Literal, get_args
 __all__ = [
     "AGENT_SELECTOR",
     "APPROVED_EK_FIELD",
+    "AUDIT_HEAD_ANNOTATION",
     "ATTESTED_LABEL",
     "CORE_NODE_LABEL",
     "GROUP",
@@ -73,6 +74,9 @@ NODE_RESTRICTION_PREFIX: Final = "node-restriction.kubernetes.io/"
 CORE_NODE_LABEL: Final = f"{NODE_RESTRICTION_PREFIX}trustgate-5g-core"
 #: The agent DaemonSet's pods (how the verifier finds each node's agent).
 AGENT_SELECTOR: Final = "app.kubernetes.io/name=trustgate-agent"
+#: Annotation on the Lease ``trustgate-audit-<identity>`` holding that verifier replica's newest
+#: signed audit checkpoint (JSON): the head `trustgate audit verify --head cluster` compares.
+AUDIT_HEAD_ANNOTATION: Final = f"{PREFIX}audit-head"
 #: Kubernetes' own: a mirror pod's annotation holding its static pod's uid (what its cgroup says).
 MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
 

@@ -16,7 +16,7 @@ from attestation.core.clock import Clock, utcnow
 from attestation.core.names import CORE_NODE_LABEL, NODE_RESTRICTION_PREFIX
 from attestation.core.nodeselection import parse_selector, unrestricted_keys
 from attestation.core.signing import load_private_key_pem
-from attestation.verifier.auditlog import AuditLog
+from attestation.verifier.audithead import close_audit, keep_checkpointing, open_audit
 from attestation.verifier.controller import Verifier
 from attestation.verifier.leader import LeaderElector
 from attestation.verifier.metrics import VerifierMetrics
@@ -48,7 +48,7 @@ async def run(
     signing_key = load_private_key_pem(settings.signing_key.read_bytes())
     policies = load_policy_dir(settings.policies)
     ek_ca_bundle = settings.ek_ca_bundle.read_bytes()
-    audit = AuditLog(settings.audit_log, clock=clock)
+    audit, heads = await asyncio.to_thread(open_audit, settings, kube, signing_key, clock)
     if audit.recovered_torn_tail:
         log.warning(
             "audit log %s: the last record was torn by a crash (%d bytes); kept and chained",
@@ -90,6 +90,8 @@ async def run(
         )
     )
     tasks = [asyncio.create_task(server.serve(), name="verifier-server")]
+    checkpoints = keep_checkpointing(audit, heads, settings.audit_checkpoint_interval, stop)
+    tasks.append(asyncio.create_task(checkpoints, name="audit-checkpoints"))
     if elector is not None:
         tasks.append(asyncio.create_task(elector.run(stop), name="leader-election"))
         tasks.append(asyncio.create_task(_follow_leadership(elector, verifier, stop)))
@@ -106,7 +108,7 @@ async def run(
         await asyncio.gather(*others, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(serving, 5)
-        audit.close()
+        await asyncio.to_thread(close_audit, audit, heads)
 
 
 def _warn_about_selector(selector: str) -> None:

@@ -45,7 +45,14 @@ class VerifierSettings:
     signing_key: Path = Path("/etc/trustgate/signing/key.pem")
     #: Directory of runtime policies (YAML/JSON, ours or Keylime's), one per network function.
     policies: Path = Path("/etc/trustgate/policies")
+    #: The hash-chained audit trail; ``{identity}`` in it becomes this replica's identity (one
+    #: file per replica on a shared volume: a file has one writer, docs/audit.md).
     audit_log: Path = Path("/var/lib/trustgate/audit.jsonl")
+    #: A file rotates before it passes this size (``<file>.<first record>``, chained on).
+    audit_max_bytes: int = 64 * 1024 * 1024
+    #: Seconds between signed checkpoints of the trail's head (and their publication on the
+    #: Lease ``trustgate-audit-<identity>``); records younger than this are covered by none.
+    audit_checkpoint_interval: float = 10.0
     remediation: RemediationMode = "evict-then-delete"
     #: After this many seconds of PodDisruptionBudget refusals (HTTP 429), delete the pod.
     eviction_deadline: float = 30.0

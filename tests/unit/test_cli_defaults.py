@@ -105,6 +105,7 @@ def test_every_verifier_flag_reaches_its_field() -> None:
         "none", "--unknown-grace", "1", "--listen", "127.0.0.1:1", "--tls-cert", "/c",
         "--tls-key", "/k", "--namespace", "ns", "--identity", "me", "--no-leader-election",
         "--lease-duration", "1", "--non-nf-pods", "host-policy",
+        "--audit-max-bytes", "1", "--audit-checkpoint-interval", "1",
     ]  # fmt: skip
     settings = verifier.settings_from(_parse(*argv), {})
     defaults = VerifierSettings()
