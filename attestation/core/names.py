@@ -30,6 +30,7 @@ __all__ = [
     "RUNTIME_POLICY_API_VERSION",
     "RUNTIME_POLICY_KIND",
     "SCHEDULING_GATE",
+    "SYSTEM_NODE_LABEL",
     "TRUST_STATE_ANNOTATION",
     "UNTRUSTED_TAINT",
     "VERSION",
@@ -72,6 +73,10 @@ NODE_RESTRICTION_PREFIX: Final = "node-restriction.kubernetes.io/"
 #: Node label marking the 5G core nodes (``true``): the agent DaemonSet's nodeSelector and the
 #: verifier's ``--node-selector`` in the manifests. Set by an administrator, never the kubelet.
 CORE_NODE_LABEL: Final = f"{NODE_RESTRICTION_PREFIX}trustgate-5g-core"
+#: Node label (``true``) and NoSchedule taint of the nodes an administrator set aside for the
+#: verifier and the webhook (their Deployments' required node affinity and toleration): a kubelet
+#: cannot put its own node into that pool, so root on a worker cannot draw the signing key to it.
+SYSTEM_NODE_LABEL: Final = f"{NODE_RESTRICTION_PREFIX}trustgate-system"
 #: The agent DaemonSet's pods (how the verifier finds each node's agent).
 AGENT_SELECTOR: Final = "app.kubernetes.io/name=trustgate-agent"
 #: Annotation on the Lease ``trustgate-audit-<identity>`` holding that verifier replica's newest

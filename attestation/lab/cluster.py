@@ -277,12 +277,12 @@ class LabCluster:
 
 
 def install_manifests(plane: ControlPlane) -> None:
-    """Namespace, CRDs and RBAC from manifests/, server-side applied (the one install path of
-    the demo, the tests and the benches)."""
+    """Namespace, CRDs, RBAC and the admission policies that narrow it, from manifests/,
+    server-side applied (the one install path of the demo, the tests and the benches)."""
     m = manifests_dir()
     plane.kubectl(
         "apply", "--server-side", "-f", str(m / "namespace.yaml"), "-f", str(m / "crds"),
-        "-f", str(m / "rbac.yaml"),
+        "-f", str(m / "rbac.yaml"), "-f", str(m / "admission-policies.yaml"),
     )  # fmt: skip
     plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=30s",

@@ -38,6 +38,8 @@ CONTROLLERS = (
     "deployment-controller",
     "disruption-controller",
     "root-ca-certificate-publisher-controller",
+    # Type-checks trustgate's ValidatingAdmissionPolicies (status.typeChecking).
+    "validatingadmissionpolicy-status-controller",
 )
 
 
@@ -301,9 +303,10 @@ class ControlPlane:
         cpu: str = "16",
         memory: str = "64Gi",
         pods: str = "110",
+        taints: Sequence[Mapping[str, str]] = (),
     ) -> None:
-        """Register a Node the scheduler will use: Ready, with capacity, and without the
-        not-ready taint that TaintNodesByCondition puts on every new node."""
+        """Register a Node the scheduler will use: Ready, with capacity, with ``taints`` and
+        without the not-ready taint that TaintNodesByCondition puts on every new node."""
         capacity = {"cpu": cpu, "memory": memory, "pods": pods}
         self.request(
             "POST",
@@ -351,7 +354,7 @@ class ControlPlane:
             t
             for t in node["spec"].get("taints") or []
             if t["key"] != "node.kubernetes.io/not-ready"
-        ]
+        ] + [dict(t) for t in taints]
         self.request(
             "PATCH",
             f"/api/v1/nodes/{name}",

@@ -28,6 +28,7 @@ SHIPPED = {
     "AGENT_SELECTOR": "app.kubernetes.io/name=trustgate-agent",
     "NODE_RESTRICTION_PREFIX": "node-restriction.kubernetes.io/",
     "CORE_NODE_LABEL": "node-restriction.kubernetes.io/trustgate-5g-core",
+    "SYSTEM_NODE_LABEL": "node-restriction.kubernetes.io/trustgate-system",
     "MIRROR_ANNOTATION": "kubernetes.io/config.mirror",
     "NODE_STATES": ("Trusted", "Untrusted", "Pending", "Unknown"),
     "POD_STATES": ("trusted", "untrusted", "pending", "unknown"),
