@@ -204,3 +204,28 @@ def test_a_new_trail_notes_the_head_it_replaces(tmp_path: Path) -> None:
     report = verify_trail(_trail(path), KEYS)
     assert report.ok
     assert "abandoned or its file lost" in report.notes[0]
+
+
+def test_cli_verify_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """0 verified, 1 tampered (each finding on stderr), 2 unusable input."""
+    from attestation.cli.main import main
+    from attestation.core.signing import public_key_to_pem
+
+    path, pub, head_file = tmp_path / "audit.jsonl", tmp_path / "pub.pem", tmp_path / "head.json"
+    pub.write_bytes(public_key_to_pem(KEY.public_key()))
+    head = _write(path, 4).last_checkpoint
+    head_file.write_text(json.dumps(head))
+    key = ["--key", str(pub)]
+    assert main(["audit", "verify", str(path), *key, "--head", f"@{head_file}"]) == 0
+    assert json.loads(capsys.readouterr().out)["publishedHead"]["seq"] == 5
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-2]))
+    assert main(["audit", "verify", str(path), *key, "--head", f"@{head_file}"]) == 1
+    err = capsys.readouterr().err
+    assert "audit.head_dropped: the published head is record 5" in err
+    assert main(["audit", "verify", str(path), "--key", str(path)]) == 2
+    assert "--key: not a PEM public key" in capsys.readouterr().err
+    assert main(["audit", "verify", str(path), "--head", "{"]) == 2
+    assert "--head: published head is not JSON" in capsys.readouterr().err
+    bad = tmp_path / "kubeconfig"
+    bad.write_text("not: a kubeconfig")
+    assert main(["audit", "verify", str(path), "--head", "cluster", "--kubeconfig", str(bad)]) == 2
