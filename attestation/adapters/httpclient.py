@@ -20,6 +20,7 @@ import contextlib
 import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
@@ -45,13 +46,18 @@ _IDLE_PER_PEER: Final = 2
 FailureKind = Literal["unreachable", "timeout", "bad_response", "too_large"]
 
 
-def unverified_tls() -> ssl.SSLContext:
+def unverified_tls(
+    client_cert: Path | None = None, client_key: Path | None = None
+) -> ssl.SSLContext:
     """TLS that encrypts but does not authenticate the peer: for callers whose answers
     authenticate themselves (a TPM quote over the caller's nonce) or do not matter (a push
-    notification, a readiness probe)."""
+    notification, a readiness probe). With ``client_cert``/``client_key`` it presents that
+    certificate, for peers that admit only callers they know (the agents admit the verifier)."""
     tls = ssl.create_default_context()
     tls.check_hostname = False
     tls.verify_mode = ssl.CERT_NONE
+    if client_cert is not None:
+        tls.load_cert_chain(client_cert, client_key)
     return tls
 
 

@@ -1,5 +1,10 @@
 """The node agent's HTTP API (FastAPI): identity, credential activation, evidence.
 
+Who may call: with ``--client-ca`` (the manifests) only a caller presenting a certificate from
+that CA, the verifier: anyone else fails the TLS handshake, before any HTTP or TPM work
+(``cli.agent``). TPM work (quotes, activations) runs one at a time with a short queue; a request
+that finds the queue full gets a 503 at once instead of waiting behind others.
+
 Every request from outside may be wrong or hostile: bodies are capped and decoded by
 ``core.evidence``, bad ones get a 400 naming the field; a TPM failure is a 503 carrying
 the decoded TSS return code; nothing a caller sends can stop the agent.
@@ -24,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from attestation.adapters.httpclient import HttpClient, unverified_tls
 from attestation.agent import log as imalog
+from attestation.agent.pushkey import PushKey
 from attestation.agent.settings import AgentSettings
 from attestation.agent.tpm import AkBlob, Tpm, TpmError
 from attestation.core.evidence import (
@@ -49,6 +55,32 @@ _NOTIFY_ANSWER_BYTES = 64 * 1024
 #: Pages of the log read and encoded at once: with ``page_bytes`` this bounds the agent's memory
 #: (a page costs about 4x its size while it is encoded), however many callers ask.
 _PAGES_AT_ONCE = 2
+
+
+class _Busy(Exception):
+    pass
+
+
+class _TpmQueue:
+    """TPM commands one at a time (a TPM executes one command at a time anyway), at most
+    ``waiting`` callers queued behind the running one, served in arrival order; a caller past
+    that is refused at once (503) rather than queued without bound."""
+
+    def __init__(self, waiting: int) -> None:
+        self._lock = asyncio.Lock()
+        self._waiting = waiting
+        self._queued = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._queued > self._waiting:
+            raise _Busy
+        self._queued += 1
+        try:
+            async with self._lock:
+                yield
+        finally:
+            self._queued -= 1
 
 
 def _problem(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -112,20 +144,29 @@ def create_app(settings: AgentSettings, *, tpm: Tpm | None = None) -> FastAPI:
         registry=registry,
     )
     enrolled: list[_Enrolled] = []  # filled once by the lifespan
-    lifespan = _lifespan(settings, tpm, log_file, enrolled)
+    key = PushKey(settings.state_dir / "push.key")
+    lifespan = _lifespan(settings, tpm, log_file, enrolled, key)
     app = FastAPI(title="trustgate agent", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(_attestation_routes(settings, log_file, enrolled, requests))
+    app.include_router(_attestation_routes(settings, log_file, enrolled, requests, key))
     app.include_router(_probe_routes(registry))
     return app
 
 
 def _lifespan(
-    settings: AgentSettings, tpm: Tpm, log_file: imalog.ImaLogFile, enrolled: list[_Enrolled]
+    settings: AgentSettings,
+    tpm: Tpm,
+    log_file: imalog.ImaLogFile,
+    enrolled: list[_Enrolled],
+    key: PushKey,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.client_ca is None:
+            log.warning(
+                "no --client-ca: anyone who reaches port %d may ask for quotes", settings.port
+            )
         enrolled.append(await _enroll(tpm, settings))
-        async with _pushing(settings, log_file):
+        async with _pushing(settings, log_file, key):
             yield
 
     return lifespan
@@ -145,8 +186,12 @@ async def _enroll(tpm: Tpm, settings: AgentSettings) -> _Enrolled:
 
 
 @contextlib.asynccontextmanager
-async def _pushing(settings: AgentSettings, log_file: imalog.ImaLogFile) -> AsyncIterator[None]:
-    """While the agent runs, tell the verifier whenever the log grows (if ``notify_url`` is set)."""
+async def _pushing(
+    settings: AgentSettings, log_file: imalog.ImaLogFile, key: PushKey
+) -> AsyncIterator[None]:
+    """While the agent runs, tell the verifier whenever the log grows (if ``notify_url`` is set),
+    signed with the push key of the latest activation (``core.pushauth``): the verifier acts
+    only on pushes for a node signed with that node's key. None before the first activation."""
     if not settings.notify_url:
         yield
         return
@@ -162,8 +207,11 @@ async def _pushing(settings: AgentSettings, log_file: imalog.ImaLogFile) -> Asyn
     )
     notify_url = settings.notify_url
 
-    async def push(end: int) -> None:
-        body = json.dumps({"node": settings.node_name, "end": end}).encode()
+    async def push(_end: int) -> None:
+        payload = key.sign(settings.node_name)
+        if payload is None:
+            return  # not enrolled yet: the verifier would refuse it
+        body = json.dumps(payload).encode()
         await client.request("POST", notify_url, "", body, _NOTIFY_ANSWER_BYTES)
 
     task = asyncio.create_task(imalog.watch(log_file, settings.watch_interval, push))
@@ -181,11 +229,19 @@ def _attestation_routes(
     log_file: imalog.ImaLogFile,
     enrolled: list[_Enrolled],
     requests: Counter,
+    key: PushKey,
 ) -> APIRouter:
     """Identity, credential activation and evidence: what the verifier asks of the agent."""
     router = APIRouter()
     cap = settings.max_body_bytes
     pages = asyncio.Semaphore(_PAGES_AT_ONCE)
+    tpm_queue = _TpmQueue(settings.tpm_queue)
+
+    def activate_and_keep(blob: bytes, secret: bytes) -> bytes:
+        recovered = enrolled[0].tpm.activate_credential(blob, secret)
+        key.activated(recovered)
+        return recovered
+
     page = functools.partial(
         log_file.read_page, max_bytes=settings.page_bytes, column_size=settings.log_column_size
     )
@@ -199,10 +255,14 @@ def _attestation_routes(
     async def activate(request: Request) -> JSONResponse:
         try:
             blob, secret = decode_activate_request(await _json_body(request, cap))
-            recovered = await asyncio.to_thread(enrolled[0].tpm.activate_credential, blob, secret)
+            async with tpm_queue.slot():
+                recovered = await asyncio.to_thread(activate_and_keep, blob, secret)
         except (EvidenceFormatError, ValueError) as e:
             requests.labels("activate", "400").inc()
             return _problem(400, str(e))
+        except _Busy:
+            requests.labels("activate", "503").inc()
+            return _problem(503, "busy: too many TPM requests waiting")
         except TpmError as e:
             requests.labels("activate", "503").inc()
             return _problem(503, str(e), tpmReturnCode=e.rc)
@@ -217,9 +277,12 @@ def _attestation_routes(
             requests.labels("evidence", "400").inc()
             return _problem(400, str(e))
         try:
-            async with pages:
+            async with tpm_queue.slot(), pages:
                 found = await asyncio.to_thread(_collect, enrolled[0].tpm, page, query)
                 answer = JSONResponse(encode_evidence(found))
+        except _Busy:
+            requests.labels("evidence", "503").inc()
+            return _problem(503, "busy: too many TPM requests waiting")
         except TpmError as e:
             requests.labels("evidence", "503").inc()
             return _problem(503, str(e), tpmReturnCode=e.rc)

@@ -30,6 +30,11 @@ class AgentSettings:
     port: int = 9443
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: CA bundle of the certificates callers must present (the verifier's client certificate);
+    #: with it, a caller without one fails the TLS handshake. None: anyone may call (a warning).
+    client_ca: Path | None = None
+    #: Requests that may wait for the TPM behind the one it runs; more get a 503 at once.
+    tpm_queue: int = 8
     #: Where to tell the verifier that the log grew (push); None disables push.
     notify_url: str | None = None
     #: How often the log is checked for new entries. securityfs files have no size and no

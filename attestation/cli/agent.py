@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,18 @@ def register(sub: Any) -> None:
     p.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (default: HTTP)")
     p.add_argument("--tls-key", type=Path, help="the certificate's key")
     p.add_argument(
+        "--client-ca",
+        type=Path,
+        help="serve only callers presenting a certificate issued by this CA (the verifier's "
+        "client certificate; needs --tls-cert). Default: anyone may call (a warning)",
+    )
+    p.add_argument(
+        "--tpm-queue",
+        type=int,
+        help="requests that may wait for the TPM; more get a 503 at once "
+        f"(default: {_d('tpm_queue')})",
+    )
+    p.add_argument(
         "--notify-url",
         help="the verifier's /v1/notify URL for push on log growth "
         "(default: $TRUSTGATE_NOTIFY_URL, else no push)",
@@ -95,6 +108,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> AgentSett
         raise UsageError("--node (or $NODE_NAME) is required")
     if ("tls_cert" in options) != ("tls_key" in options):
         raise UsageError("--tls-cert and --tls-key go together")
+    if "client_ca" in options and "tls_cert" not in options:
+        raise UsageError("--client-ca needs --tls-cert and --tls-key (client certificates are TLS)")
+    if options.get("tpm_queue", 1) < 0:
+        raise UsageError("--tpm-queue must be 0 or more")
     page = options.get("page_bytes", MIN_PAGE_BYTES)
     if not MIN_PAGE_BYTES <= page <= MAX_PAGE_BYTES:
         raise UsageError(f"--page-bytes must be between {MIN_PAGE_BYTES} and {MAX_PAGE_BYTES}")
@@ -116,9 +133,15 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging()
     settings = settings_from(args, os.environ)
+    if settings.client_ca is not None and not settings.client_ca.is_file():
+        raise UsageError(f"--client-ca {settings.client_ca} does not exist")
+    # With a client CA the handshake itself refuses callers without its certificate: nothing
+    # of theirs reaches HTTP parsing or the TPM.
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level="warning",
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        ssl_ca_certs=str(settings.client_ca) if settings.client_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if settings.client_ca else ssl.CERT_NONE,
     )  # fmt: skip
     return 0

@@ -75,6 +75,13 @@ def _register_attestation(p: argparse.ArgumentParser) -> None:
         f"(default: {_d('agent_port')})",
     )
     g.add_argument(
+        "--agent-client-cert",
+        type=Path,
+        help="client certificate presented to agents (issued by the CA of their --client-ca); "
+        "default: none",
+    )
+    g.add_argument("--agent-client-key", type=Path, help="that certificate's key")
+    g.add_argument(
         "--policies", type=Path, help=f"directory of runtime policies (default: {_d('policies')})"
     )
     g.add_argument(
@@ -170,6 +177,13 @@ def _register_serving(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-cert", type=Path, help="serve the push endpoint over TLS (default: HTTP)")
     g.add_argument("--tls-key", type=Path, help="the certificate's key")
     g.add_argument(
+        "--push-rate",
+        type=float,
+        help="signed pushes that wake one node's round per second, --push-burst at once; more "
+        f"are coalesced into one later wake (default: {_d('push_rate')}, {_d('push_burst')})",
+    )
+    g.add_argument("--push-burst", type=float, help="signed pushes that wake a node at once")
+    g.add_argument(
         "--namespace",
         help=f"trustgate's own namespace (default: $POD_NAMESPACE, else {_d('namespace')})",
     )
@@ -203,6 +217,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> VerifierS
             parse_selector(options["node_selector"])
         except SelectorError as e:
             raise UsageError(f"--node-selector: {e}") from e
+    if ("agent_client_cert" in options) != ("agent_client_key" in options):
+        raise UsageError("--agent-client-cert and --agent-client-key go together")
+    if options.get("push_rate", 1.0) <= 0 or options.get("push_burst", 1.0) < 1:
+        raise UsageError("--push-rate must be above 0 and --push-burst at least 1")
     if options.get("eviction_grace", 0) < 0:
         raise UsageError(f"--eviction-grace must be 0 or more seconds, got {args.eviction_grace}")
     env_fallback(options, env, namespace="POD_NAMESPACE")

@@ -35,7 +35,7 @@ from attestation.core.signing import (
 from attestation.lab.controlplane import ControlPlane
 from attestation.lab.kubeconfig import write_kubeconfig
 from attestation.lab.node import SimNode, trustgate_exe
-from attestation.lab.pki import CertificateAuthority
+from attestation.lab.pki import CertFiles, CertificateAuthority
 from attestation.lab.planecerts import kubelet_client
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from attestation.lab.swtpm import LocalCa
@@ -100,6 +100,8 @@ class LabCluster:
         self.plane = plane or ControlPlane(workdir / "control-plane", log=log)
         self.node_label = node_label
         self.tls_ca: CertificateAuthority | None = None
+        self.client_ca: CertificateAuthority | None = None
+        self.verifier_client: CertFiles | None = None
         self.tpm_ca: LocalCa | None = tpm_ca
         self.nodes: dict[str, SimNode] = {}
         self.verifiers: list[ManagedProcess] = []
@@ -120,6 +122,14 @@ class LabCluster:
         if self._owns_plane:
             self.plane.start()
         self.tls_ca = CertificateAuthority.create(self.workdir / "lab-tls", "trustgate-lab-tls")
+        # Agents serve only the verifier: they trust this CA's client certificates (the
+        # DaemonSet's trustgate-agent-client-ca), the verifier presents one of them.
+        self.client_ca = CertificateAuthority.create(
+            self.workdir / "agent-client-ca", "trustgate-agent-client-ca"
+        )
+        self.verifier_client = self.client_ca.issue(
+            self.workdir / "agent-client-ca", "verifier", "trustgate-verifier", client=True
+        )
         if self.tpm_ca is None:
             self.log("creating the TPM manufacturer's CA (swtpm-localca, private to this lab)")
             self.tpm_ca = LocalCa.create(self.workdir / "tpm-ca")
@@ -137,7 +147,10 @@ class LabCluster:
         assert self.tpm_ca is not None
         assert self.tls_ca is not None
         notify = f"http://127.0.0.1:{self.verifier_port}/v1/notify" if push else None
-        node = SimNode.create(name, self.workdir / "nodes" / name, self.tpm_ca, self.tls_ca, notify)
+        node = SimNode.create(
+            name, self.workdir / "nodes" / name, self.tpm_ca, self.tls_ca, notify,
+            self.client_ca, self.verifier_client,
+        )  # fmt: skip
         node.boot(dict(host_files))
         self.plane.add_node(name, {self.node_label[0]: self.node_label[1]})
         node.start_agent()
@@ -163,6 +176,7 @@ class LabCluster:
         port = self.verifier_port if replica == 0 else free_port()
         audit = self.audit_log if replica == 0 else self.audit_log.with_suffix(f".{replica}.jsonl")
         kubeconfig = service_account_kubeconfig(self.plane, "trustgate-verifier", self.workdir)
+        assert self.verifier_client is not None, "start() first"
         argv = [
             trustgate_exe(), "verifier", "--kubeconfig", str(kubeconfig),
             "--agents", ",".join(f"{n}={self.agent_urls.get(n, node.agent_url)}"
@@ -172,7 +186,9 @@ class LabCluster:
             "--signing-key", str(self.signing_key), "--audit-log", str(audit),
             "--interval", str(interval), "--max-age", str(max_age),
             "--listen", f"127.0.0.1:{port}", "--identity", f"verifier-{replica}",
-            "--namespace", NAMESPACE, "--lease-duration", "6", *extra_args,
+            "--namespace", NAMESPACE, "--lease-duration", "6",
+            "--agent-client-cert", str(self.verifier_client.cert),
+            "--agent-client-key", str(self.verifier_client.key), *extra_args,
         ]  # fmt: skip
         if not leader_election:
             argv.append("--no-leader-election")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from attestation.core.types import HashAlg
 from attestation.lab.ima_writer import ImaWriter, systemd_pod_cgroup
-from attestation.lab.pki import CertificateAuthority
+from attestation.lab.pki import CertFiles, CertificateAuthority
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from attestation.lab.swtpm import LocalCa, SwTpm
 
@@ -37,6 +37,10 @@ class SimNode:
     cert: Path
     key: Path
     notify_url: str | None
+    #: The CA whose client certificates the agent accepts (the verifier's), and the lab
+    #: verifier's certificate from it: what a test needs to call this agent as the verifier.
+    client_ca: Path | None = None
+    verifier_client: CertFiles | None = None
     port: int = field(default_factory=free_port)
     agent: ManagedProcess | None = None
 
@@ -48,6 +52,8 @@ class SimNode:
         tpm_ca: LocalCa,
         tls_ca: CertificateAuthority,
         notify_url: str | None,
+        client_ca: CertificateAuthority | None = None,
+        verifier_client: CertFiles | None = None,
     ) -> SimNode:
         workdir.mkdir(parents=True, exist_ok=True)
         tpm = SwTpm(tpm_ca, workdir / "tpm")
@@ -58,7 +64,10 @@ class SimNode:
         files = tls_ca.issue(
             workdir / "tls", "agent", name, ip_addresses=("127.0.0.1",), server=True
         )
-        return cls(name, workdir, tpm, writer, files.cert, files.key, notify_url)
+        trusted = client_ca.files.cert if client_ca else None
+        return cls(
+            name, workdir, tpm, writer, files.cert, files.key, notify_url, trusted, verifier_client
+        )
 
     @property
     def agent_url(self) -> str:
@@ -85,6 +94,8 @@ class SimNode:
         ]  # fmt: skip
         if self.notify_url:
             argv += ["--notify-url", self.notify_url]
+        if self.client_ca:
+            argv += ["--client-ca", str(self.client_ca)]
         self.agent = ManagedProcess(f"agent-{self.name}", argv, self.workdir / "agent.log")
         self.agent.start()
         self.agent.wait_until(lambda: tcp_open("127.0.0.1", self.port), 30, "agent listening")

@@ -2,9 +2,11 @@
 
 The agent is outside the trust boundary: the evidence it returns authenticates itself (the quote
 is signed by an AK bound to the TPM's EK), so TLS here gives confidentiality, not trust, and the
-agent's serving certificate is not verified. What the agent can still do is be slow, hang, or
-send garbage or huge bodies: every call ends within a deadline, bodies are capped while they
-arrive (:mod:`attestation.adapters.httpclient`), and each way of failing becomes a
+agent's serving certificate is not verified. The other way round the agent does check: with
+``--agent-client-cert`` the verifier presents a client certificate, and agents started with
+``--client-ca`` serve nobody else (docs/agent-api.md). What the agent can still do is be slow,
+hang, or send garbage or huge bodies: every call ends within a deadline, bodies are capped
+while they arrive (:mod:`attestation.adapters.httpclient`), and each way of failing becomes a
 :class:`CollectorError` with a stable failure id.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from attestation.adapters.httpclient import HttpClient, HttpClientError, unverified_tls
@@ -30,6 +33,7 @@ from attestation.core.evidence import (
     encode_evidence_request,
     encode_log_request,
 )
+from attestation.verifier.settings import VerifierSettings
 
 __all__ = ["AgentClient", "CollectorError"]
 
@@ -62,8 +66,11 @@ class AgentClient:
         timeout: float = 5.0,
         connect_timeout: float = 1.0,
         max_agents: int = _MAX_AGENTS,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
     ) -> None:
-        tls = unverified_tls()  # confidentiality only, see the module doc
+        # Confidentiality only, see the module doc; the client certificate proves who we are.
+        tls = unverified_tls(client_cert, client_key)
         # ``timeout`` bounds each call, first byte to last: an agent that sends a byte every
         # second must not hold its node's round forever (its last verdict would never give way
         # to Unknown).
@@ -73,6 +80,14 @@ class AgentClient:
             connect_timeout=connect_timeout,
             max_peers=max_agents,
             user_agent="trustgate-verifier",
+        )
+
+    @classmethod
+    def for_settings(cls, settings: VerifierSettings) -> AgentClient:
+        return cls(
+            timeout=settings.agent_timeout,
+            client_cert=settings.agent_client_cert,
+            client_key=settings.agent_client_key,
         )
 
     async def aclose(self) -> None:

@@ -49,6 +49,7 @@ from attestation.verifier.nodeworker import NodeWorker, run_node
 from attestation.verifier.otherpods import NodePods, OtherPods, catch_up
 from attestation.verifier.paged import Judge, judge_pages
 from attestation.verifier.publisher import Publisher
+from attestation.verifier.pushgate import PushGate
 from attestation.verifier.scope import NodeScope
 from attestation.verifier.settings import VerifierSettings
 
@@ -75,6 +76,7 @@ class Verifier:
         metrics: VerifierMetrics,
         *,
         clock: Clock = utcnow,
+        push_gate: PushGate | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -85,8 +87,8 @@ class Verifier:
         self._clock = clock
         self._check_log = select(settings.native)
         self.workers: dict[str, NodeWorker] = {}
-        self.client = AgentClient(timeout=settings.agent_timeout)
-        self._enroller = Enroller(self.client, publisher, ek_ca_bundle, clock)
+        self.client = AgentClient.for_settings(settings)
+        self._enroller = Enroller(self.client, publisher, ek_ca_bundle, clock, push_gate)
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._stop = asyncio.Event()
         self._active = asyncio.Event()  # leader (or no election)

@@ -16,10 +16,12 @@ from attestation.core import enroll as core_enroll
 from attestation.core.checkpoint import resume
 from attestation.core.clock import Clock
 from attestation.core.evidence import Identity
+from attestation.core.pushauth import push_key
 from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import AttestationState, PodInfo
 from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.publisher import Publisher
+from attestation.verifier.pushgate import PushGate
 
 __all__ = ["Enrolled", "Enroller"]
 
@@ -34,12 +36,19 @@ class Enrolled:
 
 class Enroller:
     def __init__(
-        self, client: AgentClient, publisher: Publisher, ek_ca_bundle: bytes, clock: Clock
+        self,
+        client: AgentClient,
+        publisher: Publisher,
+        ek_ca_bundle: bytes,
+        clock: Clock,
+        push_gate: PushGate | None = None,
     ) -> None:
         self.client = client
         self.publisher = publisher
         self.ek_ca_bundle = ek_ca_bundle
         self._clock = clock
+        #: Where a successful enrollment installs the node's push key (core.pushauth).
+        self.push_gate = push_gate
 
     async def enroll(
         self,
@@ -57,7 +66,7 @@ class Enroller:
         caught. A failure is published (Untrusted, judged with ``pods()``) with its ``enroll.*``
         id, and None returned. Raises CollectorError when the agent fails us."""
         identity = identity or await self.client.identity(url)
-        failures, ak_name = await self._prove(node, url, identity)
+        failures, ak_name, secret = await self._prove(node, url, identity)
         binding = None if failures else await self._bind(node, identity.ek_public)
         if binding is None or binding.failures:
             failures += binding.failures if binding else ()
@@ -65,6 +74,10 @@ class Enroller:
             await self.publisher.publish(node, verdict, pods(), ak_name)
             return None
         kept = keep is not None and binding.same_ek
+        if self.push_gate is not None:
+            # Only the TPM that activated the credential knows this secret: the agent derived
+            # the same key when it did, and signs its pushes with it from now on.
+            self.push_gate.install(node, push_key(secret))
         state = AttestationState(ak_public=identity.ak_public)
         if keep is not None and kept:
             state = dataclasses.replace(keep, ak_public=identity.ak_public)
@@ -103,8 +116,11 @@ class Enroller:
             return None
         return identity if changed else None
 
-    async def _prove(self, node: str, url: str, identity: Identity) -> tuple[list[Failure], bytes]:
-        """The agent's identity checks and the credential activation: (failures, AK name)."""
+    async def _prove(
+        self, node: str, url: str, identity: Identity
+    ) -> tuple[list[Failure], bytes, bytes]:
+        """The agent's identity checks and the credential activation: (failures, AK name, the
+        credential's secret, which the push key derives from)."""
         failures: list[Failure] = []
         if identity.node != node:
             why = f"the agent says it is {identity.node!r}, not {node!r}"
@@ -116,9 +132,9 @@ class Enroller:
             failures += core_enroll.check_ak(identity.ak_public)
             ak_name = core_enroll.ak_name(identity.ak_public)
         except core_enroll.EnrollParseError as e:
-            return [*failures, Failure("enroll.malformed", str(e))], b""
+            return [*failures, Failure("enroll.malformed", str(e))], b"", b""
         if failures:
-            return failures, ak_name
+            return failures, ak_name, b""
         secret = os.urandom(32)
         credential = core_enroll.make_credential(identity.ek_public, ak_name, secret)
         try:
@@ -129,7 +145,7 @@ class Enroller:
             if e.failure_id != "agent.http_error":
                 raise
             returned = b""
-        return list(core_enroll.check_activation(secret, returned)), ak_name
+        return list(core_enroll.check_activation(secret, returned)), ak_name, secret
 
     async def _bind(self, node: str, ek_public: bytes) -> core_enroll.EkBinding:
         """Bind ``node`` to the EK its TPM just proved, or say why not. The operator's approval

@@ -22,6 +22,7 @@ from attestation.verifier.leader import LeaderElector
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.policies import load_policy_dir, publish_policy_warnings
 from attestation.verifier.publisher import Publisher
+from attestation.verifier.pushgate import PushGate
 from attestation.verifier.server import create_server_app
 from attestation.verifier.settings import VerifierSettings
 
@@ -57,7 +58,10 @@ async def run(
     metrics = VerifierMetrics()
     publish_policy_warnings(policies, metrics.policy_warnings)
     publisher = Publisher(kube, settings, signing_key, audit, metrics, clock=clock)
-    verifier = Verifier(settings, kube, publisher, policies, ek_ca_bundle, metrics, clock=clock)
+    gate = PushGate(settings.push_rate, settings.push_burst)
+    verifier = Verifier(
+        settings, kube, publisher, policies, ek_ca_bundle, metrics, clock=clock, push_gate=gate
+    )
     log.info(
         "verifier %s: %d policies (%s), host policy %s, interval %.1fs, max age %.1fs",
         settings.identity, len(policies.by_network_function),
@@ -81,7 +85,7 @@ async def run(
 
     server = EmbeddedServer(
         uvicorn.Config(
-            create_server_app(verifier.push, metrics, ready),
+            create_server_app(verifier.push, metrics, ready, gate),
             host=settings.listen_host,
             port=settings.listen_port,
             log_level="warning",

@@ -42,6 +42,12 @@ class VerifierMetrics:
         self.pushes = Counter(
             "trustgate_push_notifications", "Log-growth notifications from agents", registry=r
         )
+        self.push_refusals = Counter(
+            "trustgate_push_refusals",
+            "Push notifications refused, by reason (push.bad_mac, push.replayed, ...)",
+            ["reason"],
+            registry=r,
+        )
         self.policy_warnings = Gauge(
             "trustgate_policy_warnings",
             "Warnings about a loaded runtime policy (an exclude covering a writable place)",

@@ -37,6 +37,14 @@ class VerifierSettings:
     agents: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: Port of the agent DaemonSet (hostNetwork) when agents are discovered from its pods.
     agent_port: int = 9443
+    #: The client certificate (and key) the verifier presents to agents, issued by the CA the
+    #: agents trust (their ``--client-ca``): agents started with one serve nobody else.
+    agent_client_cert: Path | None = None
+    agent_client_key: Path | None = None
+    #: Accepted pushes (signed by the node's push key) wake a node's round at most this often
+    #: a second, ``push_burst`` at once; more are coalesced into one deferred wake.
+    push_rate: float = 5.0
+    push_burst: float = 5.0
     #: Namespace of trustgate itself (agent pods, the leader Lease, Events about itself).
     namespace: str = "trustgate-system"
     #: PEM bundle of the CAs that issue TPM EK certificates (vendors' CAs; swtpm's in tests).

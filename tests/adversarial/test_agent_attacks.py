@@ -12,12 +12,16 @@ stay Trusted, fresh and untouched through every attack.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from attestation.agent.tpm import Tpm
@@ -97,6 +101,7 @@ def env(
                 hostile_from_start.get(name, "pass"),
                 other=nodes[PEER].agent_url,
                 impersonate=other,
+                client=nodes[name].verifier_client,  # the agents serve only the verifier
             )
             proxies[name] = proxy
             out[name] = proxy_stack.enter_context(proxy.running())
@@ -268,6 +273,49 @@ def _goes_unknown_alone(
     _neighbours_untouched(env)
     stop()
     wait_state(env.lab, node, "Trusted")
+
+
+# -- callers other than the verifier ---------------------------------------------------------------
+
+
+def _evidence_loop(url: str, until: float, outcomes: collections.Counter[str]) -> None:
+    """One caller on the node's host network asking the agent for quotes as fast as it can
+    (its own nonce: no verifier involved), counting what it gets."""
+    body = {"nonce": os.urandom(32).hex(), "pcrs": [0, 1, 2, 3, 4, 5, 6, 7, 10],
+            "banks": ["sha256"], "imaOffset": 0}  # fmt: skip
+    with httpx.Client(base_url=url, verify=False, timeout=5) as client:  # noqa: S501 - an attacker
+        while time.monotonic() < until:
+            try:
+                answer = client.post("/v1/evidence", json=body)
+                outcomes[f"http {answer.status_code}"] += 1
+            except httpx.HTTPError as e:  # refused at the TLS handshake
+                outcomes[type(e).__name__] += 1
+                time.sleep(0.01)
+
+
+def test_callers_other_than_the_verifier_get_no_quotes_and_the_node_stays_trusted(
+    env: Env,
+) -> None:
+    """Root (or any pod) on peer-1's host network runs 64 parallel loops asking its agent for
+    evidence: every one is refused before any TPM work (the agent admits only the verifier's
+    client certificate), the node stays Trusted and fresh, its SMF pod stays."""
+    url = env.lab.nodes[PEER].agent_url
+    outcomes: collections.Counter[str] = collections.Counter()
+    until = time.monotonic() + 2 * MAX_AGE
+    threads = [
+        threading.Thread(target=_evidence_loop, args=(url, until, outcomes), daemon=True)
+        for _ in range(64)
+    ]
+    for t in threads:
+        t.start()
+    worst = watch_freshness(env.lab, PEER, 2 * MAX_AGE - 0.5)
+    for t in threads:
+        t.join(10)
+    print(f"\n64 loops against {PEER}'s agent: {dict(outcomes)}; evidence age <= {worst:.2f}s")
+    assert sum(outcomes.values()) > 64, outcomes  # the loops did run
+    assert not [k for k in outcomes if k.startswith("http ")], outcomes  # not one HTTP answer
+    assert worst < MAX_AGE
+    _neighbours_untouched(env)
 
 
 def test_peer_never_left_trusted(env: Env, mitm: HostileAgent) -> None:

@@ -66,9 +66,10 @@ def env(
     stack = contextlib.ExitStack()
 
     def urls(nodes: Mapping[str, SimNode]) -> dict[str, str]:
-        proxies.append(HostileAgent(nodes[RELAY].agent_url))
+        caller = nodes[RELAY].verifier_client  # the agents serve only the verifier
+        proxies.append(HostileAgent(nodes[RELAY].agent_url, client=caller))
         # reuse-1 never reaches its own TPM: it can only ever enroll the one it is relayed to.
-        proxies.append(HostileAgent(nodes[REUSE].agent_url, "relay", other=NOWHERE))
+        proxies.append(HostileAgent(nodes[REUSE].agent_url, "relay", other=NOWHERE, client=caller))
         return {
             n: stack.enter_context(p.running())
             for n, p in zip((RELAY, REUSE), proxies, strict=True)

@@ -75,7 +75,8 @@ def test_a_deposed_leader_cannot_write_back_its_stale_verdict(
     with contextlib.ExitStack() as stack:
 
         def urls(nodes: Mapping[str, SimNode]) -> dict[str, str]:
-            proxies.append(HostileAgent(nodes["dep-1"].agent_url))
+            node = nodes["dep-1"]
+            proxies.append(HostileAgent(node.agent_url, client=node.verifier_client))
             return {"dep-1": stack.enter_context(proxies[0].running())}
 
         lab = stack.enter_context(

@@ -28,6 +28,8 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from attestation.adapters.httpclient import unverified_tls
+from attestation.lab.pki import CertFiles
 from tests.support.serve import serve
 
 __all__ = ["BlackHole", "HostileAgent", "Impersonation", "Mode"]
@@ -71,6 +73,9 @@ class HostileAgent:
     impersonate: Impersonation = field(default_factory=Impersonation)
     #: Body size for ``huge``.
     huge_bytes: int = 0
+    #: The client certificate the lab's agents admit (the verifier's, ``SimNode.verifier_client``):
+    #: the proxy forwards as the verifier would.
+    client: CertFiles | None = None
     #: Requests seen per (endpoint, mode).
     seen: Counter[tuple[str, str]] = field(default_factory=Counter)
     _recorded: dict[str, Any] | None = None
@@ -100,7 +105,9 @@ class HostileAgent:
 
         @contextlib.asynccontextmanager
         async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-            async with httpx.AsyncClient(verify=False, timeout=10) as c:  # noqa: S501 - the lab's self-issued agent certs
+            # The lab's self-issued agent certificates are not checked (as by the verifier).
+            tls = unverified_tls(self.client.cert, self.client.key) if self.client else False
+            async with httpx.AsyncClient(verify=tls, timeout=10) as c:
                 client.append(c)
                 yield
 

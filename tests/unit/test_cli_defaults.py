@@ -106,6 +106,8 @@ def test_every_verifier_flag_reaches_its_field() -> None:
         "--tls-key", "/k", "--namespace", "ns", "--identity", "me", "--no-leader-election",
         "--lease-duration", "1", "--non-nf-pods", "host-policy",
         "--audit-max-bytes", "1", "--audit-checkpoint-interval", "1",
+        "--agent-client-cert", "/vc", "--agent-client-key", "/vk", "--push-rate", "1",
+        "--push-burst", "2", "--cluster-id", "c1",
     ]  # fmt: skip
     settings = verifier.settings_from(_parse(*argv), {})
     defaults = VerifierSettings()
@@ -123,7 +125,8 @@ def test_every_agent_flag_reaches_its_field() -> None:
         "agent", "--node", "n1", "--tcti", "swtpm:port=1", "--ek-alg", "ecc", "--ima-log", "/l",
         "--state-dir", "/s", "--host", "127.0.0.1", "--port", "1", "--tls-cert", "/c",
         "--tls-key", "/k", "--notify-url", "https://v/v1/notify", "--watch-interval", "1",
-        "--page-bytes", "2097152", "--log-column-size", "32",
+        "--page-bytes", "2097152", "--log-column-size", "32", "--client-ca", "/ca",
+        "--tpm-queue", "1",
     ]  # fmt: skip
     settings = agent.settings_from(_parse(*argv), {})
     defaults = AgentSettings(node_name="")
