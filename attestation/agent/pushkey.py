@@ -42,12 +42,15 @@ class PushKey:
         """A credential was activated: the verifier that made it derives the same key."""
         key = push_key(secret)
         self._key = key
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        tmp.replace(self._path)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+            tmp.replace(self._path)
+        except OSError as e:  # kept in memory: only a restart before re-enrollment loses it
+            log.warning("push key not saved to %s (%s)", self._path, e)
 
     def sign(self, node: str) -> NotifyPayload | None:
         """A push for ``node`` with a counter above every earlier one (the clock's nanoseconds,
