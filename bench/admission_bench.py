@@ -114,6 +114,7 @@ def real_app() -> ASGIApp:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from attestation.core.clock import format_time
+    from attestation.core.nodeattestation import bind
     from attestation.core.signing import public_keys_by_id, sign_status
     from webhook.app import create_app
     from webhook.settings import WebhookSettings
@@ -134,8 +135,12 @@ def real_app() -> ASGIApp:
             "pods": [],
             "sequence": 1,
         }
+        bound = bind(status, "bench-cluster", f"uid-{n}")  # as the verifier signs it
         items.append(
-            {"metadata": {"name": node_name(n)}, "status": sign_status(node_name(n), status, key)}
+            {
+                "metadata": {"name": node_name(n), "uid": f"uid-{n}"},
+                "status": sign_status(node_name(n), bound, key),
+            }
         )
     template = json.loads((VECTORS / "validate-pods-create-upf-0.json").read_text())
     pods = {}
@@ -156,7 +161,11 @@ def real_app() -> ASGIApp:
     def lookup(namespace: str, name: str) -> dict[str, Any] | None:
         return pods.get((namespace, name))
 
-    settings = WebhookSettings(verifier_keys=public_keys_by_id([key.public_key()]))
+    settings = WebhookSettings(
+        verifier_keys=public_keys_by_id([key.public_key()]),
+        cluster_id="bench-cluster",
+        max_verdict_validity=timedelta(hours=2),  # the verdicts above last the whole run
+    )
     return create_app(settings, trust_source=Source(), pod_lookup=lookup)
 
 

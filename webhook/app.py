@@ -28,6 +28,7 @@ from fastapi import Response as HttpResponse
 
 from attestation.adapters.informer import ListWatchSource, list_watch
 from attestation.core.clock import Clock, utcnow
+from attestation.core.nodeattestation import Binding
 from webhook.metrics import Metrics
 from webhook.mutate import mutate
 from webhook.protect import network_function
@@ -65,7 +66,8 @@ def create_app(
     """``trust_source``: the NodeAttestations, watched into the trust view for as long as the app
     runs. ``tls``: the self-managed certificate (``webhook.tls``), prepared before the server
     starts; the lifespan runs its caBundle and renewal checks, and readiness waits for them."""
-    view = TrustView(settings.verifier_keys)
+    binding = Binding(settings.cluster_id, max_validity=settings.max_verdict_validity)
+    view = TrustView(settings.verifier_keys, binding)
     metrics = Metrics()
     decisions = _Decisions(settings, view, pod_lookup, clock)
     lifespan = _lifespan(view, trust_source, settings.watch_retry_seconds, tls)

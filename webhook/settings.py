@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from webhook.certpolicy import CertPolicy
@@ -60,6 +61,11 @@ class WebhookSettings:
 
     verifier_keys: Mapping[str, Ed25519PublicKey]
     verifier_username: str = DEFAULT_VERIFIER_USERNAME
+    #: The cluster a verdict must be signed for; "" reads the kube-system Namespace's uid.
+    cluster_id: str = ""
+    #: The longest validity (expiresAt - verifiedAt) a verdict may claim: 30x the verifier's
+    #: default --max-age, so only a verdict signed to outlive any sane setting is refused.
+    max_verdict_validity: timedelta = timedelta(minutes=5)
     protection: ProtectionRules = field(default_factory=ProtectionRules)
     audit_namespaces: frozenset[str] = frozenset()
     #: ``kubectl debug`` on NF pods (see ``webhook.validate.ValidationPolicy``); refused by default.

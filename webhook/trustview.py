@@ -31,7 +31,13 @@ from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation.core.kubeobject import KubeObject
-from attestation.core.nodeattestation import NodeAttestationError, NodeTrust, node_name, node_trust
+from attestation.core.nodeattestation import (
+    Binding,
+    NodeAttestationError,
+    NodeTrust,
+    node_name,
+    node_trust,
+)
 from attestation.core.types import Failure
 
 __all__ = ["PodCache", "PodLookup", "TrustView"]
@@ -50,8 +56,13 @@ class TrustView:
     """Node name -> ``NodeTrust``. Written by one watch thread, read by the event loop: each
     update is a single dict assignment (atomic under the GIL), a relist swaps the whole dict."""
 
-    def __init__(self, public_keys: Mapping[str, Ed25519PublicKey]) -> None:
+    def __init__(
+        self, public_keys: Mapping[str, Ed25519PublicKey], binding: Binding | None = None
+    ) -> None:
+        """``binding``: what a verdict must be bound to besides its signature (the webhook's
+        cluster, the longest validity it accepts); None only in tests of the signature alone."""
         self._keys = public_keys
+        self._binding = binding
         self._nodes: dict[str, NodeTrust] = {}
         #: Node -> the highest signed sequence taken for it (kept when its object is deleted).
         self._highest: dict[str, int] = {}
@@ -106,7 +117,7 @@ class TrustView:
 
     def _convert(self, obj: KubeObject) -> NodeTrust | None:
         try:
-            entry = node_trust(obj, self._keys)
+            entry = node_trust(obj, self._keys, self._binding)
         except NodeAttestationError as e:
             log.warning("ignoring NodeAttestation: %s", e)
             return None

@@ -157,7 +157,9 @@ def node_refusal(node: str, trust: Mapping[str, NodeTrust], now: datetime) -> st
                 f"node {node} NodeAttestation signature is not from the verifier "
                 f"({entry.defect.message})"
             )
-        return f"node {node} NodeAttestation is unusable: {entry.defect.message}"
+        return (
+            f"node {node} NodeAttestation is unusable ({entry.defect.id}): {entry.defect.message}"
+        )
     if entry.state != "Trusted":
         return f"node {node} is not attested ({entry.state}): {entry.reason or 'no reason given'}"
     if entry.expires_at is None or not now < entry.expires_at:

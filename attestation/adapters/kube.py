@@ -38,6 +38,7 @@ __all__ = [
     "node_path",
     "nodeattestation_path",
     "pod_path",
+    "read_cluster_id",
     "secret_path",
     "webhook_configuration_path",
 ]
@@ -230,6 +231,16 @@ class Kube:
 def pod_path(namespace: str, name: str = "") -> str:
     base = f"/api/v1/namespaces/{namespace}/pods"
     return f"{base}/{name}" if name else base
+
+
+def read_cluster_id(kube: Kube) -> str:
+    """This cluster's identity: the uid of its kube-system Namespace (stable for the cluster's
+    life, different in every cluster). Signed verdicts are bound to it."""
+    obj = kube.get("/api/v1/namespaces/kube-system") or {}
+    uid = (obj.get("metadata") or {}).get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise KubeError("namespace kube-system has no uid: no cluster id (give --cluster-id)", 404)
+    return uid
 
 
 def node_path(name: str = "") -> str:

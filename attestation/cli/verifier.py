@@ -122,6 +122,10 @@ def _register_attestation(p: argparse.ArgumentParser) -> None:
         "--max-age", type=float, help=f"seconds a verdict stays valid (default: {_d('max_age')})"
     )
     g.add_argument(
+        "--cluster-id",
+        help="the cluster every verdict is signed for (default: the kube-system Namespace's uid)",
+    )
+    g.add_argument(
         "--agent-timeout",
         type=float,
         help=f"seconds for one agent call (default: {_d('agent_timeout')})",

@@ -82,6 +82,16 @@ def register(sub: Any) -> None:
         f"({_d(WebhookSettings, 'verifier_username')})",
     )
     p.add_argument(
+        "--cluster-id",
+        help="the cluster verdicts must be signed for (default: the kube-system Namespace's uid)",
+    )
+    p.add_argument(
+        "--max-verdict-validity",
+        type=duration,
+        help="refuse a verdict valid for longer (expiresAt - verifiedAt; "
+        f"{_d(WebhookSettings, 'max_verdict_validity')})",
+    )
+    p.add_argument(
         "--audit-namespace",
         action="append",
         help="namespace where denials become warnings (staged rollout); repeatable (default: none)",
@@ -208,6 +218,15 @@ def _serve(settings: WebhookSettings, kubeconfig: Path | None) -> int:
     kube = Kube(load_api_client(kubeconfig))
     tls_dir: Path | None = None
     try:
+        if not settings.cluster_id:
+            from dataclasses import replace
+
+            from attestation.adapters.kube import read_cluster_id
+
+            try:
+                settings = replace(settings, cluster_id=read_cluster_id(kube))
+            except KubeError as e:
+                return fail(f"webhook: cluster id: {e}")
         tls: SelfManagedTls | None = None
         if settings.self_tls is not None:
             # Private (0700) and on the pod's tmpfs: the root file system is read-only.

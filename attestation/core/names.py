@@ -26,6 +26,7 @@ __all__ = [
     "NODE_STATES",
     "POD_STATES",
     "PREFIX",
+    "PROTECTED_NAMESPACE_LABEL",
     "REASON_ANNOTATION",
     "RUNTIME_POLICY_API_VERSION",
     "RUNTIME_POLICY_KIND",
@@ -61,6 +62,9 @@ ATTESTED_LABEL: Final = f"{PREFIX}attested"
 UNTRUSTED_TAINT: Final = f"{PREFIX}untrusted"
 #: Pod label naming the pod's network function (``amf``, ``smf``, ``upf``, ...).
 NF_LABEL: Final = f"{PREFIX}network-function"
+#: The namespace label that puts a namespace's pods under the webhook (manifests'
+#: namespaceSelector); only such namespaces' NF pods are listed in a node's status.
+PROTECTED_NAMESPACE_LABEL: Final = f"{PREFIX}protected"
 #: Pod annotations written by the verifier.
 TRUST_STATE_ANNOTATION: Final = f"{PREFIX}trust-state"
 LAST_VERIFIED_ANNOTATION: Final = f"{PREFIX}last-verified"

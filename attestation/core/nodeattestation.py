@@ -8,6 +8,12 @@ writes ``status``; everyone else (the webhook, the CLI) reads it and must check 
 ``NodeTrust`` and decide from memory. A status that is unsigned, signed by the wrong key or
 malformed still becomes a ``NodeTrust`` — with ``defect`` set — so the webhook can say why a node
 is refused instead of just "not found".
+
+A verdict is bound to its cluster and its object (payload version 2, ``bind``): the signed
+status names the cluster (kube-system's Namespace uid, or an operator's ``--cluster-id``) and the
+NodeAttestation's ``metadata.uid``. A reader that passes a ``Binding`` refuses a status copied
+from another cluster that shares the key, or onto a NodeAttestation deleted and created again,
+and one that claims a longer validity than it accepts.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NotRequired, TypedDict, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -26,6 +32,8 @@ from attestation.core.signing import verify_status
 from attestation.core.types import Failure
 
 __all__ = [
+    "PAYLOAD_VERSION",
+    "Binding",
     "CheckpointWire",
     "FailureWire",
     "FindingWire",
@@ -36,9 +44,15 @@ __all__ = [
     "PodStatusWire",
     "PodTrust",
     "SignatureWire",
+    "bind",
     "node_name",
     "node_trust",
 ]
+
+
+#: The signed payload's version: 2 carries ``clusterId`` and ``objectUid``; a status without
+#: ``payloadVersion`` is version 1 (unbound, written by a verifier before the binding).
+PAYLOAD_VERSION = 2
 
 
 class NodeAttestationError(ValueError):
@@ -101,6 +115,11 @@ class NodeAttestationStatus(TypedDict):
     pods: list[PodStatusWire]
     sequence: int
     ekDigest: NotRequired[str]
+    podCount: NotRequired[int]
+    podsOmitted: NotRequired[int]
+    payloadVersion: NotRequired[int]
+    clusterId: NotRequired[str]
+    objectUid: NotRequired[str]
     checkpoint: NotRequired[CheckpointWire]
     signature: NotRequired[SignatureWire]
 
@@ -153,6 +172,30 @@ class NodeTrust:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a reader requires of a verdict beyond its signature. ``cluster_id``: the cluster it
+    runs in; ``require_bound``: refuse an unbound (version 1) verdict (the webhook; a verifier
+    taking over still reads an older verifier's, to keep its EK bindings across an upgrade);
+    ``max_validity``: the longest ``expiresAt - verifiedAt`` accepted (None: any)."""
+
+    cluster_id: str
+    require_bound: bool = True
+    max_validity: timedelta | None = None
+
+
+def bind(status: Mapping[str, Any], cluster_id: str, object_uid: str) -> dict[str, Any]:
+    """``status`` bound to its cluster and object: what the verifier signs."""
+    if not cluster_id or not object_uid:
+        raise ValueError("a verdict is bound to a cluster id and an object uid, both non-empty")
+    return {
+        **status,
+        "payloadVersion": PAYLOAD_VERSION,
+        "clusterId": cluster_id,
+        "objectUid": object_uid,
+    }
+
+
 def node_name(obj: Mapping[str, Any]) -> str:
     metadata = obj.get("metadata")
     name = metadata.get("name") if isinstance(metadata, Mapping) else None
@@ -161,9 +204,15 @@ def node_name(obj: Mapping[str, Any]) -> str:
     return name
 
 
-def node_trust(obj: Mapping[str, Any], public_keys: Mapping[str, Ed25519PublicKey]) -> NodeTrust:
-    """Check the signature of ``obj``'s status for its node and convert it; never trusts an
-    unsigned field. Raises ``NodeAttestationError`` only when the object has no name."""
+def node_trust(
+    obj: Mapping[str, Any],
+    public_keys: Mapping[str, Ed25519PublicKey],
+    binding: Binding | None = None,
+) -> NodeTrust:
+    """Check the signature of ``obj``'s status for its node (and, given a ``binding``, that it
+    was signed for this cluster and this object, within the validity accepted) and convert it;
+    never trusts an unsigned field. Raises ``NodeAttestationError`` only when the object has no
+    name."""
     node = node_name(obj)
     status = obj.get("status")
     if not isinstance(status, Mapping) or not status:
@@ -174,6 +223,8 @@ def node_trust(obj: Mapping[str, Any], public_keys: Mapping[str, Ed25519PublicKe
             defect=Failure("nodeattestation.no_status", f"NodeAttestation {node} has no status"),
         )
     defect = verify_status(node, status, public_keys)
+    if defect is None and binding is not None:
+        defect = _binding_defect(node, obj, status, binding)
     try:
         parsed = _parse_status(node, status)
     except (ValueError, TypeError) as e:
@@ -225,6 +276,60 @@ def _parse_status(node: str, status: Mapping[str, Any]) -> NodeTrust:
         pods=pods,
         ek_digest=ek_digest,
     )
+
+
+def _binding_defect(
+    node: str, obj: Mapping[str, Any], status: Mapping[str, Any], binding: Binding
+) -> Failure | None:
+    """Why a genuinely signed status is not a verdict for this reader, or None. Run after the
+    signature check, so every field read here is the verifier's."""
+    version = status.get("payloadVersion")
+    if version is None:
+        if not binding.require_bound:
+            return _validity_defect(node, status, binding)
+        return Failure(
+            "nodeattestation.unbound",
+            f"NodeAttestation {node}: verdict signed without a cluster and object binding "
+            "(payload version 1, an older verifier): not accepted",
+        )
+    if version != PAYLOAD_VERSION:
+        return Failure(
+            "nodeattestation.payload_version",
+            f"NodeAttestation {node}: payload version {version!r} is not {PAYLOAD_VERSION}",
+        )
+    cluster = status.get("clusterId")
+    if cluster != binding.cluster_id:
+        return Failure(
+            "nodeattestation.other_cluster",
+            f"NodeAttestation {node}: verdict signed for cluster {cluster!r}, "
+            f"this is {binding.cluster_id!r}",
+        )
+    metadata = obj.get("metadata")
+    uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
+    if not uid or status.get("objectUid") != uid:
+        return Failure(
+            "nodeattestation.other_object",
+            f"NodeAttestation {node}: verdict signed for object {status.get('objectUid')!r}, "
+            f"this one is {uid!r} (deleted and created again, status copied?)",
+        )
+    return _validity_defect(node, status, binding)
+
+
+def _validity_defect(node: str, status: Mapping[str, Any], binding: Binding) -> Failure | None:
+    if binding.max_validity is None:
+        return None
+    try:
+        verified = parse_time(status.get("verifiedAt"), "status.verifiedAt")
+        expires = parse_time(status.get("expiresAt"), "status.expiresAt")
+    except (ValueError, TypeError):
+        return None  # the parse that follows names what is wrong
+    if expires - verified > binding.max_validity:
+        return Failure(
+            "nodeattestation.validity_too_long",
+            f"NodeAttestation {node}: valid for {(expires - verified).total_seconds():g}s, "
+            f"more than the {binding.max_validity.total_seconds():g}s accepted",
+        )
+    return None
 
 
 def _list(value: object, what: str) -> list[Mapping[str, Any]]:

@@ -7,7 +7,9 @@ forge trust.
 
 What is signed is a canonical encoding (JSON, sorted keys, no whitespace, UTF-8) of
 ``{"node": <node name>, **status minus "signature"}``. The node name is inside the signed bytes so
-a Trusted status cannot be copied from one node's object onto another's.
+a Trusted status cannot be copied from one node's object onto another's. The cluster and the
+object's uid are fields of the status itself (``payloadVersion`` 2, ``nodeattestation.bind``), so
+they are signed like the rest and a reader can name which one does not match.
 
 Pure: bytes and dicts in, values out. Verification returns a ``Failure`` rather than raising, like
 every other check in the core; only malformed key material raises ``SigningError``.

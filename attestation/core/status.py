@@ -3,6 +3,7 @@ and the trust annotations of each protected pod. The publisher diffs these with 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,10 +20,26 @@ from attestation.core.names import (
 from attestation.core.types import Failure, NodeVerdict, PodVerdict
 from attestation.core.verdict import PodInfo
 
-__all__ = ["MAX_REASON", "PodTrustView", "node_status", "pod_annotations", "pod_trust", "reason"]
+__all__ = [
+    "MAX_LISTED_PODS",
+    "MAX_REASON",
+    "MAX_STATUS_BYTES",
+    "PodTrustView",
+    "fit_status",
+    "node_status",
+    "pod_annotations",
+    "pod_trust",
+    "reason",
+]
 
 #: The longest reason written (the status's reason and failure messages, a pod's annotation).
 MAX_REASON = 1024
+#: The most pods a status lists (the CRD allows 1024): a node's story, not an inventory. The
+#: rest are counted (``podCount``, ``podsOmitted``); each pod's own annotations still tell it.
+MAX_LISTED_PODS = 256
+#: The most a status may weigh, encoded: etcd takes ~1.5 MiB per request, and the object has
+#: metadata too. A status over it is summarised (``fit_status``), never refused.
+MAX_STATUS_BYTES = 512 * 1024
 
 
 def reason(failures: tuple[Failure, ...], pods: Mapping[str, PodInfo] | None = None) -> str:
@@ -84,7 +101,8 @@ def node_status(
 ) -> dict[str, Any]:
     """The unsigned ``status`` of the node's NodeAttestation. ``ek_digest`` is the EK the node
     is bound to (``enroll.bind_ek``): signed with the verdict, so a restarted or new leader
-    keeps the binding."""
+    keeps the binding. ``pods`` are the pods to list (the caller leaves out those of namespaces
+    nobody protects); at most ``MAX_LISTED_PODS`` are, the untrusted ones first."""
     pod_entries = []
     for pv in verdict.pods:
         info = pods.get(pv.uid)
@@ -101,6 +119,7 @@ def node_status(
                 "reason": view.reason,
             }
         )
+    listed = _listed(pod_entries)
     return {
         "state": state,
         "reason": node_reason,
@@ -111,8 +130,39 @@ def node_status(
         "failures": [
             {"id": f.id, "message": f.message[:MAX_REASON]} for f in verdict.failures[:32]
         ],
-        "pods": pod_entries,
+        "pods": listed,
         "podCount": len(pod_entries),
+        "podsOmitted": len(pod_entries) - len(listed),
         "sequence": sequence,
         "ekDigest": ek_digest,
     }
+
+
+def _listed(entries: list[dict[str, str]]) -> list[dict[str, str]]:
+    """At most ``MAX_LISTED_PODS`` entries, in the verdict's order; when some must go, the
+    untrusted ones stay (they are what a reader looks for)."""
+    if len(entries) <= MAX_LISTED_PODS:
+        return entries
+    keep = sorted(range(len(entries)), key=lambda i: (entries[i]["state"] != "untrusted", i))
+    chosen = sorted(keep[:MAX_LISTED_PODS])
+    return [entries[i] for i in chosen]
+
+
+def fit_status(status: Mapping[str, Any], limit: int = MAX_STATUS_BYTES) -> dict[str, Any]:
+    """``status`` made to weigh at most ``limit`` bytes encoded: first its ``checkpoint`` goes (a
+    verifier then reads the log from zero: slower, never less safe), then its listed pods (still
+    counted in ``podsOmitted``). A status that small already is returned as it is."""
+    fitted = dict(status)
+    if _size(fitted) <= limit:
+        return fitted
+    fitted.pop("checkpoint", None)
+    pods = list(fitted.get("pods") or [])
+    while pods and _size(fitted) > limit:
+        pods = pods[: len(pods) // 2]
+        omitted = int(fitted.get("podCount", 0)) - len(pods)
+        fitted.update(pods=pods, podsOmitted=max(omitted, 0))
+    return fitted
+
+
+def _size(status: Mapping[str, Any]) -> int:
+    return len(json.dumps(status, separators=(",", ":"), ensure_ascii=False).encode())

@@ -30,7 +30,7 @@ from attestation.core.evidence import Evidence, EvidenceQuery
 from attestation.core.fastpath import select
 from attestation.core.kubeobject import KubeObject
 from attestation.core.logcheck import CheckLog
-from attestation.core.names import AGENT_SELECTOR, NF_LABEL
+from attestation.core.names import AGENT_SELECTOR, NF_LABEL, PROTECTED_NAMESPACE_LABEL
 from attestation.core.types import Failure
 from attestation.core.verdict import (
     AttestationState,
@@ -134,7 +134,13 @@ class Verifier:
             key=uid_key,
             on_change=self._nf_pod_changed,
         )
-        self._informers = [self.nodes, attestations, self.pods]
+        # Only the protected namespaces' NF pods are listed in a status (see Publisher.protected).
+        namespaces = Informer("protected-namespaces", Resource(
+            self.kube, "/api/v1/namespaces", label_selector=f"{PROTECTED_NAMESPACE_LABEL}=true"
+        ), loop)  # fmt: skip
+        never = {"kube-system", "kube-node-lease", self.settings.namespace}
+        self.publisher.protected = lambda ns: ns in namespaces.objects and ns not in never
+        self._informers = [self.nodes, attestations, self.pods, namespaces]
         if self.settings.non_nf_pods == "ignore":  # else their entries are the host's
             update, source = self._other_pods.update, OtherPods(self.kube)
             self._informers.append(Informer("other", source, loop, key=uid_key, on_change=update))

@@ -10,7 +10,7 @@ import signal
 
 import uvicorn
 
-from attestation.adapters.kube import Kube
+from attestation.adapters.kube import Kube, read_cluster_id
 from attestation.adapters.serving import EmbeddedServer
 from attestation.core.clock import Clock, utcnow
 from attestation.core.names import CORE_NODE_LABEL, NODE_RESTRICTION_PREFIX
@@ -57,7 +57,10 @@ async def run(
         )  # fmt: skip
     metrics = VerifierMetrics()
     publish_policy_warnings(policies, metrics.policy_warnings)
-    publisher = Publisher(kube, settings, signing_key, audit, metrics, clock=clock)
+    cluster_id = settings.cluster_id or await asyncio.to_thread(read_cluster_id, kube)
+    publisher = Publisher(
+        kube, settings, signing_key, audit, metrics, cluster_id=cluster_id, clock=clock
+    )
     gate = PushGate(settings.push_rate, settings.push_burst)
     verifier = Verifier(
         settings, kube, publisher, policies, ek_ca_bundle, metrics, clock=clock, push_gate=gate

@@ -8,7 +8,7 @@ Blocking calls through the one Kubernetes adapter; the publisher runs them in wo
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from attestation.adapters.kube import Kube, KubeError, node_path, nodeattestation_path
@@ -21,42 +21,56 @@ from attestation.core.names import (
 )
 from attestation.verifier.leader import Fence
 
-__all__ = ["read_approval", "write_fenced", "write_label_and_taint", "write_status"]
+__all__ = [
+    "Sign",
+    "Written",
+    "read_approval",
+    "write_fenced",
+    "write_label_and_taint",
+    "write_status",
+]
 
 log = logging.getLogger(__name__)
 
 #: Attempts at the node's label and taints when another writer keeps changing the node.
 _NODE_ATTEMPTS = 3
 
+#: The object's uid -> the signed status for it: a verdict is bound to the NodeAttestation it is
+#: written to (``core.nodeattestation.bind``), which is known only once read or created.
+Sign = Callable[[str], Mapping[str, Any]]
+#: (resourceVersion, uid) of the NodeAttestation as written.
+Written = tuple[str, str]
 
-def write_status(kube: Kube, node: str, status: Mapping[str, Any], version: str) -> str:
-    """Patch the node's NodeAttestation status on condition that the object is still at
-    ``version``, the resourceVersion this verifier last wrote or read; return the new one.
+
+def write_status(kube: Kube, node: str, sign: Sign, version: str, uid: str) -> Written:
+    """Replace the node's NodeAttestation status on condition that the object is still at
+    ``version`` (and ``uid``), what this verifier last wrote or read; return the new ones.
 
     The precondition fences the write: a 409 means someone wrote since (another replica that
     took the leadership, an operator), and the caller must not blindly overwrite it. Without a
     ``version`` (never read), the object is read first — created on first sight; one deleted
-    since is created again."""
-    if not version:
-        version = _current_version(kube, node)
+    since is created again, and the status signed for the new object."""
+    if not version or not uid:
+        version, uid = _current(kube, node)
     try:
-        return _replace_status(kube, node, status, version)
+        return _replace_status(kube, node, sign(uid), version, uid)
     except KubeError as e:
         if e.status != 404:
             raise
-    return _replace_status(kube, node, status, _current_version(kube, node))
+    version, uid = _current(kube, node)
+    return _replace_status(kube, node, sign(uid), version, uid)
 
 
 def write_fenced(
-    kube: Kube, fence: Fence, node: str, status: Mapping[str, Any], version: str
-) -> str | None:
+    kube: Kube, fence: Fence, node: str, sign: Sign, version: str, uid: str
+) -> Written | None:
     """``write_status`` as the leader: only while ``fence`` holds, and after a conflict only
-    once the Lease confirms the leadership. The new resourceVersion, or None when fenced off."""
+    once the Lease confirms the leadership. What was written, or None when fenced off."""
     if not fence.holds():
         log.warning("node %s: not the leader (any more): status not written", node)
         return None
     try:
-        return write_status(kube, node, status, version)
+        return write_status(kube, node, sign, version, uid)
     except KubeError as e:
         if e.status != 409:
             raise
@@ -64,10 +78,10 @@ def write_fenced(
         log.warning("node %s: status changed under a deposed leader: not written", node)
         return None
     log.info("node %s: status changed since this verifier wrote it; writing again", node)
-    return write_status(kube, node, status, "")
+    return write_status(kube, node, sign, "", "")
 
 
-def _current_version(kube: Kube, node: str) -> str:
+def _current(kube: Kube, node: str) -> Written:
     obj = kube.get(nodeattestation_path(node))
     if obj is None:
         try:
@@ -86,21 +100,23 @@ def _current_version(kube: Kube, node: str) -> str:
             obj = kube.get(nodeattestation_path(node))
     if obj is None:
         raise KubeError(f"NodeAttestation {node} was deleted while being written", 404)
-    return str(obj["metadata"]["resourceVersion"])
+    return str(obj["metadata"]["resourceVersion"]), str(obj["metadata"]["uid"])
 
 
-def _replace_status(kube: Kube, node: str, status: Mapping[str, Any], version: str) -> str:
+def _replace_status(
+    kube: Kube, node: str, status: Mapping[str, Any], version: str, uid: str
+) -> Written:
     """Replace the whole status (PUT on the subresource), never merge into it: a field the new
     verdict leaves out (a checkpoint, say) must not survive from the last one, or the stored
     status is no longer what was signed."""
     body = {
         "apiVersion": NODEATTESTATION_API_VERSION,
         "kind": NODEATTESTATION_KIND,
-        "metadata": {"name": node, "resourceVersion": version},
+        "metadata": {"name": node, "resourceVersion": version, "uid": uid},
         "status": dict(status),
     }
     written = kube.replace(f"{nodeattestation_path(node)}/status", body)
-    return str(written["metadata"]["resourceVersion"])
+    return str(written["metadata"]["resourceVersion"]), str(written["metadata"]["uid"])
 
 
 def read_approval(kube: Kube, node: str) -> str:

@@ -18,7 +18,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation.core.nodeattestation import NodeAttestationError, NodeTrust, node_trust
+from attestation.core.nodeattestation import (
+    Binding,
+    NodeAttestationError,
+    NodeTrust,
+    node_trust,
+)
 from attestation.core.status import PodTrustView
 
 __all__ = ["Published", "epoch_sequence", "read_published"]
@@ -32,27 +37,31 @@ class Published:
     ``verifiedAt``, ``expiresAt``, sequence and EK binding; ``pods`` the views its pod annotations
     show; ``labelled`` whether the node's label and taint were written for that state;
     ``version`` the NodeAttestation's resourceVersion after that write (the next write's
-    precondition: nobody wrote in between)."""
+    precondition: nobody wrote in between) and ``uid`` its uid (what the verdict is bound to)."""
 
     trust: NodeTrust
     pods: dict[str, PodTrustView] = field(default_factory=dict)
     labelled: bool = False
     version: str = ""
+    uid: str = ""
 
 
 def read_published(
-    items: Iterable[Mapping[str, Any]], public_keys: Mapping[str, Ed25519PublicKey]
+    items: Iterable[Mapping[str, Any]],
+    public_keys: Mapping[str, Ed25519PublicKey],
+    binding: Binding | None = None,
 ) -> tuple[dict[str, Published], int]:
     """The NodeAttestations found in the cluster by node, and the highest sequence among them.
     An object whose status does not verify with ``public_keys`` (unsigned, another key, edited,
-    malformed) is skipped, its sequence too, with a warning naming why."""
+    malformed, or bound to another cluster or object: ``binding``) is skipped, its sequence too,
+    with a warning naming why."""
     published: dict[str, Published] = {}
     highest = 0
     for obj in items:
         if not obj.get("status"):
             continue  # created, never written: nothing to continue from
         try:
-            trust = node_trust(obj, public_keys)
+            trust = node_trust(obj, public_keys, binding)
         except NodeAttestationError as e:
             log.warning("ignoring a NodeAttestation: %s", e)
             continue
@@ -61,8 +70,9 @@ def read_published(
             log.warning("NodeAttestation %s not taken over: %s", trust.node, why)
             continue
         highest = max(highest, trust.sequence)
-        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-        published[trust.node] = Published(trust, version=version)
+        meta = obj.get("metadata") or {}
+        version, uid = str(meta.get("resourceVersion") or ""), str(meta.get("uid") or "")
+        published[trust.node] = Published(trust, version=version, uid=uid)
     return published, highest
 
 

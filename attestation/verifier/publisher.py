@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,34 +26,31 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from attestation.adapters.kube import (
     Kube,
     KubeError,
-    event_path,
-    node_path,
     nodeattestation_path,
-    pod_path,
 )
 from attestation.core.checkpoint import read_checkpoints
 from attestation.core.clock import Clock, parse_time, utcnow
 from attestation.core.freshness import refresh_due, unknown_too_long
-from attestation.core.names import SCHEDULING_GATE, NodeState
-from attestation.core.nodeattestation import CheckpointWire, NodeTrust
+from attestation.core.names import NodeState
+from attestation.core.nodeattestation import Binding, CheckpointWire, NodeTrust, bind
 from attestation.core.signing import key_id, public_keys_by_id, sign_status
 from attestation.core.status import (
     MAX_REASON,
     PodTrustView,
+    fit_status,
     node_status,
-    pod_annotations,
     pod_trust,
     reason,
 )
 from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import PodInfo
 from attestation.verifier.auditlog import AuditLog, audit_time
-from attestation.verifier.events import Event, node_event, pod_event, remediation_event
 from attestation.verifier.leader import Fence, Unfenced
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.nodewrites import read_approval, write_fenced, write_label_and_taint
+from attestation.verifier.podside import PodSide
 from attestation.verifier.published import Published, epoch_sequence, read_published
-from attestation.verifier.remediate import Outcome, PodTarget, Remediator
+from attestation.verifier.remediate import PodTarget, Remediator
 from attestation.verifier.settings import VerifierSettings
 
 __all__ = ["Publisher"]
@@ -62,9 +59,11 @@ log = logging.getLogger(__name__)
 
 #: Failures an audit record keeps of one verdict.
 _AUDITED_FAILURES = 16
+#: Pods whose annotations one round patches at most (see ``Publisher._annotate``).
+_POD_WRITES = 32
 
 
-class Publisher:
+class Publisher(PodSide):
     def __init__(
         self,
         kube: Kube,
@@ -73,9 +72,12 @@ class Publisher:
         audit_log: AuditLog,
         metrics: VerifierMetrics,
         *,
+        cluster_id: str,
         clock: Clock = utcnow,
     ) -> None:
         self.kube = kube
+        #: The cluster every verdict is bound to (``core.nodeattestation.bind``).
+        self.cluster_id = cluster_id
         self.settings = settings
         self._key = signing_key
         self._keys = public_keys_by_id([signing_key.public_key()])
@@ -92,6 +94,12 @@ class Publisher:
         self._metrics = metrics
         self._clock = clock
         self.published: dict[str, Published] = {}
+        #: Whether a namespace is protected (``trustgate.io/protected``): only its NF pods are
+        #: listed in a status. The controller sets it from its namespace watch.
+        self.protected: Callable[[str], bool] = lambda _namespace: True
+        #: Node -> the verdict last audited: not audited again while its status write is
+        #: refused, or while its pods' annotations are written a batch per round.
+        self._audited: dict[str, tuple[object, ...]] = {}
         self._unknown_since: dict[str, datetime] = {}
         self._audit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
         self._sequence = 0
@@ -106,6 +114,7 @@ class Publisher:
         self.published.pop(node, None)
         self._unknown_since.pop(node, None)
         self.checkpoints.pop(node, None)
+        self._audited.pop(node, None)
 
     def tracked(self) -> dict[str, int]:
         """How many nodes and pods this publisher keeps something for (see ``forget``)."""
@@ -126,9 +135,6 @@ class Publisher:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._audit_thread, self._audit.append, stamped)
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
-
     # -- start-up --------------------------------------------------------------------------------
 
     async def load_existing(self) -> None:
@@ -136,7 +142,8 @@ class Publisher:
         their sequence numbers, their nodes' EK bindings, and their states to avoid needless
         writes (see ``published``)."""
         items, _ = await self._call(self.kube.list, nodeattestation_path())
-        found, sequence = read_published(items, self._keys)
+        binding = Binding(self.cluster_id, require_bound=False)  # an older verifier's too
+        found, sequence = read_published(items, self._keys, binding)
         self._sequence = max(self._sequence, sequence, epoch_sequence(self._clock()))
         self.published.update(found)
         for node, published in found.items():
@@ -221,37 +228,87 @@ class Publisher:
         due = refresh_due(prev.trust.verified_at if prev else None, now, every)
         if not (changed or pods_changed or due):
             return
-        if changed or pods_changed:
+        audited = (state, node_reason, pin, views)
+        if (changed or pods_changed) and self._audited.get(node) != audited:
+            self._audited[node] = audited
             await self._audit_verdict(node, state, node_reason, verdict, views)
         # Remove divergent pods first: every write below is visibility, not protection.
         annotated = await self._remove_divergent(state, verdict, views, prev, pods, now)
         self._sequence += 1
+        listed = {uid: info for uid, info in pods.items() if self.protected(info.namespace)}
         status = node_status(
-            verdict, state, node_reason, pods, verified_at=now,
+            verdict, state, node_reason, listed, verified_at=now,
             max_age=timedelta(seconds=self.settings.max_age), ak_name=ak_name,
             sequence=self._sequence, ek_digest=pin,
         )  # fmt: skip
         if (checkpoint := self.checkpoints.get(node)) is not None:
             status["checkpoint"] = checkpoint
-        signed = sign_status(node, status, self._key)
-        version = await self._call(
-            write_fenced, self.kube, self.fence, node, signed, prev.version if prev else ""
-        )
-        if version is None:
+        fitted = fit_status(status)
+
+        def sign(uid: str) -> dict[str, Any]:
+            return sign_status(node, bind(fitted, self.cluster_id, uid), self._key)
+
+        base = (prev.version, prev.uid) if prev else ("", "")
+        try:
+            written = await self._call(write_fenced, self.kube, self.fence, node, sign, *base)
+        except KubeError as e:
+            await self._status_refused(node, state, prev, e)
+            return
+        if written is None:
             return
         expires = parse_time(status["expiresAt"], "expiresAt")
         trust = NodeTrust(node, state, node_reason, now, expires, self._sequence, ek_digest=pin)
         labelled = prev.labelled if prev is not None and not changed else False
-        published = Published(trust, views, labelled, version)
+        published = Published(trust, dict(views), labelled, *written)
         self.published[node] = published
         if not published.labelled:
             published.labelled = await self._label_node(node, state == "Trusted")
         if changed and (prev is None or prev.trust.state != state):
             await self._node_event(node, state, node_reason)
-        for uid, view in views.items():
+        await self._annotate(published, prev, pods, annotated, now)
+
+    async def _annotate(
+        self,
+        published: Published,
+        prev: Published | None,
+        pods: Mapping[str, PodInfo],
+        annotated: set[str],
+        now: datetime,
+    ) -> None:
+        """Patch the annotations of the pods whose view changed, at most ``_POD_WRITES`` per
+        round (protected namespaces' untrusted pods first): a thousand pods bound to the node
+        must not hold its round, and so its refresh, for a minute. The others keep their
+        previous view in ``published`` and are patched in the next rounds."""
+        todo = []
+        for uid, view in published.pods.items():
             before = prev.pods.get(uid) if prev is not None else None
             if before != view and uid not in annotated:
-                await self._pod_changed(pods[uid], before, view, now)
+                todo.append((not self.protected(pods[uid].namespace), view.state != "untrusted",
+                             uid, before))  # fmt: skip
+        todo.sort(key=lambda t: t[:2])
+        for _, _, uid, before in todo[_POD_WRITES:]:
+            if before is None:
+                del published.pods[uid]
+            else:
+                published.pods[uid] = before
+        for _, _, uid, before in todo[:_POD_WRITES]:
+            await self._pod_changed(pods[uid], before, published.pods[uid], now)
+
+    async def _status_refused(
+        self,
+        node: str,
+        state: NodeState,
+        prev: Published | None,
+        error: KubeError,
+    ) -> None:
+        """The status could not be written (refused, too big, a conflict that would not clear):
+        the label and taint follow the verdict all the same, so a node that is no longer
+        trusted is tainted even while its status cannot say so. The next round writes again."""
+        log.warning("node %s: status not written (%s); label and taint follow %s", node, error,
+                    state)  # fmt: skip
+        if prev is not None:
+            prev.labelled = False  # label again once a status is written
+        await self._label_node(node, state == "Trusted")
 
     async def _audit_verdict(
         self,
@@ -319,79 +376,3 @@ class Publisher:
         except KubeError as e:
             log.warning("node %s: label/taint not written (%s); retrying next round", node, e)
             return False
-
-    # -- events, annotations, remediation ---------------------------------------------------------
-
-    async def _emit(self, ev: Event | None) -> None:
-        if ev is None:
-            return
-        ns, body = ev
-        try:
-            await self._call(self.kube.create, event_path(ns), body)
-        except KubeError as e:
-            log.warning("event not written: %s", e)
-
-    async def _node_event(self, node: str, state: NodeState, node_reason: str) -> None:
-        obj = await self._call(self.kube.get, node_path(node))
-        uid = (obj or {}).get("metadata", {}).get("uid", "")
-        instance = self.settings.identity
-        await self._emit(
-            node_event(node, uid, state, node_reason, instance=instance, now=self._clock())
-        )
-
-    async def _pod_changed(
-        self, info: PodInfo, before: PodTrustView | None, view: PodTrustView, now: datetime
-    ) -> None:
-        try:
-            await self._call(
-                self.kube.merge_patch,
-                pod_path(info.namespace, info.name),
-                {"metadata": {"annotations": pod_annotations(view, now)}},
-            )
-        except KubeError as e:
-            if e.status != 404:
-                log.warning("pod %s/%s: annotations not written: %s", info.namespace, info.name, e)
-            return
-        instance = self.settings.identity
-        await self._emit(pod_event(info, before, view, instance=instance, now=self._clock()))
-
-    async def _remediated(self, target: PodTarget, outcome: Outcome, detail: str) -> None:
-        self._metrics.evictions.labels(outcome).inc()
-        await self.audit(
-            {
-                "kind": "action",
-                "action": "remediate",
-                "outcome": outcome,
-                "namespace": target.namespace,
-                "pod": target.name,
-                "uid": target.uid,
-                "detail": detail,
-            }
-        )
-        instance = self.settings.identity
-        await self._emit(
-            remediation_event(target, outcome, detail, instance=instance, now=self._clock())
-        )
-
-    async def ungate(self, pod: Mapping[str, Any], index: int) -> None:
-        meta = pod.get("metadata") or {}
-        ns, name = meta.get("namespace", ""), meta.get("name", "")
-        ops = [
-            {"op": "test", "path": f"/spec/schedulingGates/{index}/name", "value": SCHEDULING_GATE},
-            {"op": "remove", "path": f"/spec/schedulingGates/{index}"},
-        ]
-        try:
-            await self._call(self.kube.json_patch, pod_path(ns, name), ops)
-        except KubeError as e:
-            if e.status not in (404, 409, 422):
-                log.warning("pod %s/%s: gate not lifted: %s", ns, name, e)
-            return
-        await self.audit(
-            {
-                "kind": "action",
-                "action": "ungate",
-                "namespace": ns,
-                "pod": name,
-                "uid": meta.get("uid", ""),
-            }
-        )

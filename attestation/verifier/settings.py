@@ -25,6 +25,8 @@ class VerifierSettings:
     #: A published status is rewritten at least this often (when nothing changed) so that
     #: ``expiresAt`` keeps moving; default max_age / 2.
     refresh: float | None = None
+    #: The cluster every verdict is bound to; "" reads the kube-system Namespace's uid at start.
+    cluster_id: str = ""
     #: Seconds for one agent call, and how many nodes are attested at once.
     agent_timeout: float = 3.0
     concurrency: int = 64

@@ -41,7 +41,7 @@ from attestation.core.types import HashAlg
 from attestation.lab.ima_writer import ImaWriter
 from tests.support.serve import serve
 from tests.support.swtpm import LocalCa, SwTpm
-from tests.unit.webhook_data import PodTable, StaticSource, apply_patch, node_attestation
+from tests.unit.webhook_data import CLUSTER, PodTable, StaticSource, apply_patch, node_attestation
 from webhook.app import create_app as create_webhook
 from webhook.mutate import ATTESTED_EXPRESSION
 from webhook.protect import ProtectionRules, network_function, trustgate_marks
@@ -206,7 +206,7 @@ VERIFIER = "system:serviceaccount:trustgate-system:trustgate-verifier"
 @pytest.fixture(scope="module")
 def webhook() -> Iterator[httpx.Client]:
     app = create_webhook(
-        WebhookSettings(verifier_keys=public_keys_by_id([KEY.public_key()])),
+        WebhookSettings(cluster_id=CLUSTER, verifier_keys=public_keys_by_id([KEY.public_key()])),
         trust_source=StaticSource([node_attestation("worker-1", KEY)]),
         pod_lookup=PodTable(),
     )

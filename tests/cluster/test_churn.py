@@ -61,7 +61,7 @@ async def _churn(cluster: ClusterHandle, workdir: Path) -> tuple[dict[str, int],
     metrics = VerifierMetrics()
     audit = AuditLog(settings.audit_log)
     key = generate_private_key()
-    publisher = Publisher(kube, settings, key, audit, metrics)
+    publisher = Publisher(kube, settings, key, audit, metrics, cluster_id="churn-cluster")
     verifier = Verifier(settings, kube, publisher, PolicySet({}, None), b"", metrics)
     await verifier.start()
     verifier.activate()

@@ -30,6 +30,7 @@ from attestation.core.names import (
     SCHEDULING_GATE,
     TRUST_STATE_ANNOTATION,
 )
+from attestation.core.nodeattestation import bind
 from attestation.core.signing import public_keys_by_id, sign_status
 from attestation.lab.cluster import (
     NAMESPACE,
@@ -41,7 +42,7 @@ from attestation.lab.pki import CertificateAuthority
 from attestation.lab.poll import wait_for
 from attestation.lab.process import free_port
 from tests.support.controlplane import ClusterHandle
-from tests.unit.webhook_data import status
+from tests.unit.webhook_data import CLUSTER, status
 from webhook.app import create_app, server_config
 from webhook.settings import WebhookSettings
 
@@ -90,15 +91,16 @@ class Env:
         verdict = status(
             state, reason="test verdict", verified=datetime.now(UTC), ttl=timedelta(minutes=10)
         )
-        signed = sign_status(node, verdict, KEY)
         path = nodeattestation_path(node)
-        if self.kube.get(path) is None:
+        obj = self.kube.get(path)
+        if obj is None:
             body = {
                 "apiVersion": NODEATTESTATION_API_VERSION,
                 "kind": NODEATTESTATION_KIND,
                 "metadata": {"name": node},
             }
-            self.kube.create(nodeattestation_path(), body)
+            obj = self.kube.create(nodeattestation_path(), body)
+        signed = sign_status(node, bind(verdict, CLUSTER, obj["metadata"]["uid"]), KEY)
         self.kube.merge_patch(f"{path}/status", {"status": signed})
 
 
@@ -134,6 +136,7 @@ def env(
     cert = ca.issue(work, "webhook", "127.0.0.1", ip_addresses=("127.0.0.1",), server=True)
     settings = WebhookSettings(
         verifier_keys=public_keys_by_id([KEY.public_key()]),
+        cluster_id=CLUSTER,
         verifier_username=f"system:serviceaccount:{NAMESPACE}:{VERIFIER_SA}",
         host="127.0.0.1",
         port=free_port(),

@@ -22,6 +22,7 @@ SHIPPED = {
     "ATTESTED_LABEL": "trustgate.io/attested",
     "UNTRUSTED_TAINT": "trustgate.io/untrusted",
     "NF_LABEL": "trustgate.io/network-function",
+    "PROTECTED_NAMESPACE_LABEL": "trustgate.io/protected",
     "TRUST_STATE_ANNOTATION": "trustgate.io/trust-state",
     "LAST_VERIFIED_ANNOTATION": "trustgate.io/last-verified",
     "REASON_ANNOTATION": "trustgate.io/reason",

@@ -171,6 +171,7 @@ def test_node_status(state: NodeState, expires: str) -> None:
             },
         ],
         "podCount": 2,
+        "podsOmitted": 0,
         "sequence": 7,
         "ekDigest": "cd" * 32,  # the EK binding travels with every verdict
     }  # fmt: skip

@@ -28,13 +28,13 @@ from attestation.adapters.informer import ListWatchSource
 from attestation.core.signing import public_keys_by_id
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import free_port
-from tests.unit.webhook_data import NOW, PodTable, StaticSource, node_attestation, vector
+from tests.unit.webhook_data import CLUSTER, NOW, PodTable, StaticSource, node_attestation, vector
 from webhook.app import create_app, server_config
 from webhook.settings import WebhookSettings
 from webhook.trustview import PodLookup
 
 KEY = Ed25519PrivateKey.from_private_bytes(b"k" * 32)
-SETTINGS = WebhookSettings(verifier_keys=public_keys_by_id([KEY.public_key()]))
+SETTINGS = WebhookSettings(cluster_id=CLUSTER, verifier_keys=public_keys_by_id([KEY.public_key()]))
 JSON_HEADERS = {"content-type": "application/json"}
 UPF_POD = vector("validate-pods-create-upf-0")["request"]["object"]
 NGINX_POD = vector("validate-pods-create-nginx")["request"]["object"]
@@ -197,7 +197,7 @@ def slow_lookup(namespace: str, name: str) -> dict[str, Any] | None:
 
 def test_pod_lookup_timeout_fails_closed() -> None:
     settings = WebhookSettings(
-        verifier_keys=SETTINGS.verifier_keys, pod_lookup_timeout_seconds=0.05
+        cluster_id=CLUSTER, verifier_keys=SETTINGS.verifier_keys, pod_lookup_timeout_seconds=0.05
     )
     with running(make_app([], slow_lookup, settings=settings)) as c:
         c.wait_ready()
@@ -208,7 +208,9 @@ def test_pod_lookup_timeout_fails_closed() -> None:
 
 def test_audit_namespace_gets_warnings() -> None:
     settings = WebhookSettings(
-        verifier_keys=SETTINGS.verifier_keys, audit_namespaces=frozenset({"5gc"})
+        cluster_id=CLUSTER,
+        verifier_keys=SETTINGS.verifier_keys,
+        audit_namespaces=frozenset({"5gc"}),
     )
     with running(make_app([], settings=settings)) as c:
         c.wait_ready()
@@ -222,7 +224,7 @@ def test_audit_namespace_gets_warnings() -> None:
 @pytest.mark.parametrize("allow", [False, True])
 def test_ephemeral_containers_follow_the_setting(allow: bool) -> None:
     settings = WebhookSettings(
-        verifier_keys=SETTINGS.verifier_keys, allow_ephemeral_containers=allow
+        cluster_id=CLUSTER, verifier_keys=SETTINGS.verifier_keys, allow_ephemeral_containers=allow
     )
     with running(make_app([node_attestation("worker-1", KEY)], settings=settings)) as c:
         c.wait_ready()
@@ -398,6 +400,7 @@ def test_served_by_uvicorn_over_tls(tmp_path: Path) -> None:
     ca = CertificateAuthority.create(tmp_path, "test-ca")
     cert = ca.issue(tmp_path, "webhook", "127.0.0.1", ip_addresses=("127.0.0.1",), server=True)
     settings = WebhookSettings(
+        cluster_id=CLUSTER,
         verifier_keys=SETTINGS.verifier_keys,
         host="127.0.0.1",
         port=free_port(),

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attestation.core.clock import format_time
 from attestation.core.names import NODEATTESTATION_API_VERSION, NODEATTESTATION_KIND
+from attestation.core.nodeattestation import bind
 from attestation.core.signing import sign_status
 
 VECTORS = Path(__file__).parent / "vectors" / "admission"
@@ -59,13 +60,19 @@ def status(
     }
 
 
+#: The cluster the test verdicts are signed for (``WebhookSettings.cluster_id`` in the tests).
+CLUSTER = "test-cluster"
+
+
 def node_attestation(node: str, key: Ed25519PrivateKey | None, **kwargs: Any) -> Obj:
-    """A NodeAttestation whose status is signed by ``key`` (unsigned when None)."""
-    st = status(**kwargs)
+    """A NodeAttestation whose status is signed by ``key`` (unsigned when None), bound to
+    ``CLUSTER`` and to its own uid."""
+    uid = f"uid-{node}"
+    st = bind(status(**kwargs), CLUSTER, uid)
     return {
         "apiVersion": NODEATTESTATION_API_VERSION,
         "kind": NODEATTESTATION_KIND,
-        "metadata": {"name": node, "resourceVersion": "1"},
+        "metadata": {"name": node, "resourceVersion": "1", "uid": uid},
         "status": sign_status(node, st, key) if key is not None else st,
     }
 
