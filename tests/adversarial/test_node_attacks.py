@@ -53,7 +53,8 @@ class Env:
 def env(
     trustgate_installed: ClusterHandle, swtpm_ca: LocalCa, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Env]:
-    trustgate_installed.ensure_namespace(NS)
+    # Protected: a node's status lists only the NF pods of protected namespaces.
+    trustgate_installed.ensure_namespace(NS, {"trustgate.io/protected": "true"})
     workdir = tmp_path_factory.mktemp("adv-node")
     nodes = [TAMPER, PODS]
     with lab_cluster(
