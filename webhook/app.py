@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -261,6 +262,9 @@ def server_config(
         ssl_certfile=cert,
         ssl_keyfile=key,
         ssl_context_factory=tls.ssl_context_factory if tls is not None else None,
+        # --client-ca: a caller without a certificate from that CA fails the handshake.
+        ssl_ca_certs=settings.client_ca_file or None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if settings.client_ca_file else ssl.CERT_NONE,
         log_level="warning",
         # One line per review would cost more than the decision; /metrics counts them instead.
         access_log=False,

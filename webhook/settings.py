@@ -82,5 +82,9 @@ class WebhookSettings:
     port: int = 8443
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    #: A CA (PEM) whose client certificates alone complete the TLS handshake (``--client-ca``):
+    #: the API server's webhook client certificate (its AdmissionConfiguration's kubeConfigFile).
+    #: "" accepts any caller, as Kubernetes webhooks do by default.
+    client_ca_file: str = ""
     #: When set, the webhook manages its own certificate and tls_*_file are ignored.
     self_tls: SelfTlsSettings | None = None

@@ -105,6 +105,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--tls-cert", type=Path, help="serving certificate (operator-managed TLS)")
     p.add_argument("--tls-key", type=Path, help="the certificate's key")
+    p.add_argument(
+        "--client-ca",
+        type=Path,
+        help="require a client certificate issued by this CA (PEM) in the TLS handshake: the "
+        "API server's (docs/hardening.md); without it any caller may connect (default)",
+    )
     p.add_argument("--host", help=_d(WebhookSettings, "host"))
     p.add_argument("--port", type=int, help=_d(WebhookSettings, "port"))
     _register_self_tls(p)
@@ -167,6 +173,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WebhookSe
     options = given(args, WebhookSettings)
     if hasattr(args, "audit_namespace"):
         options["audit_namespaces"] = frozenset(args.audit_namespace)
+    client_ca = getattr(args, "client_ca", None)
+    if client_ca is not None:
+        if not client_ca.is_file():
+            raise UsageError(f"--client-ca {client_ca} does not exist")
+        options["client_ca_file"] = str(client_ca)
     if args.self_signed_tls:
         if hasattr(args, "tls_cert") or hasattr(args, "tls_key"):
             raise UsageError("--self-signed-tls and --tls-cert/--tls-key exclude each other")

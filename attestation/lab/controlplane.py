@@ -22,7 +22,7 @@ from attestation.core.clock import format_time, utcnow
 from attestation.lab.binaries import K8S_VERSION, Binaries
 from attestation.lab.kubeconfig import write_kubeconfig
 from attestation.lab.pki import CertFiles
-from attestation.lab.planecerts import PlaneCerts
+from attestation.lab.planecerts import PlaneCerts, webhook_admission_config
 from attestation.lab.process import ManagedProcess, ProcessError, free_port
 
 __all__ = ["CONTROLLERS", "ControlPlane"]
@@ -101,6 +101,7 @@ class ControlPlane:
     def _make_pki(self) -> None:
         self.certs = PlaneCerts.create(self.pki_dir)
         self._write_kubeconfig(self.kubeconfig, _client_cert_user(self.certs.admin))
+        self.admission_config = webhook_admission_config(self.certs, self.workdir)
 
     def _spawn(self, name: str, argv: Sequence[str]) -> ManagedProcess:
         proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log").start()
@@ -145,6 +146,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={self.certs.sa_key}",
                 "--allow-privileged=true",
                 "--enable-admission-plugins=NodeRestriction",
+                f"--admission-control-config-file={self.admission_config}",
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=1",

@@ -1,18 +1,21 @@
 """The control plane's certificates, as kubeadm would lay them out for one machine: a CA, the
-API server's serving certificate, a client certificate per component and for the admin, and the
-ServiceAccount token signing key pair."""
+API server's serving certificate, a client certificate per component and for the admin, the
+ServiceAccount token signing key pair, and the client certificate the API server presents to
+admission webhooks, from a CA of its own (a webhook that trusts only that CA admits only the API
+server: no kubelet or user certificate of the cluster CA passes)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation.lab.pki import CertFiles, CertificateAuthority
 
-__all__ = ["PlaneCerts", "kubelet_client"]
+__all__ = ["PlaneCerts", "kubelet_client", "webhook_admission_config"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,9 @@ class PlaneCerts:
     controller_manager: CertFiles
     sa_key: Path
     sa_pub: Path
+    #: Issues only ``webhook_client``: what a webhook's ``--client-ca`` names.
+    webhook_client_ca: CertificateAuthority
+    webhook_client: CertFiles
 
     @classmethod
     def create(cls, d: Path) -> PlaneCerts:
@@ -63,7 +69,16 @@ class PlaneCerts:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
-        return cls(ca, serving, admin, scheduler, controller_manager, sa_key_file, sa_pub_file)
+        webhook_client_ca = CertificateAuthority.create(
+            d / "webhook-client", "trustgate-lab-apiserver-webhook-client-ca"
+        )
+        webhook_client = webhook_client_ca.issue(
+            d / "webhook-client", "apiserver", "kube-apiserver-webhook-client", client=True
+        )
+        return cls(
+            ca, serving, admin, scheduler, controller_manager, sa_key_file, sa_pub_file,
+            webhook_client_ca, webhook_client,
+        )  # fmt: skip
 
 
 def kubelet_client(ca: CertificateAuthority, directory: Path, node: str) -> CertFiles:
@@ -74,3 +89,31 @@ def kubelet_client(ca: CertificateAuthority, directory: Path, node: str) -> Cert
         directory, f"kubelet-{node}", f"system:node:{node}", organizations=("system:nodes",),
         client=True,
     )  # fmt: skip
+
+
+def webhook_admission_config(certs: PlaneCerts, directory: Path) -> Path:
+    """The API server's ``--admission-control-config-file``: it presents ``certs.webhook_client``
+    to every admission webhook (user ``*`` of the kubeConfigFile matches any webhook host), the
+    Kubernetes docs' "Authenticate apiservers" set-up. A webhook run with ``--client-ca`` set to
+    ``certs.webhook_client_ca`` then completes TLS with this API server and nobody else."""
+    client = directory / "webhook-client.kubeconfig"
+    user = {"client-certificate": str(certs.webhook_client.cert),
+            "client-key": str(certs.webhook_client.key)}  # fmt: skip
+    client.write_text(yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "Config", "users": [{"name": "*", "user": user}]}
+    ))  # fmt: skip
+    webhook = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "WebhookAdmissionConfiguration",
+        "kubeConfigFile": str(client),
+    }
+    path = directory / "admission.yaml"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [
+            {"name": plugin, "configuration": webhook}
+            for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+        ],
+    }))  # fmt: skip
+    return path

@@ -8,6 +8,7 @@ renewed by the replicas racing on the Secret and the API server accepts the new 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -37,6 +38,7 @@ from attestation.lab.cluster import (
     unregister_webhooks,
 )
 from attestation.lab.node import trustgate_exe
+from attestation.lab.planecerts import kubelet_client
 from attestation.lab.poll import wait_for
 from attestation.lab.process import ManagedProcess, free_port, tcp_open
 from tests.support.controlplane import ClusterHandle
@@ -295,3 +297,54 @@ def test_a_replica_that_loses_the_race_reads_the_winners_secret(
     after = env.secret()
     assert after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def _handshake_error(port: int, bundle: bytes, client: tuple[Path, Path] | None) -> str | None:
+    """None when an HTTP answer comes back over TLS; else the TLS error the caller sees (with
+    TLS 1.3 the server's alert arrives on the first read, after the client's side of the
+    handshake)."""
+    context = ssl.create_default_context(cadata=bundle.decode())
+    if client is not None:
+        context.load_cert_chain(str(client[0]), str(client[1]))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: webhook\r\nConnection: close\r\n\r\n")
+            answer = tls.recv(4096)
+    except (ssl.SSLError, ConnectionError) as e:
+        return str(e) or type(e).__name__
+    return None if answer.startswith(b"HTTP/1.1 ") else f"no HTTP answer: {answer!r}"
+
+
+def test_with_client_ca_only_the_api_servers_certificate_completes_tls(env: Env) -> None:
+    """--client-ca: the webhook requires a client certificate from that CA. The lab API server
+    presents one (its AdmissionConfiguration's kubeConfigFile, planecerts.webhook_admission_config)
+    and its calls succeed; a caller without one, or with another CA's (a kubelet's), is refused
+    in the handshake, before any HTTP."""
+    certs = env.cluster.plane.certs
+    port = free_port()
+    process = ManagedProcess(
+        "webhook-mtls",
+        [*env.argv, "--port", str(port), "--client-ca", str(certs.webhook_client_ca.files.cert)],
+        env.work / "logs" / "webhook-mtls.log",
+    )
+    env.replicas.append(process.start())
+    process.wait_until(lambda: tcp_open("127.0.0.1", port), 60, "listening")
+    bundle = env.material().ca_bundle
+    apiserver = (certs.webhook_client.cert, certs.webhook_client.key)
+    assert wait_for("ready", lambda: _handshake_error(port, bundle, apiserver) is None)
+
+    register_webhooks(env.cluster.plane, port)  # no caBundle: the replica patches it in
+    pod = wait_for("the API server's call over mutual TLS", lambda: _try_create(env, "upf-m"))
+    assert pod["spec"]["schedulingGates"] == [{"name": SCHEDULING_GATE}]
+
+    refused = _handshake_error(port, bundle, None)
+    # The server drops the connection in the handshake (no alert reaches the client with
+    # TLS 1.3 under asyncio): no HTTP answer, where the same request with the API server's
+    # certificate got one.
+    assert refused is not None
+    kubelet = kubelet_client(certs.ca, env.work, "some-node")  # the cluster CA: not enough
+    assert _handshake_error(port, bundle, (kubelet.cert, kubelet.key)) is not None
+    assert _handshake_error(port, bundle, apiserver) is None
