@@ -94,28 +94,29 @@ def open_audit(
     settings: VerifierSettings, kube: Kube, signer: Ed25519PrivateKey, clock: Clock
 ) -> tuple[AuditLog, HeadPublisher]:
     """The replica's trail (``{identity}`` in its path replaced), compared with the head it
-    published before, and its first checkpoint published at once: the head then moves from the
-    start, so a trail replaced before the first interval is seen too."""
+    published before. Its first checkpoint is ``keep_checkpointing``'s, off the start-up path."""
     heads = HeadPublisher(kube, settings.namespace, settings.identity)
     path = Path(str(settings.audit_log).replace("{identity}", settings.identity))
     options = AuditOptions(settings.identity, signer, settings.audit_max_bytes)
     audit = AuditLog(path, clock=clock, options=options, published=heads.read())
-    checkpoint = audit.checkpoint()
-    if checkpoint is not None:
-        heads.publish(checkpoint)
     return audit, heads
 
 
 async def keep_checkpointing(
     audit: AuditLog, heads: HeadPublisher, interval: float, stop: asyncio.Event
 ) -> None:
-    """Every ``interval``: sign the head if it moved, and publish it (one write at most)."""
+    """At once (the head then moves from the start: a trail replaced before the first interval
+    is seen too), then every ``interval``: sign the head if it moved, and publish it."""
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-        checkpoint = await asyncio.to_thread(audit.checkpoint)
+        try:
+            checkpoint = await asyncio.to_thread(audit.checkpoint)
+        except OSError as e:  # a full disk: the next append says so too; keep trying
+            log.error("audit log %s: cannot write a checkpoint: %s", audit.path, e)
+            checkpoint = None
         if checkpoint is not None:
             await asyncio.to_thread(heads.publish, checkpoint)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def close_audit(audit: AuditLog, heads: HeadPublisher) -> None:
