@@ -20,11 +20,14 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "FileRefused",
+    "FileTooBig",
     "hash_file_at",
+    "open_capped",
     "read_capped",
     "walk_regular",
 ]
@@ -40,6 +43,10 @@ _CHUNK = 1 << 20
 class FileRefused(ValueError):
     """A file the tools will not read: not a regular file, or bigger than the cap. The message
     names the file and the reason."""
+
+
+class FileTooBig(FileRefused):
+    """A regular file over the cap (the caller may say which option raises it)."""
 
 
 def _kind(mode: int) -> str:
@@ -67,11 +74,18 @@ def _open_regular(
         if not stat.S_ISREG(info.st_mode):
             raise FileRefused(f"{shown}: not a regular file ({_kind(info.st_mode)})")
         if info.st_size > limit:
-            raise FileRefused(f"{shown}: {info.st_size} bytes, over the cap of {limit}")
+            raise FileTooBig(f"{shown}: {info.st_size} bytes, over the cap of {limit}")
     except BaseException:
         os.close(fd)
         raise
     return fd, info.st_size
+
+
+def open_capped(path: Path, limit: int) -> BinaryIO:
+    """The regular file ``path`` open for reading (a link the user named is followed), or
+    FileRefused when it is not a regular file or is bigger than ``limit``."""
+    fd, _ = _open_regular(path, str(path), limit, dir_fd=None, follow=True)
+    return os.fdopen(fd, "rb")
 
 
 def read_capped(path: Path, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
@@ -81,7 +95,7 @@ def read_capped(path: Path, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise FileRefused(f"{path}: grew past the cap of {limit} bytes while it was read")
+        raise FileTooBig(f"{path}: grew past the cap of {limit} bytes while it was read")
     return data
 
 
@@ -95,7 +109,7 @@ def hash_file_at(dir_fd: int, name: str, shown: str, limit: int = DEFAULT_MAX_FI
         while chunk := f.read(_CHUNK):
             done += len(chunk)
             if done > limit:
-                raise FileRefused(f"{shown}: grew past the cap of {limit} bytes while it was read")
+                raise FileTooBig(f"{shown}: grew past the cap of {limit} bytes while it was read")
             digest.update(chunk)
     return digest.hexdigest()
 

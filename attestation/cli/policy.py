@@ -26,6 +26,13 @@ def register(sub: Any) -> None:
         help="from an image root fs (--from-dir) or a known-good IMA log (--from-log)",
     )
     source = g.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--image",
+        type=Path,
+        metavar="DIR|TAR",
+        help="a container image: an OCI image layout directory, or a tarball of one "
+        "(oci-archive) or of `docker save`; layers applied in order, whiteouts honoured",
+    )
     source.add_argument("--from-dir", type=Path, help="an unpacked image root file system")
     source.add_argument("--from-log", type=Path, help="an IMA measurement list of a good run")
     g.add_argument("--nf", required=True, help="network function: amf, smf, upf, ... or host")
@@ -59,6 +66,22 @@ def register(sub: Any) -> None:
         "A warning names any exclude that covers a writable place",
     )
     g.add_argument(
+        "--platform",
+        metavar="OS/ARCH",
+        help="--image: which image of a multi-platform index (e.g. linux/amd64)",
+    )
+    g.add_argument(
+        "--all-files",
+        action="store_true",
+        help="--image: list every regular file, not only executables and shared objects",
+    )
+    g.add_argument(
+        "--base-policy",
+        type=Path,
+        metavar="FILE",
+        help="add this policy's digests and excludes (e.g. the base image's) to the result",
+    )
+    g.add_argument(
         "--max-file-bytes",
         type=int,
         default=DEFAULT_MAX_FILE_BYTES,
@@ -76,46 +99,70 @@ def register(sub: Any) -> None:
     lint_parser.set_defaults(handler=lint)
 
 
-def generate(args: argparse.Namespace) -> int:
+def _from_dir(args: argparse.Namespace, name: str) -> dict[str, Any]:
     from attestation.adapters import filetree
-    from attestation.adapters.safefile import FileRefused, read_capped
+
+    def progress(done: int, path: str) -> None:
+        print(f"  hashed {done} files ({path})", file=sys.stderr)
+
+    return filetree.from_tree(
+        args.from_dir, name=name, network_function=args.nf, excludes=args.exclude,
+        progress=progress, max_file_bytes=args.max_file_bytes,
+    )  # fmt: skip
+
+
+def _from_image(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    from attestation.adapters.imagefs import image_files
     from attestation.core import policy_gen
-    from attestation.core.ima import ImaParseError, parse_ascii, parse_binary
-    from attestation.core.policy import PolicyError, lint_policy, policy_from_document
+
+    def progress(done: int, layers: int, layer: str, files: int) -> None:
+        print(f"  layer {done}/{layers} {layer[:19]}: {files} files so far", file=sys.stderr)
+
+    files = image_files(args.image, platform=args.platform, max_file_bytes=args.max_file_bytes,
+                        progress=progress)  # fmt: skip
+    return policy_gen.from_image(files, name=name, network_function=args.nf,
+                                 everything=args.all_files, excludes=args.exclude)  # fmt: skip
+
+
+def _from_log(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    from attestation.adapters.safefile import read_capped
+    from attestation.core import policy_gen
+    from attestation.core.ima import parse_ascii, parse_binary
     from attestation.core.types import PodRef
 
+    data = read_capped(args.from_log, args.max_file_bytes)
+    log = (parse_ascii(data) if args.format == "ascii"
+           else parse_binary(data, column_size=args.column_size))  # fmt: skip
+    wanted = {uid.lower() for uid in args.pod}
+
+    def owner(pod: PodRef | None) -> bool:
+        if wanted:
+            return pod is not None and pod.uid in wanted
+        return pod is None if args.nf == "host" else pod is not None
+
+    return policy_gen.from_log(
+        log, name=name, network_function=args.nf, owner=owner, excludes=args.exclude
+    )
+
+
+def generate(args: argparse.Namespace) -> int:
+    from attestation.adapters.safefile import FileTooBig, read_capped
+    from attestation.core import policy_gen
+    from attestation.core.ima import ImaParseError
+    from attestation.core.policy import PolicyError, lint_policy, load_policy, policy_from_document
+
     name = args.name or args.nf
-    if args.from_dir is not None:
-
-        def progress(done: int, path: str) -> None:
-            print(f"  hashed {done} files ({path})", file=sys.stderr)
-
-        try:
-            doc = filetree.from_tree(
-                args.from_dir, name=name, network_function=args.nf, excludes=args.exclude,
-                progress=progress, max_file_bytes=args.max_file_bytes,
-            )  # fmt: skip
-        except FileRefused as e:
-            return fail(f"policy generate: {e} (the cap is --max-file-bytes)")
-        except OSError as e:
-            return fail(f"policy generate: {args.from_dir}: {e}")
-    else:
-        try:
-            data = read_capped(args.from_log, args.max_file_bytes)
-            log = (parse_ascii(data) if args.format == "ascii"
-                   else parse_binary(data, column_size=args.column_size))  # fmt: skip
-        except (OSError, ImaParseError, ValueError) as e:
-            return fail(f"policy generate: {args.from_log}: {e}")
-        wanted = {uid.lower() for uid in args.pod}
-
-        def owner(pod: PodRef | None) -> bool:
-            if wanted:
-                return pod is not None and pod.uid in wanted
-            return pod is None if args.nf == "host" else pod is not None
-
-        doc = policy_gen.from_log(
-            log, name=name, network_function=args.nf, owner=owner, excludes=args.exclude
-        )
+    source = args.from_dir or args.image or args.from_log
+    make = _from_dir if args.from_dir else _from_image if args.image else _from_log
+    try:
+        doc = make(args, name)
+        if args.base_policy is not None:
+            base = load_policy(read_capped(args.base_policy), source=str(args.base_policy))
+            doc = policy_gen.with_base(doc, base)
+    except FileTooBig as e:
+        return fail(f"policy generate: {e} (raise the cap with --max-file-bytes)")
+    except (OSError, ValueError, ImaParseError, PolicyError) as e:  # FileRefused, ImageError too
+        return fail(f"policy generate: {source}: {e}")
     try:
         policy = policy_from_document(doc, source=name)  # a generated one passes the same checks
     except PolicyError as e:
