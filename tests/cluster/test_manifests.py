@@ -23,13 +23,7 @@ import yaml
 
 from attestation.adapters.kube import Kube, KubeError, WebhookConfigurations, load_api_client
 from attestation.cli.main import build_parser
-from attestation.core.names import (
-    CORE_NODE_LABEL,
-    GROUP,
-    NODE_RESTRICTION_PREFIX,
-    NODEATTESTATION_PLURAL,
-    SYSTEM_NODE_LABEL,
-)
+from attestation.core.names import CORE_NODE_LABEL, GROUP, NODEATTESTATION_PLURAL
 from attestation.core.signing import load_private_key_pem, load_public_key_pem
 from attestation.lab.cluster import (
     MANIFESTS,
@@ -350,42 +344,6 @@ def test_base_and_cert_manager_component_render(
     assert _find(docs, "Certificate", "trustgate-agent")["spec"]["secretName"] == (
         "trustgate-agent-tls"
     )
-
-
-def test_verifier_and_webhook_run_only_on_the_system_pool(control_plane: ClusterHandle) -> None:
-    """Required node affinity on a label no kubelet can set on itself, and the toleration of the
-    pool's taint: never scheduled beside NF workloads by chance (docs/hardening.md)."""
-    base = _render(MANIFESTS, control_plane)
-    assert SYSTEM_NODE_LABEL.startswith(NODE_RESTRICTION_PREFIX)
-    for name in ("trustgate-verifier", "trustgate-webhook"):
-        pod = _find(base, "Deployment", name)["spec"]["template"]["spec"]
-        required = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        terms = required["nodeSelectorTerms"]
-        # Every term (they are ORed) must demand the label, or one term would escape the pool.
-        assert terms
-        for term in terms:
-            assert {"key": SYSTEM_NODE_LABEL, "operator": "In", "values": ["true"]} in term[
-                "matchExpressions"
-            ], name
-        assert "nodeSelector" not in pod or CORE_NODE_LABEL not in pod["nodeSelector"]
-        assert pod["tolerations"] == [
-            {"key": SYSTEM_NODE_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
-        ], name
-    agent = _find(base, "DaemonSet", "trustgate-agent")["spec"]["template"]["spec"]
-    assert SYSTEM_NODE_LABEL not in (agent.get("nodeSelector") or {})
-
-
-def test_every_admission_policy_is_bound_and_denies(control_plane: ClusterHandle) -> None:
-    base = _render(MANIFESTS, control_plane)
-    policies = {d["metadata"]["name"] for d in base if d["kind"] == "ValidatingAdmissionPolicy"}
-    bindings = [d for d in base if d["kind"] == "ValidatingAdmissionPolicyBinding"]
-    assert len(policies) == 6
-    assert {b["spec"]["policyName"] for b in bindings} == policies
-    assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
-    for policy in (d for d in base if d["kind"] == "ValidatingAdmissionPolicy"):
-        assert policy["spec"]["failurePolicy"] == "Fail"
-        (condition,) = policy["spec"]["matchConditions"]
-        assert "system:serviceaccount:trustgate-system:trustgate-" in condition["expression"]
 
 
 def test_container_args_are_real_flags_and_paths_are_mounted(control_plane: ClusterHandle) -> None:
