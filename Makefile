@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-unit test-tpm test-cluster test-image image lint demo bench clean
+.PHONY: help setup test test-unit test-tpm test-cluster test-image test-realnode image lint demo bench clean
 
 help:
 	@echo "make demo   - run the end-to-end scenario on this machine (sets everything up first)"
@@ -31,6 +31,10 @@ test-cluster: setup
 # buildah from a local stand-in base, cached in ~/.cache/trustgate (part of `make test` too)
 test-image: setup
 	$(PY) -m pytest tests/image $(PYTEST_ARGS)
+
+# A real Debian kernel under QEMU/TCG (fetched once into ~/.cache/trustgate/kernel; part of `make test`)
+test-realnode: setup
+	$(PY) -m pytest tests/realnode $(PYTEST_ARGS)
 
 # The images, for operators with a container engine (docs/install.md "Building the images").
 # IMAGE_PREFIX: a registry path ending in "/", e.g. IMAGE_PREFIX=registry.example.com/5gc/

@@ -14,6 +14,7 @@ _LAYER_MARKERS = {
     "tpm": pytest.mark.tpm,
     "cluster": pytest.mark.cluster,
     "adversarial": pytest.mark.adversarial,
+    "realnode": pytest.mark.realnode,
 }
 
 

@@ -179,8 +179,9 @@ class LabCluster:
         assert self.verifier_client is not None, "start() first"
         argv = [
             trustgate_exe(), "verifier", "--kubeconfig", str(kubeconfig),
-            "--agents", ",".join(f"{n}={self.agent_urls.get(n, node.agent_url)}"
-                                 for n, node in self.nodes.items()),
+            # agent_urls alone may name a node too (a real-kernel node, attestation.lab.realnode)
+            "--agents", ",".join(f"{n}={url}" for n, url in (
+                {n: node.agent_url for n, node in self.nodes.items()} | self.agent_urls).items()),
             "--node-selector", "=".join(self.node_label),
             "--policies", str(self.policies), "--ek-ca", str(self.tpm_ca.ca_bundle),  # type: ignore[union-attr]
             "--signing-key", str(self.signing_key), "--audit-log", str(audit),

@@ -74,7 +74,7 @@ def _handle(req: dict[str, Any]) -> dict[str, Any]:
             f.seek(int(req.get("offset", 0)))
             # securityfs lists are seq_files: one read returns a page at most
             size, parts = int(req.get("size", MAX_REQUEST)), []
-            while size > 0 and (part := f.read(size)):
+            while size > 0 and (part := f.read(min(size, 1 << 20))):
                 parts.append(part)
                 size -= len(part)
             return {"data": _s(b"".join(parts))}
