@@ -14,6 +14,7 @@ from attestation.cli import (
     keygen,
     node,
     policy,
+    status,
     verifier,
     verify,
     webhook,
@@ -22,7 +23,7 @@ from attestation.cli.common import Handler, UsageError, fail
 
 __all__ = ["COMMANDS", "build_parser", "installed_version", "main"]
 
-COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, node, demo)
+COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, node, status, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,12 +15,14 @@ import pytest
 from attestation.core.audit import verify_chain
 from attestation.core.names import (
     ATTESTED_LABEL,
+    NF_LABEL,
     REASON_ANNOTATION,
     TRUST_STATE_ANNOTATION,
     UNTRUSTED_TAINT,
 )
 from attestation.core.nodeattestation import node_trust
 from attestation.lab.cluster import service_account_kubeconfig
+from attestation.lab.node import trustgate_exe
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa
@@ -97,6 +99,39 @@ def test_unknown_binary_in_upf_pod_evicts_only_that_pod(lab: Lab) -> None:
     assert any(r.get("action") == "remediate" and r.get("pod") == "upf-0"
                and r.get("outcome") == "evicted" for r in records)  # fmt: skip
     assert not any(r.get("pod") == "smf-0" for r in records if r["kind"] == "action")
+
+
+def test_status_shows_verdicts_and_why_each_nf_pod_is_where_it_is(lab: Lab) -> None:
+    """After the eviction above: `trustgate status` as an operator runs it (admin kubeconfig),
+    checking verdicts with the verifier's key and this cluster's identity."""
+    lab.cluster.request("POST", f"/api/v1/namespaces/{NS}/pods", {
+        "metadata": {"name": "amf-waiting", "labels": {NF_LABEL: "amf"}},
+        "spec": {"schedulerName": "nobody", "containers": [{"name": "amf", "image": "amf"}]},
+    })  # fmt: skip
+    result = subprocess.run(
+        [trustgate_exe(), "status", "--kubeconfig", str(lab.cluster.plane.kubeconfig),
+         "--verifier-key", str(lab.system.verifier_public_key), "-o", "json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    nodes = {n["node"]: n for n in shown["nodes"]}
+    assert nodes["vworker-1"]["state"] == "Trusted"
+    assert nodes["vworker-2"]["state"] == "Trusted"
+    pods = {(p["namespace"], p["name"]): p for p in shown["pods"]}
+    assert pods[NS, "smf-0"]["node"] == "vworker-1"
+    assert pods[NS, "smf-0"]["why"] == "trusted"
+    assert pods[NS, "amf-waiting"]["state"] == "Waiting"
+    upf = pods[NS, "upf-0"]  # terminating (no kubelet to finish it) or gone, with its Event
+    assert upf["state"] in {"Terminating", "Evicted"}
+    assert "/usr/bin/nc" in upf["why"]
+    text = subprocess.run(
+        [trustgate_exe(), "status", "--kubeconfig", str(lab.cluster.plane.kubeconfig),
+         "--verifier-key", str(lab.system.verifier_public_key)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert text.splitlines()[0].split() == ["NODE", "STATE", "AGE", "REASON"]
+    assert any(line.split()[:2] == ["vworker-1", "Trusted"] for line in text.splitlines())
 
 
 def test_agent_down_makes_node_unknown_after_max_age_and_recovers(lab: Lab) -> None:
