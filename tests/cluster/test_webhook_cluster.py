@@ -137,6 +137,7 @@ def env(
     settings = WebhookSettings(
         verifier_keys=public_keys_by_id([KEY.public_key()]),
         cluster_id=CLUSTER,
+        max_verdict_validity=timedelta(minutes=15),  # attest() signs for 10 minutes
         verifier_username=f"system:serviceaccount:{NAMESPACE}:{VERIFIER_SA}",
         host="127.0.0.1",
         port=free_port(),
