@@ -43,7 +43,7 @@ def test_a_pod_line_says_why_it_waits_runs_or_is_gone() -> None:
             {"nodeName": "w1"},
             {TRUST: "untrusted", REASON_ANNOTATION: "ima.policy.unknown_file: /usr/bin/nc"},
             deletionTimestamp="2026-11-30T11:59:00Z",
-        ),  # fmt: skip
+        ),
     ]
     events = [{"reason": "TrustgateEvicted", "message": "evicted: /tmp/x",
                "lastTimestamp": "2026-11-30T11:00:00Z",
@@ -56,7 +56,7 @@ def test_a_pod_line_says_why_it_waits_runs_or_is_gone() -> None:
     assert (lines["running"].node, lines["running"].why) == ("w1", "trusted")
     assert lines["leaving"].state == "Terminating"
     assert "/usr/bin/nc" in lines["leaving"].why
-    assert (lines["gone"].state, lines["gone"].why) == ("Evicted",
-                                                        "2026-11-30T11:00:00Z evicted: /tmp/x")  # fmt: skip
+    assert lines["gone"].state == "Evicted"
+    assert lines["gone"].why == "2026-11-30T11:00:00Z evicted: /tmp/x"
     text = render(node_lines([], NOW), list(lines.values()))
     assert "NAMESPACE  POD" in text
