@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class PodSide:
+    """What the publisher writes about pods (and its Events); the attributes are the
+    publisher's, set in its ``__init__``."""
+
     kube: Kube
     settings: VerifierSettings
     _metrics: VerifierMetrics

@@ -7,7 +7,9 @@ state or reason changes), Events, and remediation of a divergent pod. Every chan
 goes to the audit trail first.
 
 This module decides and orders; the writes themselves are in ``nodewrites`` (status, label,
-taint) and ``events`` (which Event, its body), and what was last written is ``published``.
+taint), ``podside`` (pod annotations, Events, remediation outcomes, gates) and ``events`` (which
+Event, its body), and what was last written is ``published``. A status is bounded
+(``status.fit_status``) and bound to its cluster and object (``nodeattestation.bind``).
 Writes are fenced: a leader can be deposed without knowing it yet (``nodewrites.write_fenced``,
 ``published.epoch_sequence``).
 """
