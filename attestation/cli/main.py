@@ -15,6 +15,7 @@ from attestation.cli import (
     node,
     policy,
     status,
+    uninstall,
     verifier,
     verify,
     webhook,
@@ -23,7 +24,7 @@ from attestation.cli.common import Handler, UsageError, fail
 
 __all__ = ["COMMANDS", "build_parser", "installed_version", "main"]
 
-COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, node, status, demo)
+COMMANDS = (agent, verifier, webhook, verify, policy, keygen, audit, node, status, uninstall, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
