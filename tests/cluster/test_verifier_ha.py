@@ -8,7 +8,7 @@ import contextlib
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,23 +139,42 @@ def test_a_status_write_is_fenced_by_the_version_it_last_saw(
     kube = Kube(load_api_client(service_account_kubeconfig(plane, "trustgate-verifier", tmp_path)))
     node = trustgate_installed.unique("fenced")
     try:
-        first = write_status(kube, node, {"state": "Pending", "sequence": 1, "ekDigest": "e"}, "")
-        newer = write_status(kube, node, {"state": "Untrusted", "sequence": 3}, first)
+        first = write_status(kube, node, _as({"state": "Pending", "sequence": 1, "ekDigest": "e"}),
+                             "", "")  # fmt: skip
+        newer = write_status(kube, node, _as({"state": "Untrusted", "sequence": 3}), *first)
         with pytest.raises(KubeError) as refused:  # a deposed writer still holding ``first``
-            write_status(kube, node, {"state": "Trusted", "sequence": 2}, first)
+            write_status(kube, node, _as({"state": "Trusted", "sequence": 2}), *first)
         assert refused.value.status == 409
-        stale = {"state": "Trusted", "sequence": 2}
-        assert write_fenced(kube, _Leading(False), node, stale, first) is None
+        stale = _as({"state": "Trusted", "sequence": 2})
+        assert write_fenced(kube, _Leading(False), node, stale, *first) is None
         status = (plane.get(f"{NODEATTESTATIONS}/{node}") or {})["status"]
         # the whole status is replaced: a field the newer one left out is gone (else the stored
         # status would no longer be what was signed)
         assert status == {"state": "Untrusted", "sequence": 3}
-        assert write_fenced(kube, _Leading(True), node, {"sequence": 4}, first) not in (None, newer)
+        again = write_fenced(kube, _Leading(True), node, _as({"sequence": 4}), *first)
+        assert again not in (None, newer)
         status = (plane.get(f"{NODEATTESTATIONS}/{node}") or {})["status"]
         assert status["sequence"] == 4
+        # Signed for the object it is written to: a NodeAttestation created again under the
+        # same name gets a status signed for its new uid (the verdict's objectUid).
+        plane.delete(f"{NODEATTESTATIONS}/{node}")
+        uids: list[str] = []
+
+        def sign(uid: str) -> dict[str, Any]:
+            uids.append(uid)
+            return {"sequence": 5}
+
+        written = write_status(kube, node, sign, *first)
+        assert uids == [first[1], written[1]]  # tried for the old object, then for the new
+        assert written[1] != first[1]
     finally:
         plane.delete(f"{NODEATTESTATIONS}/{node}")
         kube.close()
+
+
+def _as(status: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
+    """A ``nodewrites.Sign`` that writes ``status`` whatever the object's uid."""
+    return lambda _uid: status
 
 
 @pytest.fixture(scope="module")
