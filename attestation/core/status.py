@@ -21,6 +21,7 @@ from attestation.core.types import Failure, NodeVerdict, PodVerdict
 from attestation.core.verdict import PodInfo
 
 __all__ = [
+    "MAX_CHECKPOINT_FINDINGS",
     "MAX_LISTED_PODS",
     "MAX_REASON",
     "MAX_STATUS_BYTES",
@@ -40,6 +41,9 @@ MAX_LISTED_PODS = 256
 #: The most a status may weigh, encoded: etcd takes ~1.5 MiB per request, and the object has
 #: metadata too. A status over it is summarised (``fit_status``), never refused.
 MAX_STATUS_BYTES = 512 * 1024
+#: The most findings a checkpoint's list may hold (the CRD's maxItems).
+MAX_CHECKPOINT_FINDINGS = 1024
+_FINDINGS = ("hostFailures", "podFailures")
 
 
 def reason(failures: tuple[Failure, ...], pods: Mapping[str, PodInfo] | None = None) -> str:
@@ -149,10 +153,14 @@ def _listed(entries: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def fit_status(status: Mapping[str, Any], limit: int = MAX_STATUS_BYTES) -> dict[str, Any]:
-    """``status`` made to weigh at most ``limit`` bytes encoded: first its ``checkpoint`` goes (a
-    verifier then reads the log from zero: slower, never less safe), then its listed pods (still
-    counted in ``podsOmitted``). A status that small already is returned as it is."""
+    """``status`` made to weigh at most ``limit`` bytes encoded, its checkpoint's lists no longer
+    than the CRD takes: first its ``checkpoint`` goes (a verifier then reads the log from zero:
+    slower, never less safe), then its listed pods (still counted in ``podsOmitted``). A status
+    that fits already is returned as it is."""
     fitted = dict(status)
+    checkpoint = fitted.get("checkpoint") or {}
+    if any(len(checkpoint.get(k) or ()) > MAX_CHECKPOINT_FINDINGS for k in _FINDINGS):
+        fitted.pop("checkpoint")  # the CRD takes at most 1024 findings per list
     if _size(fitted) <= limit:
         return fitted
     fitted.pop("checkpoint", None)

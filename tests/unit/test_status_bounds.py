@@ -65,6 +65,10 @@ def test_fit_status_summarises_what_is_over_the_budget() -> None:
     assert fitted["podCount"] == MAX_LISTED_PODS
     assert fitted["podsOmitted"] == MAX_LISTED_PODS - len(fitted["pods"])
     assert fit_status(status) == status  # under the default budget: unchanged
+    findings = [{"id": "x", "message": ""}] * 1025
+    assert "checkpoint" not in fit_status(
+        _status(verdict, pods) | {"checkpoint": {"podFailures": findings}}
+    )  # more findings than the CRD takes: resumed from zero instead
 
 
 def _object(status: dict[str, Any], uid: str = "uid-na") -> dict[str, Any]:
