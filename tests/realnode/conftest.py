@@ -25,7 +25,7 @@ from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, policy_document
 from tests.support.verdicts import wait_state
 
-__all__ = ["RealLab", "boot_real_lab"]
+__all__ = ["RealLab", "boot_real_lab", "start_verifier"]
 
 #: A real node's first verdict: enrollment and a full replay of a few hundred entries (s).
 FIRST_VERDICT_TIMEOUT = 600.0
@@ -77,11 +77,7 @@ def boot_real_lab(
         system.write_policies({**policies, "host": host_policy(node.ima_log())})
         system.plane.add_node(name, {label[0]: label[1]})
         system.agent_urls[name] = node.agent_url
-        # Under TCG one agent call (TLS in the guest's Python, a TPM command through the guest
-        # kernel) takes seconds, not the milliseconds of a node: the verifier waits for it.
-        system.start_verifier(
-            interval=interval, max_age=max_age, extra_args=("--agent-timeout", "30")
-        )
+        start_verifier(system, interval, max_age)
         lab = Lab(cluster, system)
         try:
             wait_state(lab, name, "Trusted", timeout=FIRST_VERDICT_TIMEOUT)
@@ -96,6 +92,12 @@ def boot_real_lab(
         system.stop()
         system.plane.delete(f"/api/v1/nodes/{name}")
         system.plane.delete(f"{NODEATTESTATIONS}/{name}")
+
+
+def start_verifier(system: LabCluster, interval: float = 2.0, max_age: float = 60.0) -> None:
+    """Under TCG one agent call (TLS in the guest's Python, a TPM command through the guest
+    kernel) takes seconds, not the milliseconds of a node: the verifier waits for it."""
+    system.start_verifier(interval=interval, max_age=max_age, extra_args=("--agent-timeout", "30"))
 
 
 def _verifier_tail(system: LabCluster) -> str:

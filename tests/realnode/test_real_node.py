@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from attestation.lab.poll import wait_for
+from attestation.lab.process import free_port
 from attestation.lab.vm import GUEST_ROOT
-from tests.realnode.conftest import RealLab
+from tests.realnode.conftest import RealLab, start_verifier
 from tests.support.verdicts import seen, wait_state
 
 #: a real program (its bytes run as it does) made unknown by what follows it
@@ -95,3 +96,22 @@ def test_reboot_with_the_tpm_kept_is_attested_afresh_and_trusted(real_lab: RealL
     assert now.trusted
     after = _reset_count(real_lab)
     assert after > before >= 0, (before, after)
+
+
+def test_pull_alone_detects_an_unknown_program(real_lab: RealLab) -> None:
+    """Pushes lost (the verifier moved to another port; the agent's notify URL still names the
+    old one): the verifier's own rounds (every 2 s) find the kernel's measurement."""
+    system = real_lab.lab.system
+    for verifier in system.verifiers:
+        verifier.stop()
+    system.verifiers.clear()
+    system.verifier_port = free_port()
+    start_verifier(system)
+    wait_state(real_lab.lab, real_lab.node.name, "Trusted", timeout=300)
+    path = f"/tmp/pulled-{secrets.token_hex(4)}"
+    real_lab.node.vm.put(path, _unknown_program(), 0o755)
+    ran = time.monotonic()
+    real_lab.node.vm.run([path])
+    now = wait_state(real_lab.lab, real_lab.node.name, "Untrusted", timeout=120)
+    print(f"\n[realnode] exec -> Untrusted (pull, 2 s interval) in {time.monotonic() - ran:.2f}s")
+    assert f"{GUEST_ROOT}{path}" in now.reason, now
