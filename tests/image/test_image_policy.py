@@ -1,0 +1,44 @@
+"""`trustgate policy generate --image` on a real image: the agent image, written out by buildah
+as an oci-archive and as an OCI layout, must give exactly the files of that image's assembled
+root file system (buildah's own mount of it, hashed by ``--from-dir``), nothing more or less."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.image import buildah as img
+from tests.image.buildah import BUILD_TIMEOUT
+
+pytestmark = [pytest.mark.image, pytest.mark.timeout(BUILD_TIMEOUT)]
+
+
+def _digests(*argv: str) -> dict[str, list[str]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "attestation.cli.main", "policy", "generate", "--nf", "upf", *argv],
+        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    digests: dict[str, list[str]] = yaml.safe_load(result.stdout)["spec"]["digests"]
+    return digests
+
+
+@pytest.mark.parametrize("transport", ["oci-archive", "oci"])
+def test_an_image_read_from_its_layers_is_its_root_file_system(
+    images: dict[str, img.Built], opened: dict[str, img.Opened], tmp_path: Path, transport: str
+) -> None:
+    target = tmp_path / ("agent.tar" if transport == "oci-archive" else "agent-layout")
+    img.buildah("push", images["agent"].name, f"{transport}:{target}", timeout=900)
+    from_layers = _digests("--image", str(target), "--all-files")
+    from_mount = _digests("--from-dir", str(opened["agent"].root))
+    assert from_layers.keys() - from_mount.keys() == set()
+    assert from_mount.keys() - from_layers.keys() == set()
+    assert from_layers == from_mount
+    runnable = _digests("--image", str(target))
+    assert runnable.keys() < from_layers.keys()  # data files left out by default
+    assert any(p.endswith("/python3.11") for p in runnable)
+    assert all(runnable[p] == from_layers[p] for p in runnable)
