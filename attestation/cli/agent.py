@@ -16,6 +16,7 @@ from typing import Any
 from attestation.agent.settings import AgentSettings
 from attestation.cli.common import (
     UsageError,
+    add_logging_args,
     default_of,
     env_fallback,
     given,
@@ -91,6 +92,7 @@ def register(sub: Any) -> None:
         help="template-hash column of the binary log, to frame whole entries "
         f"(default: {_d('log_column_size')}: binary_runtime_measurements)",
     )
+    add_logging_args(p)
     p.set_defaults(handler=run)
 
 
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             "install trustgate[agent], or run the trustgate-agent image"
         ) from e
 
-    setup_logging()
+    setup_logging(args.log_level, args.log_format)
     settings = settings_from(args, os.environ)
     if settings.client_ca is not None and not settings.client_ca.is_file():
         raise UsageError(f"--client-ca {settings.client_ca} does not exist")

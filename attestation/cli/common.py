@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import logging
 import sys
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "LOG_LEVELS",
     "PURE_PYTHON_ENV",
     "PURE_PYTHON_HELP",
     "Handler",
+    "JsonFormatter",
     "UsageError",
+    "add_logging_args",
     "default_of",
     "env_fallback",
     "fail",
@@ -48,14 +54,48 @@ class UsageError(ValueError):
     :func:`fail`'s one line, prefixed with the command."""
 
 
-def setup_logging(verbose: bool = False) -> None:
-    import logging
+#: ``--log-level`` choices, lowest first.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+
+def add_logging_args(parser: argparse.ArgumentParser) -> None:
+    """``--log-format`` and ``--log-level``, for the long-running commands."""
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="text lines, or one JSON object a line for a log collector (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info",
+        help="the least severe level written (default: %(default)s)",
+    )  # fmt: skip
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``message``, and
+    ``error`` with the traceback when there is one; what Loki, Elasticsearch or Cloud Logging
+    parse without a pattern."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def setup_logging(level: str = "info", log_format: str = "text") -> None:
+    """The root logger at ``level``, to stderr, as text lines or JSON lines (uvicorn's loggers
+    propagate to it: one format for the whole process)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT_FORMAT)
     )
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
 
 
 def default_of(cls: type[Any], name: str) -> Any:

@@ -17,6 +17,7 @@ from typing import Any, get_args
 from attestation.cli.common import (
     PURE_PYTHON_HELP,
     UsageError,
+    add_logging_args,
     default_of,
     env_fallback,
     fail,
@@ -52,6 +53,7 @@ def register(sub: Any) -> None:
     _register_attestation(p)
     _register_remediation(p)
     _register_serving(p)
+    add_logging_args(p)
     p.set_defaults(handler=run)
 
 
@@ -246,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     from attestation.verifier.auditlog import AuditChainBroken, AuditLogBusy
     from attestation.verifier.main import run as run_verifier
 
-    setup_logging()
+    setup_logging(args.log_level, args.log_format)
     settings = settings_from(args, os.environ)
     for what, path in (("--ek-ca", settings.ek_ca_bundle), ("--signing-key", settings.signing_key)):
         if not path.is_file():

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from attestation.cli.common import (
     UsageError,
+    add_logging_args,
     default_of,
     env_fallback,
     fail,
@@ -114,6 +115,7 @@ def register(sub: Any) -> None:
     p.add_argument("--host", help=_d(WebhookSettings, "host"))
     p.add_argument("--port", type=int, help=_d(WebhookSettings, "port"))
     _register_self_tls(p)
+    add_logging_args(p)
     p.set_defaults(handler=run)
 
 
@@ -213,7 +215,7 @@ def _self_tls(args: argparse.Namespace, env: Mapping[str, str]) -> SelfTlsSettin
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging()
+    setup_logging(args.log_level, args.log_format)
     settings = settings_from(args, os.environ)
     return _serve(settings, getattr(args, "kubeconfig", None))
 
