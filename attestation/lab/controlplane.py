@@ -40,6 +40,8 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
     # Type-checks trustgate's ValidatingAdmissionPolicies (status.typeChecking).
     "validatingadmissionpolicy-status-controller",
+    # Folds trustgate-view into the built-in view/edit/admin roles.
+    "clusterrole-aggregation-controller",
 )
 
 

@@ -209,6 +209,34 @@ def test_service_account_can_i(
     assert (answer == "yes") is allowed, f"{sa} can-i {' '.join(args)}: {answer}"
 
 
+NA = f"{NODEATTESTATION_PLURAL}.{GROUP}"
+
+
+def test_the_view_role_shows_nodeattestations_and_writes_nothing(installed: ClusterHandle) -> None:
+    """trustgate-view aggregates into the built-in view role: someone bound to view (here through
+    a ClusterRoleBinding, as NodeAttestations are cluster-scoped) can list them, not change them."""
+    installed.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+        "metadata": {"name": "trustgate-test-viewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "view"},
+        "subjects": [{"kind": "User", "name": "viewer", "apiGroup": "rbac.authorization.k8s.io"}],
+    })  # fmt: skip
+    try:
+
+        def can(*args: str) -> bool:
+            result = installed.kubectl("auth", "can-i", *args, "--as", "viewer", check=False)
+            return result.stdout.strip() == "yes"
+
+        wait_for("view aggregated trustgate-view", lambda: can("list", NA), 30)
+        assert can("watch", NA)
+        assert not can("update", NA)
+        assert not can("patch", NA, "--subresource=status")
+        assert not can("delete", NA)
+    finally:
+        installed.delete("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/"
+                         "trustgate-test-viewer")  # fmt: skip
+
+
 def test_agent_has_no_api_rights_at_all(installed: ClusterHandle, tmp_path: Path) -> None:
     """Whatever any authenticated identity gets (self-reviews, discovery URLs), nothing more."""
     kubeconfig = service_account_kubeconfig(installed.plane, "trustgate-agent", tmp_path)
