@@ -15,6 +15,7 @@ from attestation.core.attribution import attribute
 from attestation.core.ima import ImaLog, parse_ascii, parse_binary, render_ascii_line
 from attestation.core.ima.entry import read_entry, read_field
 from attestation.core.ima.names import name_bytes
+from attestation.core.policy import load_policy
 from attestation.core.replay import replay
 from attestation.core.types import HashAlg
 
@@ -98,3 +99,16 @@ def test_names_are_bytes_and_spaces_are_underscores(log: ImaLog) -> None:
         (name_bytes(e.path), name_bytes(e.cgroup_path or ""), _dep(e.template_data)) for e in log
     ]
     assert not any(b" " in part for name in names for part in name)
+
+
+def test_a_policy_naming_a_file_with_a_space_matches_what_the_kernel_logged(log: ImaLog) -> None:
+    """The policy says what the file is called; the kernel logs it with '_'. Looked up as logged,
+    the entry is known (before: ima.policy.unknown_file for /host/tmp/with_space)."""
+    (entry,) = [e for e in log if name_bytes(e.path) == b"/host/tmp/with_space"]
+    digest = f"{entry.file_digest_alg}:{entry.file_digest.hex()}"
+    policy = load_policy(json.dumps({
+        "apiVersion": "trustgate.io/v1alpha1", "kind": "RuntimePolicy",
+        "metadata": {"name": "host"},
+        "spec": {"networkFunction": "host", "digests": {"/host/tmp/with space": [digest]}},
+    }).encode(), source="test")  # fmt: skip
+    assert entry.file_digest in policy.by_raw_path[b"/host/tmp/with_space"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["name_bytes", "name_text", "shown"]
+__all__ = ["as_logged", "name_bytes", "name_text", "shown"]
 
 
 def name_text(raw: bytes) -> str:
@@ -26,6 +26,14 @@ def name_bytes(text: str) -> bytes:
     """The bytes :func:`name_text` came from. Raises UnicodeEncodeError for a lone surrogate
     outside U+DC80..U+DCFF (no byte stands behind it)."""
     return text.encode("utf-8", "surrogateescape")
+
+
+def as_logged(text: str) -> str:
+    """A file name as the kernel logs it: every space becomes ``_`` (the kernel's
+    ``ima_write_template_field_data`` does this to every string field, so that the ASCII list
+    stays space-separated; both lists carry the replaced bytes). A policy naming
+    ``/opt/my app/bin`` must be looked up as ``/opt/my_app/bin`` or it never matches."""
+    return text.replace(" ", "_")
 
 
 #: C0 and C1 controls and DEL, which could fake a line break or a terminal sequence in a message

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from attestation.core.ima.names import as_logged, name_bytes
 from attestation.core.ima_signature import PublicKey
 
 __all__ = ["PolicyError", "RuntimePolicy", "build_policy"]
@@ -38,6 +39,18 @@ class RuntimePolicy:
     exclude_re: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
 
 
+def _by_logged_name(digests: Mapping[str, frozenset[bytes]]) -> dict[bytes, frozenset[bytes]]:
+    """The digests keyed by each name as a log holds it: bytes ("\udcff", a surrogate escape,
+    names the byte 0xff), under the name as written and as the kernel logs it (spaces as ``_``:
+    ``ima.names.as_logged``). Names that log alike allow the digests of each; the digest still
+    decides, so a file at ``/opt/my_app`` is allowed only with the content listed for either."""
+    out: dict[bytes, frozenset[bytes]] = {}
+    for path, allowed in digests.items():
+        for key in {name_bytes(path), name_bytes(as_logged(path))}:
+            out[key] = out.get(key, frozenset()) | allowed
+    return out
+
+
 def build_policy(
     name: str,
     nf: str,
@@ -59,9 +72,6 @@ def build_policy(
         boot_aggregates=boot,
         buffers=MappingProxyType(buffers),
         ignored_keyrings=ignored,
-        # names as the log holds them: "\udcff" (surrogate escape) names the byte 0xff
-        by_raw_path=MappingProxyType(
-            {p.encode("utf-8", "surrogateescape"): d for p, d in digests.items()}
-        ),
+        by_raw_path=MappingProxyType(_by_logged_name(digests)),
         exclude_re=combined,
     )
