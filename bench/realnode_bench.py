@@ -30,12 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import machine, write_result
+
 from attestation.lab.kernel import debian_kernel
 from attestation.lab.pki import CertificateAuthority
 from attestation.lab.process import free_port
 from attestation.lab.realnode import IMA_LIST, RealNode
 from attestation.lab.swtpm import LocalCa
-from bench.common import machine, write_result
 
 #: Runs in the guest (the host's Python over the share): grows the list, then times both reads.
 _GUEST = r"""

@@ -12,8 +12,8 @@ from typing import Final, Literal, get_args
 __all__ = [
     "AGENT_SELECTOR",
     "APPROVED_EK_FIELD",
-    "AUDIT_HEAD_ANNOTATION",
     "ATTESTED_LABEL",
+    "AUDIT_HEAD_ANNOTATION",
     "CORE_NODE_LABEL",
     "GROUP",
     "LAST_VERIFIED_ANNOTATION",
