@@ -18,7 +18,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -224,6 +224,28 @@ async def _pushing(
         await client.aclose()
 
 
+async def _answer(
+    route: str,
+    requests: Counter,
+    work: Callable[[], Awaitable[JSONResponse]],
+    bad_request: tuple[type[Exception], ...] = (EvidenceFormatError,),
+) -> JSONResponse:
+    """One route's answer and its count: 400 naming what is wrong with the request, 503 for
+    what the TPM or the log could not do now (busy, a TSS return code, an unreadable log)."""
+    try:
+        answer = await work()
+    except bad_request as e:
+        answer = _problem(400, str(e))
+    except _Busy:
+        answer = _problem(503, "busy: too many TPM requests waiting")
+    except TpmError as e:
+        answer = _problem(503, str(e), tpmReturnCode=e.rc)
+    except imalog.ImaLogError as e:
+        answer = _problem(503, str(e))
+    requests.labels(route, str(answer.status_code)).inc()
+    return answer
+
+
 def _attestation_routes(
     settings: AgentSettings,
     log_file: imalog.ImaLogFile,
@@ -253,62 +275,36 @@ def _attestation_routes(
 
     @router.post(f"{API_PREFIX}/activate")
     async def activate(request: Request) -> JSONResponse:
-        try:
+        async def work() -> JSONResponse:
             blob, secret = decode_activate_request(await _json_body(request, cap))
             async with tpm_queue.slot():
                 recovered = await asyncio.to_thread(activate_and_keep, blob, secret)
-        except (EvidenceFormatError, ValueError) as e:
-            requests.labels("activate", "400").inc()
-            return _problem(400, str(e))
-        except _Busy:
-            requests.labels("activate", "503").inc()
-            return _problem(503, "busy: too many TPM requests waiting")
-        except TpmError as e:
-            requests.labels("activate", "503").inc()
-            return _problem(503, str(e), tpmReturnCode=e.rc)
-        requests.labels("activate", "200").inc()
-        return JSONResponse({"secret": base64.b64encode(recovered).decode()})
+            return JSONResponse({"secret": base64.b64encode(recovered).decode()})
+
+        # a blob the TPM cannot even parse is the caller's fault too
+        return await _answer("activate", requests, work, (EvidenceFormatError, ValueError))
 
     @router.post(f"{API_PREFIX}/evidence")
     async def evidence(request: Request) -> JSONResponse:
-        try:
+        async def work() -> JSONResponse:
             query = decode_evidence_request(await _json_body(request, cap))
-        except EvidenceFormatError as e:
-            requests.labels("evidence", "400").inc()
-            return _problem(400, str(e))
-        try:
             async with tpm_queue.slot(), pages:
                 found = await asyncio.to_thread(_collect, enrolled[0].tpm, page, query)
-                answer = JSONResponse(encode_evidence(found))
-        except _Busy:
-            requests.labels("evidence", "503").inc()
-            return _problem(503, "busy: too many TPM requests waiting")
-        except TpmError as e:
-            requests.labels("evidence", "503").inc()
-            return _problem(503, str(e), tpmReturnCode=e.rc)
-        except imalog.ImaLogError as e:
-            requests.labels("evidence", "503").inc()
-            return _problem(503, str(e))
-        requests.labels("evidence", "200").inc()
-        return answer
+                return JSONResponse(encode_evidence(found))
+
+        return await _answer("evidence", requests, work)
 
     @router.post(f"{API_PREFIX}/log")
     async def log_page(request: Request) -> JSONResponse:
         """The next page of the log, after the one an evidence answer carried (no quote)."""
-        try:
+
+        async def work() -> JSONResponse:
             offset = decode_log_request(await _json_body(request, cap))
-        except EvidenceFormatError as e:
-            requests.labels("log", "400").inc()
-            return _problem(400, str(e))
-        try:
             async with pages:
                 data, more = await asyncio.to_thread(page, offset)
-                answer = JSONResponse(encode_log_page(offset, data, more=more))
-        except imalog.ImaLogError as e:
-            requests.labels("log", "503").inc()
-            return _problem(503, str(e))
-        requests.labels("log", "200").inc()
-        return answer
+                return JSONResponse(encode_log_page(offset, data, more=more))
+
+        return await _answer("log", requests, work)
 
     return router
 

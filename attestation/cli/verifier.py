@@ -51,6 +51,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--kubeconfig", type=Path, help="default: in-cluster ServiceAccount")
     _register_attestation(p)
+    _register_audit(p)
     _register_remediation(p)
     _register_serving(p)
     add_logging_args(p)
@@ -99,23 +100,6 @@ def _register_attestation(p: argparse.ArgumentParser) -> None:
         help=f"Ed25519 key that signs the verdicts (default: {_d('signing_key')})",
     )
     g.add_argument(
-        "--audit-log",
-        type=Path,
-        help="the audit trail; {identity} in it is replaced by --identity "
-        f"(default: {_d('audit_log')})",
-    )
-    g.add_argument(
-        "--audit-max-bytes",
-        type=int,
-        help=f"rotate the audit file before this size (default: {_d('audit_max_bytes')})",
-    )
-    g.add_argument(
-        "--audit-checkpoint-interval",
-        type=float,
-        help="seconds between signed, published checkpoints of the audit trail "
-        f"(default: {_d('audit_checkpoint_interval')})",
-    )
-    g.add_argument(
         "--interval",
         type=float,
         help=f"seconds between two pull rounds of a node (default: {_d('interval')})",
@@ -141,6 +125,27 @@ def _register_attestation(p: argparse.ArgumentParser) -> None:
         help="measurements of pods that are not network functions: ignore (counted, never "
         "judged) or host-policy (judged against the host policy) "
         f"(default: {_d('non_nf_pods')})",
+    )
+
+
+def _register_audit(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("audit trail")
+    g.add_argument(
+        "--audit-log",
+        type=Path,
+        help="the audit trail; {identity} in it is replaced by --identity "
+        f"(default: {_d('audit_log')})",
+    )
+    g.add_argument(
+        "--audit-max-bytes",
+        type=int,
+        help=f"rotate the audit file before this size (default: {_d('audit_max_bytes')})",
+    )
+    g.add_argument(
+        "--audit-checkpoint-interval",
+        type=float,
+        help="seconds between signed, published checkpoints of the audit trail "
+        f"(default: {_d('audit_checkpoint_interval')})",
     )
 
 

@@ -17,13 +17,7 @@ import time
 from collections.abc import Mapping
 
 from attestation.adapters.informer import Informer, uid_key
-from attestation.adapters.kube import (
-    Kube,
-    Resource,
-    node_path,
-    nodeattestation_path,
-    pod_path,
-)
+from attestation.adapters.kube import Kube, Resource, node_path, nodeattestation_path, pod_path
 from attestation.core.checkpoint import checkpoint_of
 from attestation.core.clock import Clock, utcnow
 from attestation.core.evidence import Evidence, EvidenceQuery
@@ -145,13 +139,10 @@ class Verifier:
             update, source = self._other_pods.update, OtherPods(self.kube)
             self._informers.append(Informer("other", source, loop, key=uid_key, on_change=update))
         if not self.settings.agents:
+            where = pod_path(self.settings.namespace)
+            agents = Resource(self.kube, where, label_selector=AGENT_SELECTOR)
             self.agent_pods = Informer(
-                "agents",
-                Resource(
-                    self.kube, pod_path(self.settings.namespace), label_selector=AGENT_SELECTOR
-                ),
-                loop,
-                on_change=self._agent_ips_by_node.update,
+                "agents", agents, loop, on_change=self._agent_ips_by_node.update
             )
             self._informers.append(self.agent_pods)
         for informer in self._informers:

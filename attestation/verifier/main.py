@@ -31,6 +31,32 @@ __all__ = ["run"]
 log = logging.getLogger("trustgate.verifier")
 
 
+def _server(
+    settings: VerifierSettings,
+    verifier: Verifier,
+    metrics: VerifierMetrics,
+    elector: LeaderElector | None,
+    gate: PushGate,
+) -> EmbeddedServer:
+    """The push, health and metrics endpoint."""
+
+    def ready() -> bool:
+        # Only the leader is ready: the Service then sends agents' pushes to the replica that
+        # acts on them, and a standby's pushes are not silently dropped.
+        return verifier.nodes is not None and (elector is None or elector.is_leader.is_set())
+
+    return EmbeddedServer(
+        uvicorn.Config(
+            create_server_app(verifier.push, metrics, ready, gate),
+            host=settings.listen_host,
+            port=settings.listen_port,
+            log_level="warning",
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        )
+    )
+
+
 async def run(
     settings: VerifierSettings,
     kube: Kube,
@@ -81,21 +107,7 @@ async def run(
         )  # fmt: skip
         publisher.fence = elector  # every write re-checks the leadership
 
-    def ready() -> bool:
-        # Only the leader is ready: the Service then sends agents' pushes to the replica that
-        # acts on them, and a standby's pushes are not silently dropped.
-        return verifier.nodes is not None and (elector is None or elector.is_leader.is_set())
-
-    server = EmbeddedServer(
-        uvicorn.Config(
-            create_server_app(verifier.push, metrics, ready, gate),
-            host=settings.listen_host,
-            port=settings.listen_port,
-            log_level="warning",
-            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-        )
-    )
+    server = _server(settings, verifier, metrics, elector, gate)
     tasks = [asyncio.create_task(server.serve(), name="verifier-server")]
     checkpoints = keep_checkpointing(audit, heads, settings.audit_checkpoint_interval, stop)
     tasks.append(asyncio.create_task(checkpoints, name="audit-checkpoints"))
