@@ -3,10 +3,9 @@
 Nodes enroll and attest -> AMF/SMF/UPF schedule only onto attested nodes -> an unknown binary
 runs inside the UPF pod -> detected -> that UPF pod evicted and replaced on a trusted node, SMF and
 AMF untouched -> worker-3's agent stops -> worker-3 untrusted after max-age, new NF pods avoid it.
-
-Everything is real (control plane, swtpm TPMs, agents, verifier, webhook, scheduler) except the
-kernel's IMA: this machine has none, so the lab writes the measurement list the way the kernel
-does and extends PCR 10 of the node's TPM with the same digests.
+Everything is real (control plane, swtpm TPMs, agents, verifier, webhook, scheduler) but the
+kernel's IMA: the lab writes the measurement list as the kernel does and extends PCR 10 of the
+node's TPM with the same digests; ``--real-node`` adds a worker on a real kernel (``realdemo``).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from attestation.core.names import ATTESTED_LABEL, NF_LABEL, TRUST_STATE_ANNOTAT
 from attestation.lab.cluster import LabCluster, manifests_dir
 from attestation.lab.node import trustgate_exe
 from attestation.lab.poll import wait_for
+from attestation.lab.realdemo import real_node_step
 from attestation.lab.timeline import Sample, Timeline
 from attestation.verifier.settings import VerifierSettings
 
@@ -55,8 +55,8 @@ class StepFailed(RuntimeError):
 
 
 class Demo:
-    def __init__(self, out: Path, *, interval: float, max_age: float) -> None:
-        self.out = out
+    def __init__(self, out: Path, *, interval: float, max_age: float, real: bool = False) -> None:
+        self.out, self.real = out, real
         self.interval = interval
         self.max_age = max_age
         self.t0 = time.monotonic()
@@ -93,6 +93,9 @@ class Demo:
         self._attack_the_upf(pods)
         self._stop_an_agent()
         self._audit_trail()
+        if self.real:
+            self.step("6: a worker on a real Linux kernel, our ima-cgpath patch (--real-node)")
+            real_node_step(self.lab, self.out / "real", self.say, self.check)
 
     def _set_up(self) -> None:
         self.step("Setting up: control plane, TPMs, nodes, verifier, webhook")
@@ -141,10 +144,8 @@ class Demo:
         upf = pods["upf"]
         node = self.lab.nodes[upf["spec"]["nodeName"]]
         neighbours = {nf: p for nf, p in pods.items() if nf != "upf"}
-        self.say(
-            f"exec {ATTACK[0]} in {upf['metadata']['name']} on {node.name} (IMA measures "
-            "it into that container's cgroup)"
-        )
+        self.say(f"exec {ATTACK[0]} in {upf['metadata']['name']} on {node.name} (IMA measures "
+                 "it into that container's cgroup)")  # fmt: skip
         attacked_at = datetime.now(UTC)
         node.run_in_pod(upf["metadata"]["uid"], *ATTACK)
         self.timeline.mark("nc runs in UPF")
@@ -161,10 +162,8 @@ class Demo:
                 and _trust(current) == "trusted",
                 f"{nf.upper()} {pod['metadata']['name']} untouched and still trusted",
             )  # fmt: skip
-        self.check(
-            self.lab.trusted(node.name),
-            f"{node.name} itself stays Trusted: only the divergent pod is removed",
-        )
+        alone = f"{node.name} itself stays Trusted: only the divergent pod is removed"
+        self.check(self.lab.trusted(node.name), alone)
         self._describe_trust(upf)
         self._complete_termination(upf)
         replacement = self._wait_nf_pods_bound({"upf"}, exclude={upf["metadata"]["uid"]})["upf"]
@@ -376,12 +375,13 @@ def run_demo(
     interval: float = _DEFAULTS.interval,
     max_age: float = _DEFAULTS.max_age,
     keep: Callable[[], bool] = lambda: False,
+    real_node: bool = False,
 ) -> int:
     out = out.resolve()  # every path the lab writes into kubeconfigs must be absolute
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    demo = Demo(out, interval=interval, max_age=max_age)
+    demo = Demo(out, interval=interval, max_age=max_age, real=real_node)
     started = time.monotonic()
     try:
         demo.run()

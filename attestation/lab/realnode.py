@@ -34,6 +34,7 @@ __all__ = ["AGENT_GUEST_PORT", "IMA_LIST", "RealNode", "host_policy", "shared_ob
 AGENT_GUEST_PORT: Final = 9443
 IMA_LIST: Final = "/sys/kernel/security/ima/binary_runtime_measurements"
 _AGENT_TIMEOUT: Final = 900.0
+_MKDIR: Final = "import os, sys; os.makedirs(sys.argv[1], exist_ok=True)"
 
 
 @dataclass
@@ -97,6 +98,16 @@ class RealNode:
     def reboot(self, timeout: float = _AGENT_TIMEOUT) -> None:
         self.vm.reboot(timeout)
         self.wait_agent(timeout)
+
+    def run_in_cgroup(self, cgroup: str, exe: str, content: bytes) -> None:
+        """What a container runtime does for a container's process: make its cgroup (cgroup v2),
+        move a shell into it and exec ``exe`` (written with ``content``). Only programs the
+        guest ran before its host policy was made do the work (its Python, sh): any other would
+        be measured in the host's cgroup, a host finding."""
+        self.vm.run([sys.executable, "-c", _MKDIR, f"/sys/fs/cgroup{cgroup}"])
+        self.vm.put(exe, content, 0o755)
+        script = 'echo $$ > "/sys/fs/cgroup$1/cgroup.procs" && exec "$2"'
+        self.vm.run(["/bin/sh", "-c", script, "sh", cgroup, exe])
 
     def ima_log(self) -> bytes:
         """The kernel's binary measurement list as it is now."""

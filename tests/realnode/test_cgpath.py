@@ -30,7 +30,7 @@ from attestation.lab.ima_writer import cgroupfs_pod_cgroup, systemd_pod_cgroup
 from attestation.lab.kernel import Kernel
 from attestation.lab.kernelbuild import node_kernel
 from attestation.lab.swtpm import LocalCa
-from attestation.lab.vm import GUEST_ROOT, Vm
+from attestation.lab.vm import GUEST_ROOT
 from tests.realnode.conftest import RealLab, boot_real_lab
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import Lab, wait_for
@@ -42,7 +42,6 @@ pytestmark = pytest.mark.timeout(3600)
 NS = "cgpath-5g"
 NODE = "cg-1"
 _TRUE = Path("/bin/true").read_bytes()
-_MKDIR = "import os, sys; os.makedirs(sys.argv[1], exist_ok=True)"
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +72,6 @@ def _unknown(tag: str) -> bytes:
     return _TRUE + f"\0trustgate-cgpath {tag} ".encode() + secrets.token_bytes(8)
 
 
-def _run_in_cgroup(vm: Vm, cgroup: str, exe: str, content: bytes) -> None:
-    """What a runtime does for a container's process: the cgroup, the process moved in, exec.
-    Only programs the guest ran before its host policy was made run here (its Python, sh): any
-    other would be a host finding, and the node Untrusted."""
-    vm.run([sys.executable, "-c", _MKDIR, f"/sys/fs/cgroup{cgroup}"])
-    vm.put(exe, content, 0o755)
-    script = 'echo $$ > "/sys/fs/cgroup$1/cgroup.procs" && exec "$2"'
-    vm.run(["/bin/sh", "-c", script, "sh", cgroup, exe])
-
-
 def _leaving(lab: Lab, name: str) -> bool:
     return pod_view(lab, NS, name)[2]
 
@@ -96,7 +85,7 @@ def test_unknown_binary_in_a_pod_evicts_only_that_pod(cg_lab: RealLab) -> None:
     the real node. An unknown binary run in one pod's cgroup makes that pod Untrusted and evicts
     it; its neighbours stay trusted and the node stays Trusted. Then the same in the SMF's CRI-O
     scope and in the AMF's cgroupfs one: each layout is attributed by what the kernel logged."""
-    lab, vm = cg_lab.lab, cg_lab.node.vm
+    lab = cg_lab.lab
     lab.cluster.ensure_namespace(NS)
     uids = {nf: lab.create_nf_pod(NS, f"{nf}-0", nf, NODE) for nf in ("upf", "smf", "amf")}
     names = [f"{nf}-0" for nf in uids]
@@ -114,7 +103,7 @@ def test_unknown_binary_in_a_pod_evicts_only_that_pod(cg_lab: RealLab) -> None:
     evicted: list[str] = []
     for nf in ("upf", "smf", "amf"):
         exe = f"/tmp/{nf}-payload-{secrets.token_hex(3)}"
-        _run_in_cgroup(vm, layouts[nf], exe, _unknown(nf))
+        cg_lab.node.run_in_cgroup(layouts[nf], exe, _unknown(nf))
         wait_for(f"{nf}-0 evicted", functools.partial(_leaving, lab, f"{nf}-0"), 120, 0.5)
         evicted.append(f"{nf}-0")
         state, reason, _ = pod_view(lab, NS, f"{nf}-0")
@@ -150,7 +139,7 @@ def test_the_kernel_logs_each_process_with_its_cgroup(cg_lab: RealLab) -> None:
     for i, cgroup in enumerate(cases):
         exe = f"/tmp/cg-{i}-{secrets.token_hex(3)}"
         content = _unknown(cgroup)
-        _run_in_cgroup(vm, cgroup, exe, content)
+        cg_lab.node.run_in_cgroup(cgroup, exe, content)
         exes[f"{GUEST_ROOT}{exe}"] = (cgroup, hashlib.sha256(content).digest())
 
     raw = vm.get("/sys/kernel/security/ima/binary_runtime_measurements")
