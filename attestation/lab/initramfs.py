@@ -7,7 +7,9 @@ module loads included, is measured as on a node), mounts the host's file system 
 ``name=value`` parameters to init as environment variables): ``tg_share``, the host path of the
 writable share, mounted at the same path inside the chroot so that every path the lab passes
 (certificates, state, logs) means the same inside and out; and ``tg_boot``, the script in it to
-run in the chroot. When that script ends, the guest powers off.
+run in the chroot; and ``tg_keep``, host paths (colon-separated) under /tmp or /run that the
+guest's own tmpfs there must not hide (a checkout and its venv under /tmp). When that script
+ends, the guest powers off.
 
 The archive depends only on the kernel and the policy text: built once per (kernel, policy)
 and cached next to the kernel.
@@ -60,9 +62,21 @@ mount -t securityfs securityfs $H/sys/kernel/security
 mount -t cgroup2 cgroup2 $H/sys/fs/cgroup
 mount -t devtmpfs devtmpfs $H/dev
 mkdir -p $H/dev/shm $H/dev/pts
+# host paths the guest runs from (the checkout, its venv) that the tmpfs below would hide when
+# they live under /tmp or /run: held by a bind mount, put back on top of the tmpfs after
+n=0
+for p in $(echo "$tg_keep" | tr ':' ' '); do
+  mkdir -p /keep/$n && mount -o bind "$H$p" /keep/$n || die "cannot keep $p visible"
+  n=$((n+1))
+done
 mount -t tmpfs -o mode=1777 shm $H/dev/shm
 mount -t tmpfs -o mode=1777 tmp $H/tmp
 mount -t tmpfs run $H/run
+n=0
+for p in $(echo "$tg_keep" | tr ':' ' '); do
+  mkdir -p "$H$p" && mount -o bind /keep/$n "$H$p" || die "cannot put $p back"
+  n=$((n+1))
+done
 [ -n "$tg_share" ] || die "no tg_share= on the kernel command line"
 # under /tmp or /run (a test's tmp_path) the tmpfs above hides it: make it there
 mkdir -p "$H$tg_share" 2>/dev/null

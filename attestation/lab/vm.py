@@ -73,6 +73,20 @@ _PR_SET_PDEATHSIG: Final = 1
 _SU_CLEAR_EXIT: Final = 0
 
 
+#: Where the guest mounts a tmpfs of its own, hiding the host's files there.
+_GUEST_TMPFS: Final = ("/tmp", "/run", "/dev/shm")  # noqa: S108 - paths, not files made here
+
+
+def _kept() -> str:
+    """The host paths the guest runs from (this checkout, its venv, the Python it was made
+    from) that lie under the guest's own tmpfs mounts, colon-separated for ``tg_keep``: a
+    checkout under /tmp (a CI clone) must stay visible in the guest."""
+    roots = {Path(__file__).resolve().parents[2], Path(sys.prefix).resolve(),
+             Path(sys.base_prefix).resolve()}  # fmt: skip
+    under = [r for r in sorted(roots) if any(r.is_relative_to(t) for t in _GUEST_TMPFS)]
+    return ":".join(str(r) for r in under)
+
+
 class VmError(RuntimeError):
     """The guest did not boot, answer or stop; the message carries the console's tail."""
 
@@ -306,7 +320,7 @@ class Vm:
         append = " ".join([
             "console=ttyS0", "panic=-1", "quiet", "loglevel=4", "ima_hash=sha256",
             f"ima_template={self.kernel.ima_template}",
-            f"tg_share={self.share}", f"tg_boot={_BOOT_SCRIPT}",
+            f"tg_share={self.share}", f"tg_boot={_BOOT_SCRIPT}", f"tg_keep={_kept()}",
             *self.kernel.cmdline, *self.cmdline,
         ])  # fmt: skip
         return [
