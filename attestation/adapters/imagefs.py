@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from attestation.adapters.safefile import DEFAULT_MAX_FILE_BYTES, open_capped
+from attestation.adapters.safefile import DEFAULT_MAX_FILE_BYTES, hash_stream, open_capped
 from attestation.core.layers import EntryKind, ImageFile, LayerEntry, LayerError, apply_layer
 
 __all__ = ["ImageError", "image_files"]
@@ -200,11 +200,8 @@ def _entries(tar: tarfile.TarFile, layer: str, cap: int, most: int) -> Iterator[
                                  "(--max-file-bytes)")  # fmt: skip
             f = tar.extractfile(m)
             assert f is not None  # a regular member always has a stream
-            digest, head = hashlib.sha256(), b""
-            while chunk := f.read(_CHUNK):
-                head = head or chunk[:4]
-                digest.update(chunk)
-            file = ImageFile(digest.hexdigest(), bool(m.mode & 0o111), head == b"\x7fELF")
+            digest, head = hash_stream(f, f"{layer}: {m.name}", cap)
+            file = ImageFile(digest, bool(m.mode & 0o111), head == b"\x7fELF")
             yield LayerEntry(m.name, EntryKind.FILE, file=file)
         elif m.isdir():
             yield LayerEntry(m.name, EntryKind.DIR)

@@ -20,13 +20,14 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "FileRefused",
     "FileTooBig",
     "hash_file_at",
+    "hash_stream",
     "open_capped",
     "read_capped",
     "walk_regular",
@@ -99,19 +100,26 @@ def read_capped(path: Path, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
     return data
 
 
+def hash_stream(f: IO[bytes], shown: str, limit: int) -> tuple[str, bytes]:
+    """SHA-256 (hex) of what ``f`` gives, and its first 4 bytes (an ELF file starts
+    ``\x7fELF``); FileTooBig once more than ``limit`` bytes came (a file growing as it is read,
+    or a size the caller could not check first)."""
+    digest, head, done = hashlib.sha256(), b"", 0
+    while chunk := f.read(_CHUNK):
+        done += len(chunk)
+        if done > limit:
+            raise FileTooBig(f"{shown}: grew past the cap of {limit} bytes while it was read")
+        head = head or chunk[:4]
+        digest.update(chunk)
+    return digest.hexdigest(), head
+
+
 def hash_file_at(dir_fd: int, name: str, shown: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> str:
     """SHA-256 (hex) of the regular file ``name`` in the directory ``dir_fd``, never following a
     link; FileRefused when it is not a regular file or is over ``limit``."""
     fd, _ = _open_regular(name, shown, limit, dir_fd=dir_fd, follow=False)
-    digest = hashlib.sha256()
-    done = 0
     with os.fdopen(fd, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            done += len(chunk)
-            if done > limit:
-                raise FileTooBig(f"{shown}: grew past the cap of {limit} bytes while it was read")
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hash_stream(f, shown, limit)[0]
 
 
 def walk_regular(root: Path) -> Iterator[tuple[int, str, str]]:

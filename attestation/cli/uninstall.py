@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attestation.adapters.kube import webhook_configuration_path
 from attestation.cli.common import fail
 
 __all__ = ["register", "run"]
@@ -26,8 +27,7 @@ __all__ = ["register", "run"]
 _ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 _RBAC = "/apis/rbac.authorization.k8s.io/v1"
 #: Cluster-scoped objects of ours, by collection; each is ours when named trustgate or trustgate-*.
-_WEBHOOKS = (f"{_ADMISSION}/mutatingwebhookconfigurations",
-             f"{_ADMISSION}/validatingwebhookconfigurations")  # fmt: skip
+_WEBHOOKS = (webhook_configuration_path("mutating"), webhook_configuration_path("validating"))
 _POLICIES = (f"{_ADMISSION}/validatingadmissionpolicybindings",
              f"{_ADMISSION}/validatingadmissionpolicies")  # fmt: skip
 _ROLES = (f"{_RBAC}/clusterrolebindings", f"{_RBAC}/clusterroles")
