@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attestation.adapters.kube import webhook_configuration_path
 from attestation.cli.common import fail
 
 __all__ = ["register", "run"]
@@ -27,7 +26,6 @@ __all__ = ["register", "run"]
 _ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 _RBAC = "/apis/rbac.authorization.k8s.io/v1"
 #: Cluster-scoped objects of ours, by collection; each is ours when named trustgate or trustgate-*.
-_WEBHOOKS = (webhook_configuration_path("mutating"), webhook_configuration_path("validating"))
 _POLICIES = (f"{_ADMISSION}/validatingadmissionpolicybindings",
              f"{_ADMISSION}/validatingadmissionpolicies")  # fmt: skip
 _ROLES = (f"{_RBAC}/clusterrolebindings", f"{_RBAC}/clusterroles")
@@ -142,13 +140,19 @@ class _Uninstall:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attestation.adapters.kube import Kube, KubeError, load_api_client
+    from attestation.adapters.kube import (
+        Kube,
+        KubeError,
+        load_api_client,
+        webhook_configuration_path,
+    )
 
     kube = Kube(load_api_client(args.kubeconfig))
     steps = _Uninstall(kube, args)
     try:
         print("1/4 webhook configurations (nothing is gated or refused after this)", flush=True)
-        steps.delete_ours(_WEBHOOKS)
+        steps.delete_ours((webhook_configuration_path("mutating"),
+                           webhook_configuration_path("validating")))  # fmt: skip
         print("2/4 the verifier, the webhook and the agents", flush=True)
         steps.stop_workloads()
         print("3/4 what trustgate put on nodes and NF pods", flush=True)
