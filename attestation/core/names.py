@@ -14,7 +14,9 @@ __all__ = [
     "APPROVED_EK_FIELD",
     "ATTESTED_LABEL",
     "AUDIT_HEAD_ANNOTATION",
+    "BUILD_INFO_METRIC",
     "CORE_NODE_LABEL",
+    "GATED_ANNOTATION",
     "GROUP",
     "LAST_VERIFIED_ANNOTATION",
     "MIRROR_ANNOTATION",
@@ -24,12 +26,16 @@ __all__ = [
     "NODEATTESTATION_PLURAL",
     "NODE_RESTRICTION_PREFIX",
     "NODE_STATES",
+    "NO_POLICY_EVENT_REASON",
     "POD_STATES",
+    "POLICY_INVALID_CONDITION",
+    "POLICY_LOADED_CONDITION",
     "PREFIX",
     "PROTECTED_NAMESPACE_LABEL",
     "REASON_ANNOTATION",
     "RUNTIME_POLICY_API_VERSION",
     "RUNTIME_POLICY_KIND",
+    "RUNTIME_POLICY_PLURAL",
     "SCHEDULING_GATE",
     "SYSTEM_NODE_LABEL",
     "TRUST_STATE_ANNOTATION",
@@ -55,6 +61,18 @@ APPROVED_EK_FIELD: Final = "approvedEkDigest"
 #: A runtime policy document (YAML/JSON): the files a network function may run.
 RUNTIME_POLICY_KIND: Final = "RuntimePolicy"
 RUNTIME_POLICY_API_VERSION: Final = f"{GROUP}/{VERSION}"
+#: ``runtimepolicies.trustgate.io``: the same document as a live object in the verifier's
+#: namespace (manifests/crds/runtimepolicies.yaml; docs/policies.md). Status conditions:
+RUNTIME_POLICY_PLURAL: Final = "runtimepolicies"
+#: ``Loaded``: the object's network function runs on a policy that includes this object.
+POLICY_LOADED_CONDITION: Final = "Loaded"
+#: ``Invalid``: the object itself is wrong (the reason names the field); the verifier keeps the
+#: network function's last loaded policy.
+POLICY_INVALID_CONDITION: Final = "Invalid"
+#: Pod annotation (and Event reason ``TrustgateNoPolicy``) while an NF pod stays gated because
+#: no runtime policy is loaded for its network function.
+GATED_ANNOTATION: Final = f"{PREFIX}gated"
+NO_POLICY_EVENT_REASON: Final = "TrustgateNoPolicy"
 
 #: Node label: ``true`` while the node's signed verdict is Trusted, ``false`` otherwise.
 ATTESTED_LABEL: Final = f"{PREFIX}attested"
@@ -95,3 +113,7 @@ NODE_STATES: Final[tuple[NodeState, ...]] = get_args(NodeState)
 #: A pod's trust state, as its ``trustgate.io/trust-state`` annotation says it.
 PodState = Literal["trusted", "untrusted", "pending", "unknown"]
 POD_STATES: Final[tuple[PodState, ...]] = get_args(PodState)
+
+#: Every component's /metrics: ``trustgate_build_info{component,version,python} 1`` (a dashboard
+#: joins on it to show which release each replica runs).
+BUILD_INFO_METRIC: Final = "trustgate_build_info"
