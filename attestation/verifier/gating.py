@@ -1,38 +1,99 @@
 """Scheduling gates: the webhook gates every NF pod at creation (``trustgate.io/attestation``);
 the verifier lifts a pod's gate once some node is trusted and a policy for the pod's network
 function is loaded. Until then the scheduler has nowhere safe to put it, so it does not try.
+
+A pod whose network function has no loaded policy would otherwise wait without a word: it gets
+the ``trustgate.io/gated`` annotation and a ``TrustgateNoPolicy`` Event saying so, once (the
+annotation is the memory, so a restarted verifier does not repeat the Event); both the policy's
+arrival and the lifted gate clear the annotation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
 
+from attestation.adapters.kube import KubeError, event_path, pod_path
+from attestation.core.clock import Clock, format_time, utcnow
 from attestation.core.kubeobject import KubeObject
-from attestation.core.names import SCHEDULING_GATE
+from attestation.core.names import (
+    GATED_ANNOTATION,
+    NO_POLICY_EVENT_REASON,
+    RUNTIME_POLICY_KIND,
+    SCHEDULING_GATE,
+)
 from attestation.core.verdict import PodInfo, PolicySet
+from attestation.verifier.events import COMPONENT
 from attestation.verifier.publisher import Publisher
 
-__all__ = ["Gates"]
+__all__ = ["Gates", "no_policy_event", "no_policy_message"]
+
+log = logging.getLogger(__name__)
+
+
+def no_policy_message(nf: str) -> str:
+    return (
+        f"no runtime policy is loaded for network function {nf}: the pod stays gated until a "
+        f"{RUNTIME_POLICY_KIND} with spec.networkFunction: {nf} loads (kubectl get runtimepolicies "
+        f"-A; its Invalid condition says what is wrong with one that does not)"
+    )
+
+
+def no_policy_event(pod: KubeObject, nf: str, *, instance: str, now: datetime) -> dict[str, Any]:
+    """The core/v1 Event on a pod gated for want of a policy."""
+    meta = pod.get("metadata") or {}
+    ns, name, stamp = meta.get("namespace", ""), meta.get("name", ""), format_time(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{name}.", "namespace": ns},
+        "involvedObject": {
+            "kind": "Pod",
+            "name": name,
+            "namespace": ns,
+            "uid": meta.get("uid", ""),
+            "apiVersion": "v1",
+        },
+        "reason": NO_POLICY_EVENT_REASON,
+        "message": no_policy_message(nf),
+        "type": "Warning",
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
 
 
 class Gates:
-    """Lifts gates when woken (an NF pod changed) or every second, while ``active``."""
+    """Lifts gates when woken (an NF pod changed) or every second, while ``active``.
+
+    ``policies`` is the loaded set, or a callable returning the current one (the live set the
+    RuntimePolicy watch swaps)."""
 
     def __init__(
         self,
         pods: Callable[[], Iterable[KubeObject]],
         publisher: Publisher,
-        policies: PolicySet,
+        policies: PolicySet | Callable[[], PolicySet],
         active: asyncio.Event,
+        *,
+        clock: Clock = utcnow,
     ) -> None:
         self._pods = pods
         self._publisher = publisher
-        self._policies = policies
+        self._policies = policies if callable(policies) else (lambda: policies)
         self._active = active
+        self._clock = clock
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        #: pods told since their annotation may not be in the informer yet (uids; pruned)
+        self._told: set[str] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -45,15 +106,52 @@ class Gates:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
             self._wake.clear()
-            if self._active.is_set() and self._publisher.any_trusted():
-                await self._lift()
+            if self._active.is_set():
+                await self._lift(self._publisher.any_trusted())
 
-    async def _lift(self) -> None:
-        for pod in list(self._pods()):
+    async def _lift(self, any_trusted: bool) -> None:
+        loaded = self._policies().by_network_function
+        pods = list(self._pods())
+        self._told &= {str((p.get("metadata") or {}).get("uid", "")) for p in pods}
+        for pod in pods:
             gates = [g.get("name") for g in (pod.get("spec") or {}).get("schedulingGates") or []]
             info = PodInfo.of(pod)
             if SCHEDULING_GATE not in gates or info is None:
                 continue
-            if info.network_function not in self._policies.by_network_function:
+            said = ((pod.get("metadata") or {}).get("annotations") or {}).get(GATED_ANNOTATION)
+            if info.network_function not in loaded:
+                if said is None and info.uid not in self._told:
+                    self._told.add(info.uid)
+                    await self._tell_no_policy(pod, info.network_function)
                 continue
-            await self._publisher.ungate(pod, gates.index(SCHEDULING_GATE))
+            self._told.discard(info.uid)
+            if said is not None:
+                await self._annotate(pod, None)
+            if any_trusted:
+                await self._publisher.ungate(pod, gates.index(SCHEDULING_GATE))
+
+    async def _tell_no_policy(self, pod: KubeObject, nf: str) -> None:
+        if not await self._annotate(pod, no_policy_message(nf)):
+            return
+        meta = pod.get("metadata") or {}
+        body = no_policy_event(
+            pod, nf, instance=self._publisher.settings.identity, now=self._clock()
+        )
+        try:
+            await asyncio.to_thread(
+                self._publisher.kube.create, event_path(meta.get("namespace", "")), body
+            )
+        except KubeError as e:
+            log.warning("event not written: %s", e)
+
+    async def _annotate(self, pod: KubeObject, value: str | None) -> bool:
+        meta = pod.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        patch = {"metadata": {"annotations": {GATED_ANNOTATION: value}}}
+        try:
+            await asyncio.to_thread(self._publisher.kube.merge_patch, pod_path(ns, name), patch)
+        except KubeError as e:
+            if e.status != 404:
+                log.warning("pod %s/%s: %s not written: %s", ns, name, GATED_ANNOTATION, e)
+            return False
+        return True
