@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from attestation.adapters.processmetrics import register_process_metrics
+
 __all__ = ["LATENCY_BUCKETS", "Metrics"]
 
 #: Admission has a 5 s budget at most; the interesting range is well under 10 ms.
@@ -14,6 +16,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        register_process_metrics(self.registry, "webhook")
         self.requests = Counter(
             "trustgate_webhook_requests",
             "Admission requests by endpoint and decision (allowed, denied, patched, warned, "

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from attestation.adapters.processmetrics import register_process_metrics
+
 __all__ = ["VerifierMetrics"]
 
 
@@ -15,6 +17,7 @@ class VerifierMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        register_process_metrics(r, "verifier")
         self.attestations = Counter(
             "trustgate_attestations", "Attestation rounds by result", ["result"], registry=r
         )

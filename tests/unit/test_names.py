@@ -17,6 +17,7 @@ SHIPPED = {
     "NODEATTESTATION_API_VERSION": "trustgate.io/v1alpha1",
     "APPROVED_EK_FIELD": "approvedEkDigest",
     "AUDIT_HEAD_ANNOTATION": "trustgate.io/audit-head",
+    "BUILD_INFO_METRIC": "trustgate_build_info",
     "RUNTIME_POLICY_KIND": "RuntimePolicy",
     "RUNTIME_POLICY_API_VERSION": "trustgate.io/v1alpha1",
     "ATTESTED_LABEL": "trustgate.io/attested",
