@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-unit test-tpm test-cluster test-image test-realnode image lint demo bench clean
+.PHONY: help setup test test-unit test-tpm test-cluster test-image test-realnode image lint demo bench clean chart
 
 help:
 	@echo "make demo   - run the end-to-end scenario on this machine (sets everything up first)"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint   - ruff, mypy --strict, import-linter"
 	@echo "make bench  - run the benchmark scripts under bench/"
 	@echo "make image  - build the trustgate and trustgate-agent images with docker or podman"
+	@echo "make chart  - regenerate charts/trustgate and release/*.yaml from manifests/"
 
 setup:
 	@bash scripts/setup.sh
@@ -56,6 +57,12 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
+	$(PY) scripts/gen_chart.py --check
+
+# The Helm chart and the release YAML, generated from the kustomize base (scripts/gen_chart.py):
+# run after any change under manifests/; `make lint` fails while they differ.
+chart: setup
+	$(PY) scripts/gen_chart.py
 
 demo: setup
 	$(VENV)/bin/trustgate demo

@@ -42,3 +42,7 @@ fi
 
 step "Kubernetes control plane"
 bash scripts/build-control-plane.sh
+
+# helm, for the chart's tests (tests/cluster/test_helm.py): from its Go module, cached like the above
+step "helm"
+bash scripts/build-helm.sh
