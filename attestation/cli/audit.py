@@ -38,7 +38,9 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     v.add_argument("--head", help=_HEAD_HELP)
     v.add_argument("--kubeconfig", type=Path, help="for --head cluster (default: in-cluster)")
-    v.add_argument("--namespace", default="trustgate-system", help="for --head cluster")
+    v.add_argument(
+        "--namespace", default="trustgate-system", help="for --head cluster (default: %(default)s)"
+    )
     v.add_argument("--lease", help="for --head cluster (default: from the trail's identity)")
     v.set_defaults(handler=verify)
 

@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
         help="let NODE enroll with the TPM whose EK digest is given (after enroll.ek_changed "
         "or enroll.ek_reused)",
     )
-    approve.add_argument("node", metavar="NODE")
+    approve.add_argument("node", metavar="NODE", help="the node's name")
     approve.add_argument(
         "--ek", required=True, metavar="DIGEST",
         help="SHA-256 (hex) of the EK's SubjectPublicKeyInfo, as the refusal names it",

@@ -41,13 +41,15 @@ def register(sub: Any) -> None:
         "--format",
         choices=["binary", "ascii"],
         default="binary",
-        help="--from-log: the list's format (binary_runtime_measurements or ascii)",
+        help="--from-log: the list's format (binary_runtime_measurements or ascii; default: "
+        "%(default)s)",
     )
     g.add_argument(
         "--column-size",
         type=int,
         default=20,
-        help="--from-log binary: template-hash column size (20 SHA-1, 32 SHA-256)",
+        help="--from-log binary: template-hash column size (20 SHA-1, 32 SHA-256; default: "
+        "%(default)s)",
     )
     g.add_argument(
         "--pod",
@@ -95,7 +97,9 @@ def register(sub: Any) -> None:
         help="check policy files: exit 0 clean, 1 warnings (e.g. an exclude covering a "
         "writable place), 2 a file does not load",
     )
-    lint_parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    lint_parser.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="runtime policy files to check"
+    )
     lint_parser.set_defaults(handler=lint)
 
 

@@ -38,7 +38,10 @@ def register(sub: Any) -> None:
         "--verifier-key", type=Path, default=None, metavar="PEM",
         help="check verdicts with this public key instead of the namespace's ConfigMap",
     )  # fmt: skip
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument(
+        "-o", "--output", choices=["text", "json"], default="text",
+        help="text (a table) or json (default: %(default)s)",
+    )  # fmt: skip
     p.set_defaults(handler=run)
 
 

@@ -22,8 +22,11 @@ def register(sub: Any) -> None:
     ima = verbs.add_parser(
         "ima", help="an IMA measurement list against a PCR 10 value", epilog=PURE_PYTHON_HELP
     )
-    ima.add_argument("--log", type=Path, required=True)
-    ima.add_argument("--format", choices=["binary", "ascii"], default="binary")
+    ima.add_argument("--log", type=Path, required=True, help="the IMA measurement list (a copy)")
+    ima.add_argument(
+        "--format", choices=["binary", "ascii"], default="binary",
+        help="the list's format: binary_runtime_measurements or ascii (default: %(default)s)",
+    )  # fmt: skip
     ima.add_argument(
         "--pcr10",
         required=True,
@@ -34,14 +37,16 @@ def register(sub: Any) -> None:
         "--column-size",
         type=int,
         default=20,
-        help="binary: template-hash column size (20 SHA-1, 32 SHA-256)",
+        help="binary: template-hash column size (20 SHA-1, 32 SHA-256; default: %(default)s)",
     )
     _policy_args(ima)
     ima.set_defaults(handler=verify_ima)
     ev = verbs.add_parser(
         "evidence", help="an evidence bundle: quote, PCRs and log", epilog=PURE_PYTHON_HELP
     )
-    ev.add_argument("--bundle", type=Path, required=True)
+    ev.add_argument(
+        "--bundle", type=Path, required=True, help="the evidence bundle (JSON: quote, PCRs, log)"
+    )
     ev.add_argument("--ak", type=Path, help="pin the AK: its public key, PEM")
     _policy_args(ev)
     ev.set_defaults(handler=verify_evidence)

@@ -4,10 +4,12 @@ stands in where it did before, and the help text shows the defaults the dataclas
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +322,67 @@ def test_pure_python_is_in_the_help_of_the_commands_that_check_logs(
         with pytest.raises(SystemExit):
             main([*argv, "--help"])
         assert "TRUSTGATE_PURE_PYTHON=1" in capsys.readouterr().out, argv
+
+
+# -- every flag of every command: help, and its default shown -----------------------------------
+
+
+def _parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def _entry(text: str, flag: str) -> str:
+    """A flag's entry in a rendered help: its line and the help lines below it (indented
+    deeper than the flags, which may themselves start with a flag: "--from-log: ...")."""
+    lines = text.splitlines()
+    start = next(
+        n for n, line in enumerate(lines) if line.strip().startswith((f"{flag} ", f"{flag},"))
+    )
+    entry = [lines[start].strip()]
+    for line in lines[start + 1 :]:
+        if not line.startswith("   "):  # the next flag ("  -x"), a blank line or a heading
+            break
+        entry.append(line.strip())
+    return " ".join(entry)
+
+
+def _has_default(action: argparse.Action) -> bool:
+    """A default worth showing: a value the command uses when the flag is absent (not None, an
+    empty repeatable list, or a switch's off)."""
+    default = action.default
+    return not (
+        default is None or default is argparse.SUPPRESS or default == [] or action.nargs == 0
+    )
+
+
+def test_every_flag_of_every_command_has_help_and_shows_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``trustgate ... --help`` documents every flag and argument of every command, and each
+    flag that has a default says it (with its value when it is a plain number or word)."""
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside a value
+    missing = []
+    skip = (argparse._SubParsersAction, argparse._HelpAction, argparse._VersionAction)
+    for path, parser in _parsers(build_parser()):
+        text = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, skip):
+                continue
+            where = f"trustgate {' '.join(path)} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{where}: no help")
+            elif action.option_strings and _has_default(action):
+                entry = _entry(text, action.option_strings[0])
+                plain = isinstance(action.default, str | int | float)
+                if "default" not in entry or (plain and str(action.default) not in entry):
+                    missing.append(f"{where}: help does not show its default {action.default!r}")
+    assert not missing, "\n".join(missing)
 
 
 # -- the demo outside a source checkout -------------------------------------------------------
