@@ -1,6 +1,8 @@
-"""``trustgate policy generate``: a runtime policy for a network function (or the host), from an
-unpacked image root file system or from a known-good IMA measurement list; ``trustgate policy
-lint``: does a policy load, and does it exclude a place a pod or root can write to.
+"""``trustgate policy generate``: a runtime policy for a network function (or the host), from a
+container image, an unpacked image root file system or a known-good IMA measurement list, as
+RuntimePolicy object(s) to ``kubectl apply`` (``--plain``: the bare document for a file);
+``trustgate policy lint``: does a policy load, and does it exclude a place a pod or root can
+write to.
 
 ``lint`` exits 0 when every file loads without a warning, 1 when every file loads but one has a
 warning, 2 when a file cannot be read or does not load."""
@@ -90,6 +92,26 @@ def register(sub: Any) -> None:
         metavar="N",
         help="refuse a file (in the tree, or the log) bigger than N bytes (default: %(default)s)",
     )
+    g.add_argument(
+        "--namespace",
+        default="trustgate-system",
+        help="the RuntimePolicy object's namespace: the verifier's, the only one it reads "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-object-bytes",
+        type=int,
+        metavar="N",
+        help="split a policy bigger than N bytes into objects <name>-1..K with spec.parts: K "
+        "(the API server stores at most ~1 MiB an object; default: 900000)",
+    )
+    g.add_argument(
+        "--plain",
+        action="store_true",
+        help="print the policy document alone (no namespace, never split): a file for the "
+        "verifier's --policies directory or for `policy lint`; default: RuntimePolicy "
+        "object(s) for `kubectl apply -f`",
+    )
     g.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     g.set_defaults(handler=generate)
     lint_parser = verbs.add_parser(
@@ -173,7 +195,17 @@ def generate(args: argparse.Namespace) -> int:
         return fail(f"policy generate: the result does not load: {e}")
     for warning in lint_policy(policy):
         print(f"trustgate: warning: {warning.message}", file=sys.stderr)
-    text = policy_gen.dump(doc)
+    if args.plain:
+        text = policy_gen.dump(doc)
+    else:
+        objects = policy_gen.as_objects(
+            doc,
+            namespace=args.namespace,
+            max_bytes=args.max_object_bytes or policy_gen.MAX_OBJECT_BYTES,
+        )
+        text = policy_gen.dump_all(objects)
+        if len(objects) > 1:
+            print(f"trustgate: split into {len(objects)} objects (spec.parts)", file=sys.stderr)
     if args.output:
         args.output.write_text(text)
         print(f"wrote {args.output} ({len(doc['spec']['digests'])} files)", file=sys.stderr)

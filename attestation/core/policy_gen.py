@@ -25,8 +25,11 @@ from attestation.core.types import ImaEntry, PodRef
 
 __all__ = [
     "DEFAULT_EXCLUDES",
+    "MAX_OBJECT_BYTES",
+    "as_objects",
     "document",
     "dump",
+    "dump_all",
     "from_image",
     "from_log",
     "runnable",
@@ -59,6 +62,59 @@ def document(
 
 def dump(doc: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(doc), sort_keys=False, width=200)
+
+
+def dump_all(docs: Iterable[Mapping[str, Any]]) -> str:
+    return yaml.safe_dump_all([dict(d) for d in docs], sort_keys=False, width=200)
+
+
+#: An object's size the API server stores comfortably under its 1.5 MiB request and etcd's
+#: ~1 MiB value limits, with room for metadata and status.
+MAX_OBJECT_BYTES = 900_000
+
+
+def _entry_bytes(path: str, values: list[str]) -> int:
+    """What one path adds to an object's YAML (its lines, indented under ``spec.digests``)."""
+    text = yaml.safe_dump({path: values}, width=200)
+    return len(text.encode()) + 4 * (len(values) + 1)
+
+
+def as_objects(
+    doc: Mapping[str, Any], *, namespace: str, max_bytes: int = MAX_OBJECT_BYTES
+) -> list[dict[str, Any]]:
+    """``doc`` as RuntimePolicy objects for ``kubectl apply``: in ``namespace`` (the verifier's;
+    it reads no other), and split into ``<name>-1..N`` with ``spec.parts: N`` when its digests
+    would make an object bigger than ``max_bytes`` (the verifier loads the set once all N are
+    there). Paths stay whole and sorted; the excludes and the rest go with the first part."""
+    spec = dict(doc["spec"])
+    digests: Mapping[str, list[str]] = spec.pop("digests")
+    chunks: list[dict[str, list[str]]] = [{}]
+    # everything else, the metadata (namespace, a -N suffix) and spec.parts, with room to spare
+    fixed = len(dump({**doc, "spec": spec}).encode()) + len(namespace) + 100
+    budget = max(max_bytes - fixed, 1)
+    used = 0
+    for path, values in digests.items():
+        cost = _entry_bytes(path, values)
+        if chunks[-1] and used + cost > budget:
+            chunks.append({})
+            used = 0
+        chunks[-1][path] = values
+        used += cost
+    name = doc["metadata"]["name"]
+    out = []
+    for i, chunk in enumerate(chunks, 1):
+        rest = spec if i == 1 else {"networkFunction": spec["networkFunction"]}
+        part_spec = {**rest, "digests": chunk}
+        if len(chunks) > 1:
+            part_spec["parts"] = len(chunks)
+        out.append({
+            "apiVersion": doc["apiVersion"],
+            "kind": doc["kind"],
+            "metadata": {"name": f"{name}-{i}" if len(chunks) > 1 else name,
+                         "namespace": namespace},
+            "spec": part_spec,
+        })  # fmt: skip
+    return out
 
 
 def from_log(
