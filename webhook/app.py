@@ -7,7 +7,7 @@ failurePolicy Fail), while any unexpected error while deciding becomes an Admiss
 ``allowed: false`` and code 500 for that request's UID.
 
 ``create_app`` only wires the parts together: the admission routes, the probe and metrics routes,
-and the lifespan that runs the NodeAttestation watch and the TLS renewals.
+and the lifespan that runs the NodeAttestation and Namespace watches and the TLS renewals.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import json
 import logging
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from time import perf_counter
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -32,6 +33,7 @@ from attestation.core.clock import Clock, utcnow
 from attestation.core.nodeattestation import Binding
 from webhook.metrics import Metrics
 from webhook.mutate import mutate
+from webhook.namespaces import NamespaceLookup, NamespaceModes
 from webhook.protect import network_function
 from webhook.responses import Response, complete, errored
 from webhook.reviews import Request, ReviewError, decode_review
@@ -63,39 +65,60 @@ def create_app(
     pod_lookup: PodLookup,
     tls: SelfManagedTls | None = None,
     clock: Clock = utcnow,
+    namespace_source: ListWatchSource | None = None,
+    namespace_lookup: NamespaceLookup | None = None,
 ) -> FastAPI:
     """``trust_source``: the NodeAttestations, watched into the trust view for as long as the app
     runs. ``tls``: the self-managed certificate (``webhook.tls``), prepared before the server
-    starts; the lifespan runs its caBundle and renewal checks, and readiness waits for them."""
+    starts; the lifespan runs its caBundle and renewal checks, and readiness waits for them.
+    ``namespace_source``: the Namespaces, watched for their enforcement label (without it every
+    namespace is in ``settings.enforcement_default``, or the legacy ``audit_namespaces``'
+    warn); ``namespace_lookup`` answers for one the watch has not delivered yet."""
     binding = Binding(settings.cluster_id, max_validity=settings.max_verdict_validity)
     view = TrustView(settings.verifier_keys, binding)
+    modes = NamespaceModes(
+        settings.enforcement_default, legacy_warn=settings.audit_namespaces,
+        lookup=namespace_lookup, timeout_seconds=settings.pod_lookup_timeout_seconds,
+    )  # fmt: skip
     metrics = Metrics()
-    decisions = _Decisions(settings, view, pod_lookup, clock)
-    lifespan = _lifespan(view, trust_source, settings.watch_retry_seconds, tls)
+    decisions = _Decisions(settings, view, pod_lookup, clock, modes)
+    watches = [(trust_source, view.replace, view.apply, "NodeAttestation")]
+    if namespace_source is not None:
+        watches.append((namespace_source, modes.replace, modes.apply, "Namespace"))
+    lifespan = _lifespan(watches, settings.watch_retry_seconds, tls)
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.trust_view = view
     app.include_router(_admission_routes(decisions, metrics, settings.max_body_bytes))
-    app.include_router(_probe_routes(view, tls, metrics))
+    synced = (view, modes) if namespace_source is not None else (view,)
+    app.include_router(_probe_routes(synced, tls, metrics))
     return app
 
 
+#: (source, on_list, on_event, name) of one list/watch loop.
+_Watch = tuple[ListWatchSource, Callable[..., object], Callable[[str, Any], object], str]
+
+
 def _lifespan(
-    view: TrustView, source: ListWatchSource, retry_seconds: float, tls: SelfManagedTls | None
+    watches: Sequence[_Watch], retry_seconds: float, tls: SelfManagedTls | None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The app's background work: the NodeAttestation list/watch loop in a thread (the client is
+    """The app's background work: the list/watch loops, each in a thread (the client is
     synchronous), and the TLS renewals as a task."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        watcher = threading.Thread(
-            target=list_watch,
-            args=(source, stop, view.replace, view.apply),
-            kwargs={"retry_seconds": retry_seconds, "name": "NodeAttestation"},
-            name="trustgate-nodeattestation-watch",
-            daemon=True,  # a watch blocked in the API server must not hold up shutdown
-        )
-        watcher.start()
+        watchers = [
+            threading.Thread(
+                target=list_watch,
+                args=(source, stop, on_list, on_event),
+                kwargs={"retry_seconds": retry_seconds, "name": name},
+                name=f"trustgate-{name.lower()}-watch",
+                daemon=True,  # a watch blocked in the API server must not hold up shutdown
+            )
+            for source, on_list, on_event, name in watches
+        ]
+        for watcher in watchers:
+            watcher.start()
         renewals = asyncio.create_task(tls.run()) if tls is not None else None
         try:
             yield
@@ -105,7 +128,8 @@ def _lifespan(
                 renewals.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewals
-            watcher.join(timeout=1.0)
+            for watcher in watchers:
+                watcher.join(timeout=1.0)
 
     return lifespan
 
@@ -119,13 +143,14 @@ class _Decisions:
         view: TrustView,
         pod_lookup: PodLookup,
         clock: Clock,
+        modes: NamespaceModes,
     ) -> None:
         rules = settings.protection
         self._rules = rules
+        self._modes = modes
         self._policy = ValidationPolicy(
             settings.verifier_username,
             rules,
-            settings.audit_namespaces,
             allow_ephemeral_containers=settings.allow_ephemeral_containers,
         )
         self._view = view
@@ -139,7 +164,9 @@ class _Decisions:
         )
 
     async def mutate(self, review: Request) -> Response:
-        return mutate(review, self._rules)
+        if not review.is_pod or review.operation != "CREATE":
+            return mutate(review, self._rules)
+        return mutate(review, self._rules, await self._modes.mode(review.namespace))
 
     async def validate(self, review: Request) -> Response:
         bound = None
@@ -148,9 +175,11 @@ class _Decisions:
             bound = await self._pods.get(*ref)
         elif review.is_pod and review.operation == "CREATE" and review.object is not None:
             self._pods.remember(review.namespace, review.name, review.object)
+        mode = await self._modes.mode(review.namespace)
         return validate(
-            review, trust=self._view.nodes, now=self._clock(), policy=self._policy, bound_pod=bound
-        )
+            review, trust=self._view.nodes, now=self._clock(), policy=self._policy,
+            bound_pod=bound, mode=mode,
+        )  # fmt: skip
 
 
 def _admission_routes(decisions: _Decisions, metrics: Metrics, max_body_bytes: int) -> APIRouter:
@@ -167,7 +196,9 @@ def _admission_routes(decisions: _Decisions, metrics: Metrics, max_body_bytes: i
     return router
 
 
-def _probe_routes(view: TrustView, tls: SelfManagedTls | None, metrics: Metrics) -> APIRouter:
+def _probe_routes(
+    synced: Sequence[TrustView | NamespaceModes], tls: SelfManagedTls | None, metrics: Metrics
+) -> APIRouter:
     router = APIRouter()
 
     @router.get("/healthz")
@@ -176,8 +207,10 @@ def _probe_routes(view: TrustView, tls: SelfManagedTls | None, metrics: Metrics)
 
     @router.get("/readyz")
     async def readyz() -> HttpResponse:
-        if not view.synced:
-            return HttpResponse(b"NodeAttestations not synced yet", 503, media_type="text/plain")
+        for view in synced:
+            if not view.synced:
+                what = "NodeAttestations" if isinstance(view, TrustView) else "Namespaces"
+                return HttpResponse(f"{what} not synced yet".encode(), 503, media_type="text/plain")
         if tls is not None and not tls.ready:
             return HttpResponse(b"caBundle not in place yet", 503, media_type="text/plain")
         return HttpResponse(b"ok", media_type="text/plain")

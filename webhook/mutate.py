@@ -14,6 +14,10 @@ that already has them yields an empty patch:
 - the scheduling gate ``trustgate.io/attestation``, which only the verifier removes (the
   kube-scheduler never removes gates). Skipped when ``spec.nodeName`` is preset: the API server
   rejects a pod with both, and the validating webhook checks such a pod's node instead.
+
+The last two only in ``enforce`` mode (``core.enforcement``): a ``warn`` or ``audit`` namespace's
+NF pods are labelled and marked pending (the verifier judges and reports them all the same) but
+neither gated nor pinned, so they schedule as if trustgate were not there.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from attestation.core.enforcement import Enforcement, actions
 from attestation.core.kubeobject import KubeObject
 from attestation.core.names import (
     ATTESTED_LABEL,
@@ -48,10 +53,15 @@ def pointer(*parts: str) -> str:
     return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def mutate_pod(pod: KubeObject, nf: str) -> tuple[PatchOp, ...]:
-    """The patch for an NF pod being created; empty when it already carries everything."""
+def mutate_pod(pod: KubeObject, nf: str, mode: Enforcement = "enforce") -> tuple[PatchOp, ...]:
+    """The patch for an NF pod being created in a namespace in ``mode``; empty when it already
+    carries everything."""
     spec = _mapping(pod.get("spec"), "spec")
-    ops = (*_strip(pod), *_label(pod, nf), *_annotation(pod), *_affinity(spec), *_gate(spec))
+    todo = actions(mode)
+    ops = (
+        *_strip(pod), *_label(pod, nf), *_annotation(pod),
+        *(_affinity(spec) if todo.pin else ()), *(_gate(spec) if todo.gate else ()),
+    )  # fmt: skip
     if ops and pod.get("metadata") is None:
         # A pod always has metadata by the time admission sees it; this keeps the patch valid.
         return (_add("/metadata", {}), *ops)
@@ -153,11 +163,12 @@ def _sequence(value: Any, what: str) -> Sequence[Any]:
     return value
 
 
-def mutate(request: Request, rules: ProtectionRules) -> Response:
-    """The /mutate decision: only NF pods being created are changed; everything else passes."""
+def mutate(request: Request, rules: ProtectionRules, mode: Enforcement = "enforce") -> Response:
+    """The /mutate decision: only NF pods being created are changed; everything else passes.
+    ``mode``: the enforcement mode of the request's namespace."""
     if not (request.is_pod and request.operation == "CREATE") or request.object is None:
         return allowed()
     nf = network_function(request.object, rules)
     if nf is None:
         return allowed()
-    return patched(mutate_pod(request.object, nf))
+    return patched(mutate_pod(request.object, nf, mode))

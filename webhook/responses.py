@@ -16,9 +16,11 @@ from typing import Literal
 from webhook.reviews import API_VERSION, KIND, PatchOp, ResponseWire, ReviewResponseWire
 
 __all__ = [
+    "WOULD_DENY",
     "Decision",
     "Response",
     "allowed",
+    "as_audit",
     "as_warning",
     "complete",
     "denied",
@@ -26,7 +28,10 @@ __all__ = [
     "patched",
 ]
 
-Decision = Literal["allowed", "denied", "errored", "patched", "warned"]
+Decision = Literal["allowed", "audited", "denied", "errored", "patched", "warned"]
+#: The key of the audit annotation an ``audit``-mode namespace's would-be denial is recorded
+#: under (the API server prefixes it with the webhook's name).
+WOULD_DENY = "would-deny"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,7 @@ class Response:
     message: str = ""
     patch: tuple[PatchOp, ...] = ()
     warnings: tuple[str, ...] = ()
+    audit_annotations: tuple[tuple[str, str], ...] = ()
 
 
 def allowed(message: str = "", *, warnings: tuple[str, ...] = ()) -> Response:
@@ -59,11 +65,20 @@ def patched(patch: tuple[PatchOp, ...], *, warnings: tuple[str, ...] = ()) -> Re
 
 
 def as_warning(response: Response, prefix: str) -> Response:
-    """Audit mode: a denial is turned into an allow carrying the reason as a warning, so
-    operators see what enforcement would do. Errors stay fail-closed."""
+    """Warn mode: a denial is turned into an allow carrying the reason as a warning, so the
+    client sees what enforcement would do. Errors stay fail-closed."""
     if response.decision != "denied":
         return response
     return Response(True, "warned", 200, warnings=(*response.warnings, prefix + response.message))
+
+
+def as_audit(response: Response) -> Response:
+    """Audit mode: a denial is turned into an allow whose reason goes only to the API server's
+    audit log (``auditAnnotations``), as Pod Security Admission's audit mode does. Errors stay
+    fail-closed."""
+    if response.decision != "denied":
+        return response
+    return Response(True, "audited", 200, audit_annotations=((WOULD_DENY, response.message),))
 
 
 def complete(uid: str, response: Response) -> ReviewResponseWire:
@@ -76,4 +91,6 @@ def complete(uid: str, response: Response) -> ReviewResponseWire:
         out["patch"] = base64.b64encode(encoded).decode("ascii")
     if response.warnings:
         out["warnings"] = list(response.warnings)
+    if response.audit_annotations:
+        out["auditAnnotations"] = dict(response.audit_annotations)
     return {"apiVersion": API_VERSION, "kind": KIND, "response": out}

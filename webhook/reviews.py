@@ -59,6 +59,8 @@ class ResponseWire(TypedDict):
     patchType: NotRequired[Literal["JSONPatch"]]
     patch: NotRequired[str]
     warnings: NotRequired[list[str]]
+    #: Recorded in the API server's audit log under ``<webhook name>/<key>``.
+    auditAnnotations: NotRequired[dict[str, str]]
 
 
 class ReviewResponseWire(TypedDict):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from attestation.core.enforcement import DEFAULT_ENFORCEMENT, Enforcement
 from webhook.certpolicy import CertPolicy
 from webhook.protect import ProtectionRules
 
@@ -56,8 +57,7 @@ class SelfTlsSettings:
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     """``verifier_keys`` maps key id -> public key (see ``attestation.core.signing.key_id``); more
-    than one allows a key rotation. Namespaces in ``audit_namespaces`` get warnings instead of
-    denials."""
+    than one allows a key rotation."""
 
     verifier_keys: Mapping[str, Ed25519PublicKey]
     verifier_username: str = DEFAULT_VERIFIER_USERNAME
@@ -67,6 +67,10 @@ class WebhookSettings:
     #: default --max-age, so only a verdict signed to outlive any sane setting is refused.
     max_verdict_validity: timedelta = timedelta(minutes=5)
     protection: ProtectionRules = field(default_factory=ProtectionRules)
+    #: The mode of a namespace without the ``trustgate.io/enforcement`` label
+    #: (``core.enforcement``): ``enforce`` gates, pins and denies as trustgate always did.
+    enforcement_default: Enforcement = DEFAULT_ENFORCEMENT
+    #: Deprecated (``--audit-namespace``): namespaces in ``warn`` mode unless labelled otherwise.
     audit_namespaces: frozenset[str] = frozenset()
     #: ``kubectl debug`` on NF pods (see ``webhook.validate.ValidationPolicy``); refused by default.
     allow_ephemeral_containers: bool = False

@@ -15,6 +15,9 @@ d. pods UPDATE that change the pod's network-function identity: nobody may. Admi
    be picked by the UPF's Service, and an NF that sheds or swaps its kind leaves its policy.
 e. ``pods/ephemeralcontainers`` UPDATE (``kubectl debug``) adding a container to an NF pod: its
    image is in no runtime policy; refused unless the policy allows ephemeral containers.
+
+The request's namespace's enforcement mode (``core.enforcement``) decides what a refusal becomes:
+a denial (``enforce``), a warning to the client (``warn``) or an audit annotation (``audit``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from attestation.core.clock import format_time
+from attestation.core.enforcement import Enforcement, actions
 from attestation.core.kubeobject import KubeObject
 from attestation.core.names import NF_LABEL, SCHEDULING_GATE, TRUST_STATE_ANNOTATION
 from attestation.core.nodeattestation import NodeTrust
@@ -36,20 +40,22 @@ from webhook.protect import (
     network_function,
     trustgate_marks,
 )
-from webhook.responses import Response, allowed, as_warning, denied
+from webhook.responses import Response, allowed, as_audit, as_warning, denied
 from webhook.reviews import Request, ReviewError
 
 __all__ = [
-    "AUDIT_PREFIX",
     "IDENTITY_FIXED",
+    "WARN_PREFIX",
     "ValidationPolicy",
     "binding_pod",
+    "enforced",
     "identity_refusal",
     "node_refusal",
     "validate",
 ]
 
-AUDIT_PREFIX = "trustgate audit mode, would deny: "
+#: Before each warning of a ``warn``-mode namespace: what a client (or a test) can look for.
+WARN_PREFIX = "trustgate warn mode, would deny: "
 #: In every refusal of an identity change: what a runbook or a test can look for.
 IDENTITY_FIXED = "is fixed at creation"
 
@@ -62,7 +68,6 @@ class ValidationPolicy:
 
     verifier_username: str
     rules: ProtectionRules = field(default_factory=ProtectionRules)
-    audit_namespaces: frozenset[str] = frozenset()
     allow_ephemeral_containers: bool = False
 
 
@@ -85,11 +90,19 @@ def validate(
     now: datetime,
     policy: ValidationPolicy,
     bound_pod: KubeObject | None = None,
+    mode: Enforcement = "enforce",
 ) -> Response:
-    response = _decide(request, trust, now, policy, bound_pod)
-    if request.namespace in policy.audit_namespaces:
-        return as_warning(response, AUDIT_PREFIX)
-    return response
+    """``mode``: the enforcement mode of the request's namespace."""
+    return enforced(_decide(request, trust, now, policy, bound_pod), mode)
+
+
+def enforced(response: Response, mode: Enforcement) -> Response:
+    """What a decision becomes in ``mode``: unchanged, a warning, or an audit annotation."""
+    if actions(mode).deny:
+        return response
+    if actions(mode).warn:
+        return as_warning(response, WARN_PREFIX)
+    return as_audit(response)
 
 
 def _decide(

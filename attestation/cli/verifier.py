@@ -174,8 +174,21 @@ def _register_remediation(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--unknown-grace",
         type=float,
-        help="seconds a node may lack fresh evidence before its NF pods are evicted "
-        f"(default: {_d('unknown_grace')})",
+        help="seconds a node may lack fresh evidence before its NF pods are evicted, with "
+        f"--evict-on-unknown (default: {_d('unknown_grace')})",
+    )
+    # -- staged rollout (core.enforcement, docs/rollout.md) --
+    g.add_argument(
+        "--evict-on-unknown",
+        action="store_true",
+        help="evict an Unknown node's running NF pods after --unknown-grace (default: an agent "
+        "or verifier outage alone never evicts; a failed verdict does)",
+    )
+    g.add_argument(
+        "--enforcement-default",
+        choices=("enforce", "warn", "audit"),
+        help="the mode of a namespace without the trustgate.io/enforcement label; untrusted "
+        f"nodes are tainted only under enforce (default: {_d('enforcement_default')})",
     )
 
 

@@ -7,6 +7,7 @@ given."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from attestation.cli.common import (
     given,
     setup_logging,
 )
+from attestation.core.enforcement import ENFORCEMENT_MODES
+from attestation.core.names import ENFORCEMENT_LABEL
 from webhook.certpolicy import CertPolicy
 from webhook.settings import (
     DEFAULT_SERVICE_NAME,
@@ -93,9 +96,17 @@ def register(sub: Any) -> None:
         f"{_d(WebhookSettings, 'max_verdict_validity')})",
     )
     p.add_argument(
+        "--enforcement-default",
+        choices=ENFORCEMENT_MODES,
+        help="the mode of a namespace without the trustgate.io/enforcement label: enforce "
+        "(gate, pin, deny), warn (admission warnings only) or audit (audit-log annotations "
+        f"only); docs/rollout.md ({_d(WebhookSettings, 'enforcement_default')})",
+    )
+    p.add_argument(
         "--audit-namespace",
         action="append",
-        help="namespace where denials become warnings (staged rollout); repeatable (default: none)",
+        help="deprecated: label the namespace trustgate.io/enforcement=warn instead. A namespace "
+        "in warn mode unless labelled; repeatable (default: none)",
     )
     p.add_argument(
         "--allow-ephemeral-containers",
@@ -174,6 +185,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WebhookSe
         raise UsageError(f"--verifier-key: {e}") from e
     options = given(args, WebhookSettings)
     if hasattr(args, "audit_namespace"):
+        logging.getLogger(__name__).warning(
+            "--audit-namespace is deprecated: label the namespace %s=warn instead",
+            ENFORCEMENT_LABEL,
+        )
         options["audit_namespaces"] = frozenset(args.audit_namespace)
     client_ca = getattr(args, "client_ca", None)
     if client_ca is not None:
@@ -280,6 +295,8 @@ def _run_server(settings: WebhookSettings, kube: Kube, tls: SelfManagedTls | Non
         trust_source=Resource(kube, nodeattestation_path()),
         pod_lookup=kube.get_pod,
         tls=tls,
+        namespace_source=Resource(kube, "/api/v1/namespaces"),
+        namespace_lookup=lambda name: kube.get(f"/api/v1/namespaces/{name}"),
     )
     server = uvicorn.Server(server_config(app, settings, tls=tls))
     if tls is not None:

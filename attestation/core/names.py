@@ -16,6 +16,7 @@ __all__ = [
     "AUDIT_HEAD_ANNOTATION",
     "BUILD_INFO_METRIC",
     "CORE_NODE_LABEL",
+    "ENFORCEMENT_LABEL",
     "GATED_ANNOTATION",
     "GROUP",
     "LAST_VERIFIED_ANNOTATION",
@@ -83,6 +84,10 @@ NF_LABEL: Final = f"{PREFIX}network-function"
 #: The namespace label that puts a namespace's pods under the webhook (manifests'
 #: namespaceSelector); only such namespaces' NF pods are listed in a node's status.
 PROTECTED_NAMESPACE_LABEL: Final = f"{PREFIX}protected"
+#: Namespace label choosing how trustgate acts on the namespace's NF pods: ``enforce`` (gate,
+#: pin, deny, evict), ``warn`` (admission warnings, nothing blocked) or ``audit`` (reports only);
+#: absent: the cluster default (``--enforcement-default``). See core.enforcement, docs/rollout.md.
+ENFORCEMENT_LABEL: Final = f"{PREFIX}enforcement"
 #: Pod annotations written by the verifier.
 TRUST_STATE_ANNOTATION: Final = f"{PREFIX}trust-state"
 LAST_VERIFIED_ANNOTATION: Final = f"{PREFIX}last-verified"

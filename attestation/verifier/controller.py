@@ -20,6 +20,7 @@ from attestation.adapters.informer import Informer, uid_key
 from attestation.adapters.kube import Kube, Resource, node_path, nodeattestation_path, pod_path
 from attestation.core.checkpoint import checkpoint_of
 from attestation.core.clock import Clock, utcnow
+from attestation.core.enforcement import Enforcement, mode_in
 from attestation.core.evidence import Evidence, EvidenceQuery
 from attestation.core.fastpath import select
 from attestation.core.kubeobject import KubeObject
@@ -134,6 +135,13 @@ class Verifier:
         ), loop)  # fmt: skip
         never = {"kube-system", "kube-node-lease", self.settings.namespace}
         self.publisher.protected = lambda ns: ns in namespaces.objects and ns not in never
+        # Staged rollout: each namespace's trustgate.io/enforcement label (core.enforcement).
+        default = self.settings.enforcement_default
+
+        def mode_of(namespace: str) -> Enforcement:
+            return mode_in(namespaces.objects, default, namespace)
+
+        self.publisher.remediator.mode_of = self.publisher.reports.mode_of = mode_of
         self._informers = [self.nodes, attestations, self.pods, namespaces]
         if self.settings.non_nf_pods == "ignore":  # else their entries are the host's
             update, source = self._other_pods.update, OtherPods(self.kube)

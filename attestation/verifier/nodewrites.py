@@ -132,17 +132,18 @@ def read_approval(kube: Kube, node: str) -> str:
     return approved if isinstance(approved, str) else ""
 
 
-def write_label_and_taint(kube: Kube, node: str, trusted: bool) -> None:
+def write_label_and_taint(kube: Kube, node: str, trusted: bool, taint: bool = True) -> None:
     """Label the node ``true``/``false`` and add or remove the NoSchedule taint, leaving other
-    taints alone. The taints are a list, so the patch carries the resourceVersion it was computed
-    from: a concurrent change (409) is read again, at most a few times."""
+    taints alone; ``taint`` False: never tainted (``core.enforcement.taints_nodes``). The taints
+    are a list, so the patch carries the resourceVersion it was computed from: a concurrent
+    change (409) is read again, at most a few times."""
     for _ in range(_NODE_ATTEMPTS):
         obj = kube.get(node_path(node))
         if obj is None:
             return
         current = (obj.get("spec") or {}).get("taints") or []
         taints = [t for t in current if t.get("key") != UNTRUSTED_TAINT]
-        if not trusted:
+        if not trusted and taint:
             taints.append({"key": UNTRUSTED_TAINT, "value": "true", "effect": "NoSchedule"})
         labels = (obj.get("metadata") or {}).get("labels") or {}
         want = "true" if trusted else "false"

@@ -32,6 +32,7 @@ from attestation.adapters.kube import (
 )
 from attestation.core.checkpoint import read_checkpoints
 from attestation.core.clock import Clock, parse_time, utcnow
+from attestation.core.enforcement import taints_nodes
 from attestation.core.freshness import refresh_due, unknown_too_long
 from attestation.core.names import NodeState
 from attestation.core.nodeattestation import Binding, CheckpointWire, NodeTrust, bind
@@ -51,6 +52,7 @@ from attestation.verifier.leader import Fence, Unfenced
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.nodewrites import read_approval, write_fenced, write_label_and_taint
 from attestation.verifier.podside import PodSide
+from attestation.verifier.policyreport import PolicyReports
 from attestation.verifier.published import Published, epoch_sequence, read_published
 from attestation.verifier.remediate import PodTarget, Remediator
 from attestation.verifier.settings import VerifierSettings
@@ -109,6 +111,8 @@ class Publisher(PodSide):
             kube, settings.remediation, settings.eviction_deadline, self._remediated,
             grace=settings.eviction_grace,
         )  # fmt: skip
+        #: Each namespace's PolicyReport (staged rollout, docs/rollout.md).
+        self.reports = PolicyReports(kube, clock=clock)
 
     def forget(self, node: str) -> None:
         """Drop what was kept for ``node`` once it is no longer attested (deleted, released):
@@ -117,6 +121,7 @@ class Publisher(PodSide):
         self._unknown_since.pop(node, None)
         self.checkpoints.pop(node, None)
         self._audited.pop(node, None)
+        self.reports.forget_node(node)
 
     def tracked(self) -> dict[str, int]:
         """How many nodes and pods this publisher keeps something for (see ``forget``)."""
@@ -128,6 +133,7 @@ class Publisher(PodSide):
 
     async def close(self) -> None:
         await self.remediator.close()
+        await self.reports.close()
         self._audit_thread.shutdown(wait=True)
 
     async def audit(self, record: Mapping[str, Any]) -> None:
@@ -198,9 +204,8 @@ class Publisher(PodSide):
             await self._publish(node, "Unknown", text, verdict, pods, b"")
         since = self._unknown_since.setdefault(node, now)
         grace = self.settings.unknown_grace
-        if self.settings.untrusted_node_action == "evict" and unknown_too_long(
-            since, now, timedelta(seconds=grace)
-        ):
+        evicts = self.settings.evict_on_unknown and self.settings.untrusted_node_action == "evict"
+        if evicts and unknown_too_long(since, now, timedelta(seconds=grace)):
             for uid, info in pods.items():
                 why_evict = f"node {node} has had no fresh evidence for {grace:g}s: {text}"
                 self.remediator.request(PodTarget(info.namespace, info.name, uid, why_evict))
@@ -230,6 +235,7 @@ class Publisher(PodSide):
         due = refresh_due(prev.trust.verified_at if prev else None, now, every)
         if not (changed or pods_changed or due):
             return
+        self.reports.observe(node, pods, views, verdict)
         audited = (state, node_reason, pin, views)
         if (changed or pods_changed) and self._audited.get(node) != audited:
             self._audited[node] = audited
@@ -373,7 +379,8 @@ class Publisher(PodSide):
         if not self.fence.holds():
             return False
         try:
-            await self._call(write_label_and_taint, self.kube, node, trusted)
+            taint = taints_nodes(self.settings.enforcement_default)
+            await self._call(write_label_and_taint, self.kube, node, trusted, taint)
             return True
         except KubeError as e:
             log.warning("node %s: label/taint not written (%s); retrying next round", node, e)

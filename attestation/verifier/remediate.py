@@ -5,6 +5,11 @@ Eviction (policy/v1) respects PodDisruptionBudgets: a 429 is retried with backof
 network function must not keep running because a budget is exhausted). ``annotate-only`` (audit
 mode) records what would have happened and touches nothing. One task per pod at a time.
 
+Per namespace, ``mode_of`` (``core.enforcement``, the namespace's ``trustgate.io/enforcement``
+label) has the last word: a pod of a ``warn`` or ``audit`` namespace is never removed; what would
+have happened is reported once (an Event, the audit trail) and asked again on later verdicts, so
+a namespace switched to ``enforce`` gets its divergent pods removed then.
+
 Every eviction asks for ``grace`` seconds of termination grace, not the pod's own
 ``terminationGracePeriodSeconds``: a tampered pod that asks for a year must not run for a year.
 What has been done is remembered per pod uid until the pod is gone (``forget``).
@@ -16,12 +21,13 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from attestation.adapters.kube import Kube, KubeError, pod_path
+from attestation.core.enforcement import Enforcement, actions
 from attestation.verifier.settings import RemediationMode
 
 __all__ = ["Outcome", "PodTarget", "Remediator", "Report"]
@@ -66,30 +72,50 @@ class Remediator:
         self._done: set[str] = set()
         #: Pods deleted while their removal was under way: forgotten once it ends.
         self._gone: set[str] = set()
+        #: The enforcement mode of a namespace; the controller sets it from its namespace watch.
+        self.mode_of: Callable[[str], Enforcement] = lambda _namespace: "enforce"
+        #: Pods of warn/audit namespaces whose would-be removal was reported (once per pod).
+        self._spared: set[str] = set()
 
     def request(self, target: PodTarget) -> None:
-        """Start removing ``target`` unless that is already under way or done."""
+        """Start removing ``target`` unless that is already under way or done, or its namespace
+        is not in ``enforce`` mode (then report once what would have happened)."""
         if target.uid in self._in_flight or target.uid in self._done:
             return
-        task = asyncio.create_task(self._remove(target), name=f"remediate:{target.name}")
+        mode = self.mode_of(target.namespace)
+        if not actions(mode).evict:
+            if target.uid not in self._spared:
+                self._spared.add(target.uid)
+                detail = f"namespace in {mode} mode, not evicted: {target.reason}"
+                self._start(target, self._spare(target, detail))
+            return
+        self._start(target, self._remove(target))
+
+    async def _spare(self, target: PodTarget, detail: str) -> None:
+        await self._report(target, "audit-only", detail)
+
+    def _start(self, target: PodTarget, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"remediate:{target.name}")
         self._in_flight[target.uid] = task
         task.add_done_callback(lambda _t: self._finished(target.uid))
 
     def forget(self, uid: str) -> None:
         """The pod ``uid`` no longer exists: drop what is kept for it (uids are never reused)."""
         self._done.discard(uid)
+        self._spared.discard(uid)
         if uid in self._in_flight:
             self._gone.add(uid)
 
     def tracked(self) -> int:
-        """How many pods are remembered (done, or under way)."""
-        return len(self._done) + len(self._in_flight) + len(self._gone)
+        """How many pods are remembered (done, under way, or spared by their namespace)."""
+        return len(self._done) + len(self._in_flight) + len(self._gone) + len(self._spared)
 
     def _finished(self, uid: str) -> None:
         self._in_flight.pop(uid, None)
         if uid in self._gone:
             self._gone.discard(uid)
             self._done.discard(uid)
+            self._spared.discard(uid)
 
     async def close(self) -> None:
         for task in list(self._in_flight.values()):

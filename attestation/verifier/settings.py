@@ -8,6 +8,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from attestation.core.enforcement import DEFAULT_ENFORCEMENT, Enforcement
+
 __all__ = ["NonNfPods", "RemediationMode", "UntrustedNodeAction", "VerifierSettings"]
 
 RemediationMode = Literal["evict-only", "evict-then-delete", "annotate-only"]
@@ -72,10 +74,18 @@ class VerifierSettings:
     eviction_grace: int = 5
     untrusted_node_action: UntrustedNodeAction = "evict"
     #: A node without fresh evidence (agent down, hung, lying about its identity) is Unknown:
-    #: tainted at once, and after this many seconds its protected pods are evicted like an
-    #: Untrusted node's (with untrusted_node_action "evict") — root on the node could stop the
-    #: agent and then tamper unseen.
+    #: tainted at once, and — only with ``evict_on_unknown`` — after this many seconds its
+    #: protected pods are evicted like an Untrusted node's (with untrusted_node_action "evict"):
+    #: root on the node could stop the agent and then tamper unseen.
     unknown_grace: float = 300.0
+    # -- staged rollout (core.enforcement, docs/rollout.md) --
+    #: Opt in to evicting an Unknown node's running NF pods after ``unknown_grace``. Off: an
+    #: agent or verifier outage alone never evicts (the node is labelled false and tainted, so
+    #: no new NF pod lands there); a real failed verdict (Untrusted) still does.
+    evict_on_unknown: bool = False
+    #: The enforcement mode of a namespace without the ``trustgate.io/enforcement`` label; it also
+    #: decides whether untrusted nodes are tainted (only under ``enforce``).
+    enforcement_default: Enforcement = DEFAULT_ENFORCEMENT
     #: Where agents push "the log grew" notifications, and Prometheus scrapes /metrics.
     listen_host: str = "0.0.0.0"  # noqa: S104 - in-cluster Service; NetworkPolicy narrows it
     listen_port: int = 8443

@@ -4,7 +4,7 @@ verifier ServiceAccount's RBAC); everything it keeps per node and per pod return
 before the churn.
 
 The nodes are Node objects without agents: each goes Unknown (``agent.missing``) and, with an
-unknown-grace of 0, its pods are evicted, so the remediator's record of finished evictions fills
+unknown-grace of 0 and ``evict_on_unknown``, its pods are evicted, so the remediator's record of finished evictions fills
 up too. Without a kubelet an evicted pod stays Terminating until the test deletes it.
 """
 
@@ -54,6 +54,7 @@ async def _churn(cluster: ClusterHandle, workdir: Path) -> tuple[dict[str, int],
     label = lab_node_label("churn")
     settings = VerifierSettings(
         node_selector="=".join(label), interval=0.5, max_age=2.0, unknown_grace=0.0,
+        evict_on_unknown=True,
         leader_election=False, namespace=NAMESPACE, audit_log=workdir / "audit.jsonl",
     )  # fmt: skip
     kubeconfig = service_account_kubeconfig(cluster.plane, "trustgate-verifier", workdir)

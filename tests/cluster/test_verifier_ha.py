@@ -183,7 +183,7 @@ def lab(
 ) -> Iterator[Lab]:
     trustgate_installed.ensure_namespace(NS)
     workdir = tmp_path_factory.mktemp("verifier-ops")
-    args = ("--eviction-deadline", "5", "--unknown-grace", "2")
+    args = ("--eviction-deadline", "5", "--unknown-grace", "2", "--evict-on-unknown")
     with lab_cluster(
         trustgate_installed, swtpm_ca, workdir, ["ops-1"], verifier_args=args, trusted=["ops-1"]
     ) as lab:
@@ -278,8 +278,9 @@ def test_metrics_count_rounds(lab: Lab) -> None:
 
 
 def test_pods_on_a_node_unknown_for_longer_than_the_grace_are_evicted(lab: Lab) -> None:
-    """Root on the node stops the agent, then could tamper unseen: after --unknown-grace (2 s
-    here) without fresh evidence, the node's NF pods are evicted like an Untrusted node's."""
+    """Root on the node stops the agent, then could tamper unseen: with --evict-on-unknown, after
+    --unknown-grace (2 s here) without fresh evidence, the node's NF pods are evicted like an
+    Untrusted node's."""
     uid = lab.create_nf_pod(NS, "smf-dark", "smf", "ops-1")
     lab.nodes["ops-1"].run_in_pod(uid, "/usr/bin/smfd", FILES["smf"]["/usr/bin/smfd"])
     wait_for("smf-dark trusted", lambda: pod_view(lab, NS, "smf-dark")[0] == "trusted", 20)

@@ -110,6 +110,7 @@ def test_every_verifier_flag_reaches_its_field() -> None:
         "--audit-max-bytes", "1", "--audit-checkpoint-interval", "1",
         "--agent-client-cert", "/vc", "--agent-client-key", "/vk", "--push-rate", "1",
         "--push-burst", "2", "--cluster-id", "c1",
+        "--evict-on-unknown", "--enforcement-default", "audit",
     ]  # fmt: skip
     settings = verifier.settings_from(_parse(*argv), {})
     defaults = VerifierSettings()
@@ -145,9 +146,10 @@ def test_every_self_tls_flag_reaches_its_field(verifier_key: Path) -> None:
         "--tls-ip-san", "127.0.0.1", "--tls-ca-validity", "100d", "--tls-ca-renew-before", "50d",
         "--tls-validity", "20d", "--tls-renew-before", "10d", "--tls-check-interval", "30s",
         "--verifier-username", "u", "--audit-namespace", "a", "--host", "127.0.0.1",
-        "--port", "1", "--allow-ephemeral-containers",
+        "--port", "1", "--allow-ephemeral-containers", "--enforcement-default", "warn",
     )  # fmt: skip
     settings = webhook.settings_from(args, {})
+    assert settings.enforcement_default == "warn"
     assert (settings.verifier_username, settings.host, settings.port) == ("u", "127.0.0.1", 1)
     assert settings.allow_ephemeral_containers is True
     assert settings.audit_namespaces == frozenset({"a"})

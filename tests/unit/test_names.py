@@ -24,6 +24,7 @@ SHIPPED = {
     "UNTRUSTED_TAINT": "trustgate.io/untrusted",
     "NF_LABEL": "trustgate.io/network-function",
     "PROTECTED_NAMESPACE_LABEL": "trustgate.io/protected",
+    "ENFORCEMENT_LABEL": "trustgate.io/enforcement",
     "TRUST_STATE_ANNOTATION": "trustgate.io/trust-state",
     "LAST_VERIFIED_ANNOTATION": "trustgate.io/last-verified",
     "REASON_ANNOTATION": "trustgate.io/reason",

@@ -206,7 +206,7 @@ def test_pod_lookup_timeout_fails_closed() -> None:
         assert "timed out" in answer["status"]["message"]
 
 
-def test_audit_namespace_gets_warnings() -> None:
+def test_deprecated_audit_namespace_is_warn_mode() -> None:
     settings = WebhookSettings(
         cluster_id=CLUSTER,
         verifier_keys=SETTINGS.verifier_keys,
@@ -217,7 +217,7 @@ def test_audit_namespace_gets_warnings() -> None:
         answer = review_of(c.post("/validate", vector(BINDING)))
         assert answer["allowed"] is True
         assert answer["warnings"] == [
-            "trustgate audit mode, would deny: node worker-1 has no NodeAttestation"
+            "trustgate warn mode, would deny: node worker-1 has no NodeAttestation"
         ]
 
 

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from attestation.core.enforcement import Enforcement
 from attestation.core.nodeattestation import NodeTrust, node_trust
 from attestation.core.signing import public_keys_by_id
 from tests.unit.webhook_data import NOW, node_attestation, vector
-from webhook.responses import Response
+from webhook.responses import Response, allowed, complete, errored
 from webhook.reviews import Request, ReviewError, decode_review
-from webhook.validate import ValidationPolicy, binding_pod, validate
+from webhook.validate import ValidationPolicy, binding_pod, enforced, validate
 
 VERIFIER_KEY = Ed25519PrivateKey.from_private_bytes(b"v" * 32)
 ROGUE_KEY = Ed25519PrivateKey.from_private_bytes(b"r" * 32)
@@ -74,9 +75,10 @@ def run(
     *,
     bound_pod: dict[str, Any] | None = None,
     policy: ValidationPolicy = POLICY,
+    mode: Enforcement = "enforce",
 ) -> Any:
     request = decode_review(json.dumps(review).encode())
-    return validate(request, trust=trust, now=NOW, policy=policy, bound_pod=bound_pod)
+    return validate(request, trust=trust, now=NOW, policy=policy, bound_pod=bound_pod, mode=mode)
 
 
 NODE_CHECKED = [
@@ -194,15 +196,32 @@ def test_other_annotations_may_change() -> None:
     assert run(review, VIEWS["missing"]).allowed
 
 
-def test_audit_namespace_warns_instead_of_denying() -> None:
-    policy = ValidationPolicy(VERIFIER, audit_namespaces=frozenset({"5gc"}))
-    response = run(vector("validate-pods-create-smf-pinned"), VIEWS["untrusted"], policy=policy)
+def test_warn_mode_warns_instead_of_denying() -> None:
+    response = run(vector("validate-pods-create-smf-pinned"), VIEWS["untrusted"], mode="warn")
     assert response.allowed
     assert response.decision == "warned"
-    assert response.warnings == (f"trustgate audit mode, would deny: {REFUSALS['untrusted']}",)
-    response = run(gate_removal("lab-admin"), TRUSTED, policy=policy)
+    assert response.warnings == (f"trustgate warn mode, would deny: {REFUSALS['untrusted']}",)
+    assert not response.audit_annotations
+    response = run(gate_removal("lab-admin"), TRUSTED, mode="warn")
     assert response.allowed
     assert "scheduling gate" in response.warnings[0]
+
+
+def test_audit_mode_records_the_refusal_in_the_audit_log_only() -> None:
+    response = run(vector("validate-pods-create-smf-pinned"), VIEWS["untrusted"], mode="audit")
+    assert response.allowed
+    assert response.decision == "audited"
+    assert not response.warnings
+    assert response.audit_annotations == (("would-deny", REFUSALS["untrusted"]),)
+    wire = complete("u", response)["response"]
+    assert wire["auditAnnotations"] == {"would-deny": REFUSALS["untrusted"]}
+    assert "status" not in wire
+
+
+@pytest.mark.parametrize("mode", ["warn", "audit"])
+def test_no_mode_turns_an_error_or_an_allow_into_something_else(mode: Enforcement) -> None:
+    assert enforced(errored(500, "boom"), mode) == errored(500, "boom")
+    assert run(vector("validate-pods-create-smf-pinned"), TRUSTED, mode=mode) == allowed()
 
 
 @pytest.mark.parametrize(
@@ -352,8 +371,8 @@ def test_kubectl_debug_is_refused_in_nf_pods_unless_allowed() -> None:
     assert run(
         review, TRUSTED, policy=ValidationPolicy(VERIFIER, allow_ephemeral_containers=True)
     ).allowed
-    audit = ValidationPolicy(VERIFIER, audit_namespaces=frozenset({"5gc"}))
-    assert run(review, TRUSTED, policy=audit).decision == "warned"
+    assert run(review, TRUSTED, mode="warn").decision == "warned"
+    assert run(review, TRUSTED, mode="audit").decision == "audited"
 
 
 def test_kubectl_debug_of_a_plain_pod_or_adding_nothing_is_allowed() -> None:

@@ -1,0 +1,185 @@
+"""Staged rollout on the real control plane: the namespace label ``trustgate.io/enforcement``
+(``enforce`` | ``warn`` | ``audit``) read by the real webhook and the real verifier, with real
+swtpm nodes and agents.
+
+- audit: a tampered NF pod is neither gated, pinned nor evicted, its node is not tainted, and the
+  finding is in an Event and in the namespace's PolicyReport (wgpolicyk8s.io/v1alpha2);
+- warn: the API server hands the webhook's warning to the client (kubectl prints it);
+- enforce (the default, and what an unreadable label means): gated and pinned as before;
+- an agent killed does not get running NF pods evicted unless ``--evict-on-unknown``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from attestation.core.names import (
+    ATTESTED_LABEL,
+    ENFORCEMENT_LABEL,
+    PROTECTED_NAMESPACE_LABEL,
+    SCHEDULING_GATE,
+    TRUST_STATE_ANNOTATION,
+    UNTRUSTED_TAINT,
+)
+from tests.support.controlplane import ClusterHandle
+from tests.support.lab import FILES, Lab, lab_cluster, wait_for
+from tests.support.swtpm import LocalCa
+
+NODES = ("rworker-1", "rworker-2")
+REPORTS = "/apis/wgpolicyk8s.io/v1alpha2/namespaces/{ns}/policyreports"
+
+
+@pytest.fixture(scope="module")
+def lab(
+    trustgate_installed: ClusterHandle, swtpm_ca: LocalCa, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    workdir = tmp_path_factory.mktemp("rollout-lab")
+    args = ("--eviction-deadline", "5", "--unknown-grace", "1")
+    with lab_cluster(
+        trustgate_installed, swtpm_ca, workdir, NODES, trusted=NODES, webhook=True,
+        verifier_args=args,
+    ) as lab:  # fmt: skip
+        yield lab
+
+
+def _namespace(lab: Lab, prefix: str, mode: str | None) -> str:
+    ns = lab.cluster.unique(prefix)
+    labels = {PROTECTED_NAMESPACE_LABEL: "true"}
+    if mode is not None:
+        labels[ENFORCEMENT_LABEL] = mode
+    lab.cluster.ensure_namespace(ns, labels)
+    time.sleep(0.5)  # the webhook's and the verifier's namespace watches (a miss is enforce)
+    return ns
+
+
+def _unpinned_pod(lab: Lab, ns: str, name: str, nf: str) -> dict[str, Any]:
+    """An NF pod created through admission without a node: what the mutation made of it."""
+    return lab.cluster.request("POST", f"/api/v1/namespaces/{ns}/pods", {  # type: ignore[no-any-return]
+        "metadata": {"name": name, "labels": {"app": nf}},
+        "spec": {"schedulerName": "nobody", "containers": [{"name": nf, "image": nf}]},
+    })  # fmt: skip
+
+
+def _gated(pod: dict[str, Any]) -> bool:
+    return any(g["name"] == SCHEDULING_GATE for g in pod["spec"].get("schedulingGates") or [])
+
+
+def _pinned(pod: dict[str, Any]) -> bool:
+    node_affinity = (pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}
+    return "requiredDuringSchedulingIgnoredDuringExecution" in node_affinity
+
+
+def _report(lab: Lab, ns: str) -> dict[str, Any] | None:
+    items = lab.cluster.request("GET", REPORTS.format(ns=ns)).get("items") or []
+    return items[0] if items else None
+
+
+def _failed_result(lab: Lab, ns: str, pod: str) -> dict[str, Any] | None:
+    report = _report(lab, ns)
+    for result in (report or {}).get("results") or []:
+        if result["resources"][0]["name"] == pod and result["result"] == "fail":
+            return result  # type: ignore[no-any-return]
+    return None
+
+
+def _node_tainted(lab: Lab, node: str) -> bool:
+    obj = lab.cluster.request("GET", f"/api/v1/nodes/{node}")
+    return any(t["key"] == UNTRUSTED_TAINT for t in obj["spec"].get("taints") or [])
+
+
+def test_audit_namespace_reports_a_tampered_pod_and_changes_nothing(lab: Lab) -> None:
+    ns = _namespace(lab, "rollout-audit", "audit")
+    created = _unpinned_pod(lab, ns, "amf-free", "amf")
+    assert not _gated(created), created["spec"].get("schedulingGates")
+    assert not _pinned(created), created["spec"].get("affinity")
+
+    node = lab.nodes["rworker-1"]
+    upf = lab.create_nf_pod(ns, "upf-a", "upf", "rworker-1")
+    for path, content in FILES["upf"].items():
+        node.run_in_pod(upf, path, content)
+    node.run_in_pod(upf, "/usr/bin/nc", b"netcat")  # the attack
+
+    result = wait_for("a failing PolicyReport result", lambda: _failed_result(lab, ns, "upf-a"))
+    assert "ima.policy.unknown_file" in result["properties"]["failures"]
+    assert result["properties"]["node"] == "rworker-1"
+    assert result["properties"]["enforcement"] == "audit"
+    assert result["policy"] == "trustgate-runtime-integrity"
+    wait_for("the would-evict Event", lambda: any(
+        e["reason"] == "TrustgateWouldEvict" for e in lab.events_for(ns, "upf-a")))  # fmt: skip
+    time.sleep(2.0)  # rounds go on (interval 0.5 s): still nothing may happen to the pod
+    pod = lab.pod(ns, "upf-a")
+    assert pod is not None
+    assert not pod["metadata"].get("deletionTimestamp")
+    assert pod["metadata"]["annotations"][TRUST_STATE_ANNOTATION] == "untrusted"
+    reasons = {e["reason"] for e in lab.events_for(ns, "upf-a")}
+    assert "AttestationUntrusted" in reasons
+    assert "TrustgateEvicted" not in reasons
+    assert lab.state_of("rworker-1") == "Trusted"
+    assert not _node_tainted(lab, "rworker-1")
+    shown = lab.cluster.kubectl("get", "policyreports", "-n", ns).stdout
+    assert "trustgate" in shown
+
+
+def test_warn_namespace_returns_the_refusal_as_a_warning(lab: Lab) -> None:
+    ns = _namespace(lab, "rollout-warn", "warn")
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "smf-nowhere", "namespace": ns, "labels": {"app": "smf"}},
+        "spec": {"nodeName": "rworker-none", "containers": [{"name": "smf", "image": "smf"}]},
+    }  # fmt: skip
+    result = lab.cluster.kubectl("create", "-f", "-", input=json.dumps(pod), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Warning:" in result.stderr
+    assert "rworker-none has no NodeAttestation" in result.stderr
+    created = _unpinned_pod(lab, ns, "amf-warned", "amf")
+    assert not _gated(created)
+    assert not _pinned(created)
+
+
+@pytest.mark.parametrize("mode", ["enforce", "enforcing", None])
+def test_enforce_namespace_gates_and_pins_as_before(lab: Lab, mode: str | None) -> None:
+    """``enforce``, an unreadable value and no label at all (the default): unchanged."""
+    ns = _namespace(lab, "rollout-enforce", mode)
+    created = _unpinned_pod(lab, ns, "amf-gated", "amf")
+    assert _gated(created)
+    assert _pinned(created)
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "smf-nowhere", "namespace": ns, "labels": {"app": "smf"}},
+        "spec": {"nodeName": "rworker-none", "containers": [{"name": "smf", "image": "smf"}]},
+    }  # fmt: skip
+    result = lab.cluster.kubectl("create", "-f", "-", input=json.dumps(pod), check=False)
+    assert result.returncode != 0
+    # (the warn test's pod made the verifier attest rworker-none: Unknown, no agent)
+    assert "denied the request: node rworker-none " in result.stderr
+
+
+def test_agent_killed_does_not_evict_running_nf_pods_by_default(lab: Lab) -> None:
+    """--unknown-grace 1 s, no --evict-on-unknown: the node goes Unknown (label false,
+    tainted), its running NF pod stays."""
+    ns = _namespace(lab, "rollout-outage", None)
+    node = lab.nodes["rworker-2"]
+    smf = lab.create_nf_pod(ns, "smf-b", "smf", "rworker-2")
+    node.run_in_pod(smf, "/usr/bin/smfd", FILES["smf"]["/usr/bin/smfd"])
+    wait_for("smf-b trusted", lambda: ((lab.pod(ns, "smf-b") or {}).get("metadata", {})
+             .get("annotations", {}).get(TRUST_STATE_ANNOTATION) == "trusted"))  # fmt: skip
+    node.stop_agent()
+    try:
+        wait_for("rworker-2 Unknown", lambda: lab.state_of("rworker-2") == "Unknown", timeout=20)
+        wait_for("rworker-2 tainted", lambda: _node_tainted(lab, "rworker-2"), 5)
+        time.sleep(4.0)  # 4x the grace: evictions, if any, were asked for by now
+        pod = lab.pod(ns, "smf-b")
+        assert pod is not None
+        assert not pod["metadata"].get("deletionTimestamp")
+        obj = lab.cluster.request("GET", "/api/v1/nodes/rworker-2")
+        assert obj["metadata"]["labels"][ATTESTED_LABEL] == "false"
+        reasons = {e["reason"] for e in lab.events_for(ns, "smf-b")}
+        assert "TrustgateEvicted" not in reasons
+    finally:
+        node.start_agent()
+    wait_for("rworker-2 Trusted again", lambda: lab.state_of("rworker-2") == "Trusted", timeout=30)
