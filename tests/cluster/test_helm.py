@@ -252,15 +252,22 @@ def test_install_upgrade_and_uninstall_as_documented(helm: Helm, cluster: Cluste
     assert namespace is None or namespace["status"]["phase"] == "Terminating"
 
 
-def test_helm_uninstall_alone_removes_every_object_but_the_crd(
+def test_take_ownership_then_helm_uninstall_alone_removes_every_object_but_the_crd(
     helm: Helm, cluster: ClusterHandle
 ) -> None:
-    """Without the trustgate CLI: the webhook configurations deleted first by hand (Helm's own
+    """The namespace made first (to hold step 2's keys) is adopted with --take-ownership. Then,
+    without the trustgate CLI: the webhook configurations deleted first by hand (Helm's own
     order deletes them last, after the webhook's Service), then `helm uninstall`."""
     wait_for("the previous namespace gone",
              lambda: cluster.get("/api/v1/namespaces/trustgate-system") is None, 60)  # fmt: skip
-    helm("install", "trustgate", str(CHART), "--namespace", "default")
-    assert all(_installed_objects(cluster, "trustgate-system").values())
+    cluster.kubectl("create", "namespace", "trustgate-system")
+    refused = helm("install", "trustgate", str(CHART), "--namespace", "default", check=False)
+    assert refused.returncode != 0
+    assert "cannot be imported into the current release" in refused.stderr
+    helm("install", "trustgate", str(CHART), "--namespace", "default", "--take-ownership")
+    objects = _installed_objects(cluster, "trustgate-system")
+    assert all(objects.values())
+    assert objects["namespace"]["metadata"]["labels"]["trustgate.io/system"] == "true"
     cluster.kubectl("delete", "mutatingwebhookconfiguration/trustgate",
                     "validatingwebhookconfiguration/trustgate")  # fmt: skip
     helm("uninstall", "trustgate", "--namespace", "default")
