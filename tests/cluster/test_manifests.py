@@ -399,7 +399,9 @@ def test_example_policies_load_and_match_the_demo() -> None:
     assert policies.host is not None
     for nf, files in FILES.items():
         policy = policies.host if nf == "host" else policies.by_network_function[nf]
-        assert sorted(policy.digests) == sorted(files)
+        # what the labs run, and (NFs) the sample image's entry point: test_samples_agree.py
+        assert set(files) <= set(policy.digests)
+        assert len(policy.digests) == len(files) + (nf != "host")
 
 
 def test_documented_signing_key_recipe_gives_keys_trustgate_loads(tmp_path: Path) -> None:

@@ -71,11 +71,12 @@ def _condition(lab: Lab, name: str, type_: str) -> dict[str, Any]:
 
 
 def _loaded(lab: Lab, name: str) -> dict[str, Any]:
-    return wait_for(
+    found: dict[str, Any] = wait_for(
         f"{name} Loaded",
         lambda: (c := _condition(lab, name, "Loaded")) and c["status"] == "True" and c,
         20,
     )
+    return found
 
 
 def _state(lab: Lab, name: str) -> tuple[str, bool]:
