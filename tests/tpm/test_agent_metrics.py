@@ -98,3 +98,14 @@ def test_agent_metrics_carry_its_process_and_build(
     peak = next(int(line.split()[1]) * 1024 for line in status.splitlines() if "VmHWM" in line)
     assert rss <= AGENT_RSS_BUDGET_BYTES, f"agent RSS {rss / 2**20:.1f} MiB"
     assert peak <= AGENT_RSS_BUDGET_BYTES, f"agent peak RSS {peak / 2**20:.1f} MiB"
+
+
+def test_agent_serves_only_its_routes(agent_process: tuple[str, int, float]) -> None:
+    """No OpenAPI schema or docs pages (FastAPI served /openapi.json by default): only the
+    verifier's calls and the probes; a wrong method is 405, not a TPM call."""
+    url, _pid, _before = agent_process
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for path in ("/openapi.json", "/docs", "/redoc", "/v1"):
+            assert client.get(path).status_code == 404, path
+        assert client.get("/v1/evidence").status_code == 405
+        assert client.get("/healthz").text == "ok"
