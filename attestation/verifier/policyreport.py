@@ -6,8 +6,8 @@ publishes: the findings of ``audit`` and ``warn`` namespaces land where policy t
 namespaces changed); a background task writes the changed namespaces' reports at most every
 ``interval`` seconds, and every namespace again each ``resync`` seconds (another replica may have
 dropped this one's results while nodes moved between shards). Without the CRD (no Kyverno, and
-``manifests/crds/policyreports.yaml`` not applied) it says so and tries again ``retry`` seconds
-later.
+``manifests/crds/policyreports.yaml`` not applied) it says so once and tries again every
+``retry`` seconds.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ class PolicyReports:
         self._task: asyncio.Task[None] | None = None
         #: While the CRD is missing: when to try again (the event loop's time).
         self._missing_crd: float | None = None
+        #: Whether the missing CRD was logged (once until a report is written again).
+        self._said = False
 
     def tracked(self) -> int:
         return sum(len(by_ns) for by_ns in self._mine.values()) + len(self._released)
@@ -174,11 +176,15 @@ class PolicyReports:
             return
         self._dirty.discard(namespace)
         self._released.pop(namespace, None)
+        self._said = False
 
     def _refused(self, namespace: str, error: KubeError) -> None:
         """A write refused: a conflict is retried next time; a missing CRD is said once."""
         if error.status == 404:
-            self._missing_crd = asyncio.get_running_loop().time() + self._retry
+            said, self._missing_crd = self._said, asyncio.get_running_loop().time() + self._retry
+            self._said = True
+            if said:
+                return
             log.warning(
                 "PolicyReports not written: the wgpolicyk8s.io/v1alpha2 CRD is not installed "
                 "(manifests/crds/policyreports.yaml, docs/rollout.md); trying again in %gs",

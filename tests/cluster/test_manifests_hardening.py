@@ -1,7 +1,9 @@
 """The hardening the manifests ship (docs/hardening.md), as the kustomize base renders it and as
 the API server reads it: the verifier and the webhook only on the system pool, and every
-ValidatingAdmissionPolicy bound, denying, keyed on a trustgate ServiceAccount and type-checked
-clean. What they refuse: tests/adversarial/test_least_privilege.py and test_placement.py."""
+ValidatingAdmissionPolicy bound, denying, keyed on a trustgate ServiceAccount (or, for the
+enforcement label, on everyone but the enforcement admins) and type-checked clean. What they
+refuse: tests/adversarial/test_least_privilege.py, test_placement.py and
+tests/cluster/test_rollout.py."""
 
 from __future__ import annotations
 
@@ -51,12 +53,15 @@ def test_every_admission_policy_is_bound_and_denies(control_plane: ClusterHandle
     base = _render(control_plane)
     policies = {d["metadata"]["name"] for d in base if d["kind"] == "ValidatingAdmissionPolicy"}
     bindings = [d for d in base if d["kind"] == "ValidatingAdmissionPolicyBinding"]
-    assert len(policies) == 6
+    assert len(policies) == 7
     assert {b["spec"]["policyName"] for b in bindings} == policies
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
     for policy in (d for d in base if d["kind"] == "ValidatingAdmissionPolicy"):
         assert policy["spec"]["failurePolicy"] == "Fail"
         (condition,) = policy["spec"]["matchConditions"]
+        if policy["metadata"]["name"] == "trustgate-enforcement-label":
+            assert "trustgate:enforcement-admins" in condition["expression"]
+            continue
         assert "system:serviceaccount:trustgate-system:trustgate-" in condition["expression"]
 
 
@@ -73,7 +78,7 @@ def test_policies_type_check_clean(trustgate_installed: ClusterHandle) -> None:
         return found if checked else None
 
     policies = wait_for("policies type-checked", ours, timeout=30)
-    assert len(policies) == 6
+    assert len(policies) == 7
     for policy in policies:
         warnings = policy["status"]["typeChecking"].get("expressionWarnings")
         assert not warnings, (policy["metadata"]["name"], warnings)

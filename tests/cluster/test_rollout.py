@@ -6,14 +6,18 @@ swtpm nodes and agents.
   finding is in an Event and in the namespace's PolicyReport (wgpolicyk8s.io/v1alpha2);
 - warn: the API server hands the webhook's warning to the client (kubectl prints it);
 - enforce (the default, and what an unreadable label means): gated and pinned as before;
-- an agent killed does not get running NF pods evicted unless ``--evict-on-unknown``.
+- an agent killed does not get running NF pods evicted unless ``--evict-on-unknown``;
+- only the enforcement admins may lower a namespace's mode (manifests/admission-policies.yaml).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import urllib.error
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,3 +187,70 @@ def test_agent_killed_does_not_evict_running_nf_pods_by_default(lab: Lab) -> Non
     finally:
         node.start_agent()
     wait_for("rworker-2 Trusted again", lambda: lab.state_of("rworker-2") == "Trusted", timeout=30)
+
+
+def _namespace_editor(lab: Lab, tmp_path: Path) -> Path:
+    """A kubeconfig of a ServiceAccount that may edit Namespaces (as a tenant admin or a GitOps
+    controller may) but is in neither system:masters nor trustgate:enforcement-admins."""
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    with contextlib.suppress(urllib.error.HTTPError):  # the module's second run
+        lab.cluster.request("POST", f"{rbac}/clusterroles", {
+            "metadata": {"name": "rollout-namespace-editor"},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"],
+                       "verbs": ["get", "create", "update", "patch"]}],
+        })  # fmt: skip
+        lab.cluster.request("POST", f"{rbac}/clusterrolebindings", {
+            "metadata": {"name": "rollout-namespace-editor"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "rollout-namespace-editor"},
+            "subjects": [{"kind": "ServiceAccount", "name": "namespace-editor",
+                          "namespace": "default"}],
+        })  # fmt: skip
+    token = lab.cluster.token_for("default", "namespace-editor")
+    return lab.cluster.plane.kubeconfig_for_token(token, tmp_path / "editor.kubeconfig")
+
+
+def test_only_enforcement_admins_may_lower_a_namespaces_enforcement(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """manifests/admission-policies.yaml #6: lowering the mode, or removing protected=true, is
+    refused to a namespace editor; raising is not; the cluster admin (system:masters) may."""
+    editor = _namespace_editor(lab, tmp_path)
+    ns = _namespace(lab, "rollout-guarded", "enforce")
+
+    def label(*args: str, kubeconfig: Path | None = editor) -> Any:
+        argv = ("label", "namespace", ns, "--overwrite", *args)
+        return lab.cluster.kubectl(*argv, kubeconfig=kubeconfig, check=False)
+
+    for change in (f"{ENFORCEMENT_LABEL}=audit", f"{ENFORCEMENT_LABEL}=warn",
+                   f"{PROTECTED_NAMESPACE_LABEL}-"):  # fmt: skip
+        refused = label(change)
+        assert refused.returncode != 0, change
+        assert "reserved to the group trustgate:enforcement-admins" in refused.stderr
+    assert label(f"{ENFORCEMENT_LABEL}=audit", kubeconfig=None).returncode == 0  # the admin
+    assert label(f"{ENFORCEMENT_LABEL}=warn").returncode == 0  # raising: audit -> warn
+    assert label(f"{ENFORCEMENT_LABEL}-").returncode == 0  # no label: enforce
+    created = lab.cluster.kubectl(
+        "create", "namespace", lab.cluster.unique("rollout-lowered"), "--dry-run=server",
+        "-o", "name", kubeconfig=editor, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0  # an unlabelled namespace is enforce (or not protected)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": lab.cluster.unique("rollout-lowered"),
+            "labels": {ENFORCEMENT_LABEL: "audit"},
+        },
+    }
+    lowered = lab.cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=json.dumps(body),
+        kubeconfig=editor,
+        check=False,
+    )
+    assert lowered.returncode != 0
+    assert "reserved to the group" in lowered.stderr
