@@ -123,7 +123,7 @@ def node_and_verifier(
         "--policies", str(workdir / "policies"), "--ek-ca", str(ca.ca_bundle),
         "--signing-key", str(workdir / "signing.pem"), "--audit-log", str(audit),
         "--interval", str(interval), "--max-age", str(max(10.0, 5 * interval)),
-        "--listen", f"127.0.0.1:{verifier_port}", "--no-leader-election",
+        "--listen", f"127.0.0.1:{verifier_port}", "--no-sharding",
         "--identity", f"verifier-detect-{mode}", "--eviction-deadline", "5",
     ]  # fmt: skip
     agent = ManagedProcess(f"agent-{mode}", agent_argv, workdir / f"agent-{mode}.log")

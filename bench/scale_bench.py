@@ -262,7 +262,7 @@ def verifier_process(
         "--signing-key", str(workdir / "signing.pem"),
         "--audit-log", str(workdir / f"audit-{tag}.jsonl"),
         "--interval", str(interval), "--max-age", str(max_age), "--agent-timeout", "10",
-        "--listen", f"127.0.0.1:{port}", "--no-leader-election", "--identity", f"scale-{tag}",
+        "--listen", f"127.0.0.1:{port}", "--no-sharding", "--identity", f"scale-{tag}",
     ]  # fmt: skip
     proc = ManagedProcess(f"verifier-{tag}", argv, workdir / f"verifier-{tag}.log")
     try:

@@ -193,7 +193,7 @@ def _register_remediation(p: argparse.ArgumentParser) -> None:
 
 
 def _register_serving(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("push endpoint and leader election")
+    g = p.add_argument_group("push endpoint and shards")
     g.add_argument(
         "--listen",
         help=f"HOST:PORT of the push endpoint (default: {_d('listen_host')}:{_d('listen_port')})",
@@ -213,18 +213,26 @@ def _register_serving(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--identity",
-        help="this replica's name in the leader Lease (default: $POD_NAME, else the host name)",
+        help="this replica's name in its shard Lease (default: $POD_NAME, else the host name)",
     )
     g.add_argument(
-        "--no-leader-election",
+        "--no-sharding",
+        "--no-leader-election",  # the name before sharding replaced the leader
         action="store_false",
-        dest="leader_election",
-        help="run as the only replica (default: elect a leader among the replicas)",
+        dest="sharding",
+        help="run as the only replica, attesting every node (default: the live replicas share "
+        "the nodes, docs/operations.md)",
     )
     g.add_argument(
         "--lease-duration",
         type=float,
-        help=f"seconds a leader's Lease lasts unrenewed (default: {_d('lease_duration')})",
+        help="seconds after which a replica whose shard Lease stopped moving is written off and "
+        f"its nodes taken over (default: {_d('lease_duration')})",
+    )
+    g.add_argument(
+        "--advertise-url",
+        help="where the other replicas forward pushes for this replica's nodes (default: "
+        "http(s)://$POD_IP:PORT, else the --listen address)",
     )
 
 
@@ -248,6 +256,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> VerifierS
     if options.get("eviction_grace", 0) < 0:
         raise UsageError(f"--eviction-grace must be 0 or more seconds, got {args.eviction_grace}")
     env_fallback(options, env, namespace="POD_NAMESPACE")
+    if "advertise_url" not in options:
+        options["advertise_url"] = _advertised(options, env)
     if "identity" not in options:
         import socket
 
@@ -255,6 +265,18 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> VerifierS
     if not native(env):
         options["native"] = False
     return VerifierSettings(**options)
+
+
+def _advertised(options: Mapping[str, object], env: Mapping[str, str]) -> str:
+    """This replica's push URL for its peers: the pod's IP (or the listen address, when that is
+    one host) and the listen port."""
+    defaults = VerifierSettings()
+    port = options.get("listen_port", defaults.listen_port)
+    host = env.get("POD_IP") or str(options.get("listen_host", defaults.listen_host))
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - not a bind: an address nobody can reach
+        return ""
+    scheme = "https" if options.get("tls_cert") else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def run(args: argparse.Namespace) -> int:

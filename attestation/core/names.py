@@ -33,11 +33,14 @@ __all__ = [
     "POLICY_LOADED_CONDITION",
     "PREFIX",
     "PROTECTED_NAMESPACE_LABEL",
+    "PUSH_URL_ANNOTATION",
     "REASON_ANNOTATION",
     "RUNTIME_POLICY_API_VERSION",
     "RUNTIME_POLICY_KIND",
     "RUNTIME_POLICY_PLURAL",
     "SCHEDULING_GATE",
+    "SHARD_MEMBER_LABEL",
+    "SHARD_VIEW_ANNOTATION",
     "SYSTEM_NODE_LABEL",
     "TRUST_STATE_ANNOTATION",
     "UNTRUSTED_TAINT",
@@ -109,6 +112,12 @@ AGENT_SELECTOR: Final = "app.kubernetes.io/name=trustgate-agent"
 #: Annotation on the Lease ``trustgate-audit-<identity>`` holding that verifier replica's newest
 #: signed audit checkpoint (JSON): the head `trustgate audit verify --head cluster` compares.
 AUDIT_HEAD_ANNOTATION: Final = f"{PREFIX}audit-head"
+#: Label of the verifier replicas' membership Leases (``trustgate-verifier-<identity>``,
+#: ``core.sharding``), and their annotations: where the replica takes forwarded pushes, and the
+#: replica incarnations it has handed its nodes over to (its applied view).
+SHARD_MEMBER_LABEL: Final = f"{PREFIX}verifier-shard"
+PUSH_URL_ANNOTATION: Final = f"{PREFIX}push-url"
+SHARD_VIEW_ANNOTATION: Final = f"{PREFIX}view"
 #: Kubernetes' own: a mirror pod's annotation holding its static pod's uid (what its cgroup says).
 MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
 

@@ -121,6 +121,8 @@ class NodeAttestationStatus(TypedDict):
     clusterId: NotRequired[str]
     objectUid: NotRequired[str]
     checkpoint: NotRequired[CheckpointWire]
+    #: The verifier replica attesting the node (``core.sharding``).
+    owner: NotRequired[str]
     signature: NotRequired[SignatureWire]
 
 

@@ -169,10 +169,13 @@ class LabCluster:
         max_age: float,
         extra_args: Sequence[str] = (),
         replica: int = 0,
-        leader_election: bool = False,
+        sharding: bool = False,
+        lease_duration: float = 3.0,
     ) -> ManagedProcess:
         """Start verifier replica ``replica`` (its own push port and audit log after the first;
-        agents push to replica 0's port). With ``leader_election`` replicas share a Lease."""
+        agents push to replica 0's port, which forwards a push to the node's replica). With
+        ``sharding`` the replicas share the nodes (``verifier.shards``); without, it attests
+        every node alone."""
         port = self.verifier_port if replica == 0 else free_port()
         audit = self.audit_log if replica == 0 else self.audit_log.with_suffix(f".{replica}.jsonl")
         kubeconfig = service_account_kubeconfig(self.plane, "trustgate-verifier", self.workdir)
@@ -187,12 +190,12 @@ class LabCluster:
             "--signing-key", str(self.signing_key), "--audit-log", str(audit),
             "--interval", str(interval), "--max-age", str(max_age),
             "--listen", f"127.0.0.1:{port}", "--identity", f"verifier-{replica}",
-            "--namespace", NAMESPACE, "--lease-duration", "6",
+            "--namespace", NAMESPACE, "--lease-duration", str(lease_duration),
             "--agent-client-cert", str(self.verifier_client.cert),
             "--agent-client-key", str(self.verifier_client.key), *extra_args,
         ]  # fmt: skip
-        if not leader_election:
-            argv.append("--no-leader-election")
+        if not sharding:
+            argv.append("--no-sharding")
         proc = ManagedProcess(
             f"verifier-{replica}", argv, self.workdir / "logs" / f"verifier-{replica}.log"
         )

@@ -1,5 +1,6 @@
-"""Run the verifier: load settings' files, start informers, the push endpoint, leader election,
-and the per-node loops; stop cleanly on SIGTERM/SIGINT."""
+"""Run the verifier: load settings' files, start informers, the push endpoint, the shard
+membership and the per-node loops; stop cleanly on SIGTERM/SIGINT (the node loops first, then the
+shard Lease is released, so the peers take the nodes over at once)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from attestation.core.nodeselection import parse_selector, unrestricted_keys
 from attestation.core.signing import load_private_key_pem
 from attestation.verifier.audithead import close_audit, keep_checkpointing, open_audit
 from attestation.verifier.controller import Verifier
-from attestation.verifier.leader import LeaderElector
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.policies import load_policy_dir, publish_policy_warnings
+from attestation.verifier.policywatch import watch_policies
 from attestation.verifier.publisher import Publisher
 from attestation.verifier.pushgate import PushGate
 from attestation.verifier.server import create_server_app
 from attestation.verifier.settings import VerifierSettings
+from attestation.verifier.shards import Shards
 
 __all__ = ["run"]
 
@@ -32,22 +34,22 @@ log = logging.getLogger("trustgate.verifier")
 
 
 def _server(
-    settings: VerifierSettings,
-    verifier: Verifier,
-    metrics: VerifierMetrics,
-    elector: LeaderElector | None,
-    gate: PushGate,
+    settings: VerifierSettings, verifier: Verifier, metrics: VerifierMetrics, gate: PushGate
 ) -> EmbeddedServer:
     """The push, health and metrics endpoint."""
+    shards = verifier.shards
 
     def ready() -> bool:
-        # Only the leader is ready: the Service then sends agents' pushes to the replica that
-        # acts on them, and a standby's pushes are not silently dropped.
-        return verifier.nodes is not None and (elector is None or elector.is_leader.is_set())
+        # Every replica is ready once its watches have synced and it is a member: pushes
+        # reaching it for another replica's node are forwarded there.
+        return verifier.nodes is not None and (shards is None or shards.member())
 
+    route = shards.owner_url if shards is not None else None
+    app = create_server_app(verifier.push, metrics, ready, gate, route=route,
+                            identity=settings.identity)  # fmt: skip
     return EmbeddedServer(
         uvicorn.Config(
-            create_server_app(verifier.push, metrics, ready, gate),
+            app,
             host=settings.listen_host,
             port=settings.listen_port,
             log_level="warning",
@@ -88,43 +90,48 @@ async def run(
         kube, settings, signing_key, audit, metrics, cluster_id=cluster_id, clock=clock
     )
     gate = PushGate(settings.push_rate, settings.push_burst)
+    shards = None
+    if settings.sharding:
+        shards = Shards(
+            kube, settings.namespace, settings.lease_name, settings.identity,
+            settings.lease_duration, settings.advertise_url, clock=clock,
+        )  # fmt: skip
+        publisher.fence = shards  # every write re-checks that the node is still this replica's
     verifier = Verifier(
-        settings, kube, publisher, policies, ek_ca_bundle, metrics, clock=clock, push_gate=gate
-    )
+        settings, kube, publisher, policies, ek_ca_bundle, metrics, clock=clock, push_gate=gate,
+        shards=shards,
+    )  # fmt: skip
     log.info(
-        "verifier %s: %d policies (%s), host policy %s, interval %.1fs, max age %.1fs",
+        "verifier %s: %d policies (%s), host policy %s, interval %.1fs, max age %.1fs, %s",
         settings.identity, len(policies.by_network_function),
         ", ".join(sorted(policies.by_network_function)) or "none",
         "loaded" if policies.host else "none", settings.interval, settings.max_age,
+        f"sharded (lease {settings.lease_duration:g}s)" if shards else "alone",
     )  # fmt: skip
     _warn_about_selector(settings.node_selector)
+    _warn_about_failover(settings)
     await verifier.start()
-    elector: LeaderElector | None = None
-    if settings.leader_election:
-        elector = LeaderElector(
-            kube, settings.namespace, settings.lease_name, settings.identity,
-            settings.lease_duration, clock=clock,
-        )  # fmt: skip
-        publisher.fence = elector  # every write re-checks the leadership
-
-    server = _server(settings, verifier, metrics, elector, gate)
+    server = _server(settings, verifier, metrics, gate)
     tasks = [asyncio.create_task(server.serve(), name="verifier-server")]
     checkpoints = keep_checkpointing(audit, heads, settings.audit_checkpoint_interval, stop)
     tasks.append(asyncio.create_task(checkpoints, name="audit-checkpoints"))
-    if elector is not None:
-        tasks.append(asyncio.create_task(elector.run(stop), name="leader-election"))
-        tasks.append(asyncio.create_task(_follow_leadership(elector, verifier, stop)))
-    else:
-        verifier.activate()
+    # RuntimePolicy objects, live (policywatch.py): swaps verifier.policies; the directory seeds.
+    gauge = metrics.policy_warnings
+    tasks.append(watch_policies(kube, settings.namespace, verifier, gauge, stop, clock=clock))
+    verifier.activate()
+    if shards is not None:
+        tasks.append(asyncio.create_task(shards.run(stop, verifier.reshard), name="shards"))
     try:
         await stop.wait()
     finally:
         server.should_exit = True
-        await verifier.close()
         serving, others = tasks[0], tasks[1:]
         for t in others:
             t.cancel()
         await asyncio.gather(*others, return_exceptions=True)
+        await verifier.close()  # every node loop has stopped: nothing of ours is written after
+        if shards is not None:
+            await shards.leave()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(serving, 5)
         await asyncio.to_thread(close_audit, audit, heads)
@@ -143,12 +150,14 @@ def _warn_about_selector(selector: str) -> None:
         )  # fmt: skip
 
 
-async def _follow_leadership(
-    elector: LeaderElector, verifier: Verifier, stop: asyncio.Event
-) -> None:
-    while not stop.is_set():
-        await elector.is_leader.wait()
-        await verifier.publisher.take_over()
-        verifier.activate()
-        await elector.lost.wait()
-        verifier.deactivate()
+def _warn_about_failover(settings: VerifierSettings) -> None:
+    """A verdict is refreshed every max_age / 2; a killed replica's nodes are taken over within
+    about lease_duration + interval. Past that the verdicts of its nodes expire first, and NF
+    pods cannot be bound to them in between."""
+    needed = 2 * (settings.lease_duration + settings.interval)
+    if settings.sharding and settings.max_age < needed:
+        log.warning(
+            "--max-age %gs is below 2 x (--lease-duration + --interval) = %gs: when a replica "
+            "dies, its nodes' verdicts can expire before another replica takes them over",
+            settings.max_age, needed,
+        )  # fmt: skip

@@ -51,6 +51,15 @@ class VerifierMetrics:
             ["reason"],
             registry=r,
         )
+        self.pushes_forwarded = Counter(
+            "trustgate_push_forwards",
+            "Pushes forwarded to the replica that attests their node, by its answer (HTTP status)",
+            ["status"],
+            registry=r,
+        )
+        self.shard_nodes = Gauge(
+            "trustgate_shard_nodes", "Nodes this replica attests (its shard)", registry=r
+        )
         self.policy_warnings = Gauge(
             "trustgate_policy_warnings",
             "Warnings about a loaded runtime policy (an exclude covering a writable place)",

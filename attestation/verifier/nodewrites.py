@@ -19,7 +19,7 @@ from attestation.core.names import (
     NODEATTESTATION_KIND,
     UNTRUSTED_TAINT,
 )
-from attestation.verifier.leader import Fence
+from attestation.verifier.shards import Fence
 
 __all__ = [
     "Sign",
@@ -64,18 +64,19 @@ def write_status(kube: Kube, node: str, sign: Sign, version: str, uid: str) -> W
 def write_fenced(
     kube: Kube, fence: Fence, node: str, sign: Sign, version: str, uid: str
 ) -> Written | None:
-    """``write_status`` as the leader: only while ``fence`` holds, and after a conflict only
-    once the Lease confirms the leadership. What was written, or None when fenced off."""
-    if not fence.holds():
-        log.warning("node %s: not the leader (any more): status not written", node)
+    """``write_status`` as the node's owner: only while ``fence`` holds, and after a conflict
+    only once the API server confirms this replica's membership. What was written, or None when
+    fenced off."""
+    if not fence.holds(node):
+        log.warning("node %s: not this replica's (any more): status not written", node)
         return None
     try:
         return write_status(kube, node, sign, version, uid)
     except KubeError as e:
         if e.status != 409:
             raise
-    if not fence.confirm():
-        log.warning("node %s: status changed under a deposed leader: not written", node)
+    if not fence.confirm(node):
+        log.warning("node %s: status changed under a replica that lost it: not written", node)
         return None
     log.info("node %s: status changed since this verifier wrote it; writing again", node)
     return write_status(kube, node, sign, "", "")

@@ -44,6 +44,8 @@ class Published:
     labelled: bool = False
     version: str = ""
     uid: str = ""
+    #: The replica that wrote it (``status.owner``): another's is rewritten as this one's.
+    owner: str = ""
 
 
 def read_published(
@@ -72,7 +74,10 @@ def read_published(
         highest = max(highest, trust.sequence)
         meta = obj.get("metadata") or {}
         version, uid = str(meta.get("resourceVersion") or ""), str(meta.get("uid") or "")
-        published[trust.node] = Published(trust, version=version, uid=uid)
+        owner = (obj.get("status") or {}).get("owner")
+        published[trust.node] = Published(
+            trust, version=version, uid=uid, owner=owner if isinstance(owner, str) else ""
+        )
     return published, highest
 
 

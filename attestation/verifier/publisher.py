@@ -10,7 +10,7 @@ This module decides and orders; the writes themselves are in ``nodewrites`` (sta
 taint), ``podside`` (pod annotations, Events, remediation outcomes, gates) and ``events`` (which
 Event, its body), and what was last written is ``published``. A status is bounded
 (``status.fit_status``) and bound to its cluster and object (``nodeattestation.bind``).
-Writes are fenced: a leader can be deposed without knowing it yet (``nodewrites.write_fenced``,
+Writes are fenced: a replica can lose a node without knowing it yet (``nodewrites.write_fenced``,
 ``published.epoch_sequence``).
 """
 
@@ -48,7 +48,6 @@ from attestation.core.status import (
 from attestation.core.types import Failure, NodeVerdict
 from attestation.core.verdict import PodInfo
 from attestation.verifier.auditlog import AuditLog, audit_time
-from attestation.verifier.leader import Fence, Unfenced
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.nodewrites import read_approval, write_fenced, write_label_and_taint
 from attestation.verifier.podside import PodSide
@@ -56,6 +55,7 @@ from attestation.verifier.policyreport import PolicyReports
 from attestation.verifier.published import Published, epoch_sequence, read_published
 from attestation.verifier.remediate import PodTarget, Remediator
 from attestation.verifier.settings import VerifierSettings
+from attestation.verifier.shards import Fence, Unfenced
 
 __all__ = ["Publisher"]
 
@@ -85,7 +85,7 @@ class Publisher(PodSide):
         self.settings = settings
         self._key = signing_key
         self._keys = public_keys_by_id([signing_key.public_key()])
-        #: Whether this replica may write now (the leader elector, when there is one).
+        #: Whether this replica may write about a node now (its shard membership, if any).
         self.fence: Fence = Unfenced()
         #: Node -> the EK digest it is bound to (``enroll.bind_ek``), carried in every status.
         self.ek_pins: dict[str, str] = {}
@@ -160,7 +160,7 @@ class Publisher(PodSide):
         self.checkpoints.update(read_checkpoints(items, self._keys))
 
     async def take_over(self) -> None:
-        """On becoming the leader, what the previous leader wrote is the base."""
+        """On taking nodes over, what their previous owner wrote is the base."""
         try:
             await self.load_existing()
         except KubeError as e:
@@ -219,8 +219,9 @@ class Publisher(PodSide):
         pods: Mapping[str, PodInfo],
         ak_name: bytes,
     ) -> None:
-        if not self.fence.holds():
-            log.warning("node %s: not the leader (any more): verdict %s not written", node, state)
+        if not self.fence.holds(node):
+            log.warning("node %s: not this replica's (any more): verdict %s not written", node,
+                        state)  # fmt: skip
             return
         now = self._clock()
         prev = self.published.get(node)
@@ -232,7 +233,9 @@ class Publisher(PodSide):
         changed = was != (state, node_reason, pin)
         pods_changed = prev is None or prev.pods != views
         every = timedelta(seconds=self.settings.refresh_every)
-        due = refresh_due(prev.trust.verified_at if prev else None, now, every)
+        due = refresh_due(prev.trust.verified_at if prev else None, now, every) or (
+            prev is not None and prev.owner != self.settings.identity  # taken over: say so
+        )
         if not (changed or pods_changed or due):
             return
         self.reports.observe(node, pods, views, verdict)
@@ -251,6 +254,7 @@ class Publisher(PodSide):
         )  # fmt: skip
         if (checkpoint := self.checkpoints.get(node)) is not None:
             status["checkpoint"] = checkpoint
+        status["owner"] = self.settings.identity  # which replica attests the node (its shard)
         fitted = fit_status(status)
 
         def sign(uid: str) -> dict[str, Any]:
@@ -267,7 +271,8 @@ class Publisher(PodSide):
         expires = parse_time(status["expiresAt"], "expiresAt")
         trust = NodeTrust(node, state, node_reason, now, expires, self._sequence, ek_digest=pin)
         labelled = prev.labelled if prev is not None and not changed else False
-        published = Published(trust, dict(views), labelled, *written)
+        version, uid = written
+        published = Published(trust, dict(views), labelled, version, uid, self.settings.identity)
         self.published[node] = published
         if not published.labelled:
             published.labelled = await self._label_node(node, state == "Trusted")
@@ -376,7 +381,7 @@ class Publisher(PodSide):
         return out
 
     async def _label_node(self, node: str, trusted: bool) -> bool:
-        if not self.fence.holds():
+        if not self.fence.holds(node):
             return False
         try:
             taint = taints_nodes(self.settings.enforcement_default)

@@ -6,6 +6,10 @@ byte of the body is read, a chunked body as soon as it passes the cap, and the c
 closed, so the rest is never read); a push must carry a MAC under its node's push key
 (``core.pushauth``, checked by ``PushGate``), so a node can wake only itself; and a node's
 accepted pushes wake its rounds at most at the gate's rate.
+
+Agents push to the Service, which picks any ready replica; a push for a node another replica
+attests (``verifier.shards``) is forwarded there as it came, once (a forwarded push is never
+forwarded again), at most at the gate's rate per node: the owner checks its MAC.
 """
 
 from __future__ import annotations
@@ -13,23 +17,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Final
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from attestation.core.pushauth import PushFormatError, decode_push
+from attestation.core.ratelimit import TokenBucket
 from attestation.verifier.metrics import VerifierMetrics
 from attestation.verifier.pushgate import PushGate
 
-__all__ = ["MAX_NOTIFY_BYTES", "create_server_app"]
+__all__ = ["FORWARDED_HEADER", "MAX_NOTIFY_BYTES", "create_server_app"]
 
 log = logging.getLogger(__name__)
 
 #: A push is ~120 bytes of JSON.
 MAX_NOTIFY_BYTES: Final = 4096
+#: Marks a push one replica forwarded to another (its value: the forwarding replica).
+FORWARDED_HEADER: Final = "x-trustgate-forwarded-by"
+#: Nodes whose forwarding rate is tracked at most (a flood of made-up node names).
+_MAX_FORWARD_BUCKETS: Final = 100_000
 #: Refusals answered 401 (the sender cannot prove it is the node) or 409 (a replay).
 _STATUS: Final = {"push.not_enrolled": 401, "push.bad_mac": 401, "push.replayed": 409}
 
@@ -59,15 +70,51 @@ def _problem(status: int, message: str, failure: str | None = None) -> JSONRespo
     return JSONResponse(content, status_code=status, headers=headers)
 
 
+class _Forwarder:
+    """Sends a push on to the replica that attests its node, at most ``rate`` a second per
+    node (``burst`` at once); past that the push is dropped (pull rounds run regardless)."""
+
+    def __init__(self, identity: str, rate: float, burst: float) -> None:
+        self._identity = identity
+        self._rate, self._burst = rate, burst
+        self._buckets: dict[str, TokenBucket] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    async def send(self, url: str, node: str, body: bytes) -> int:
+        now = time.monotonic()
+        if len(self._buckets) > _MAX_FORWARD_BUCKETS:
+            self._buckets.clear()
+        bucket = self._buckets.get(node) or TokenBucket.full(self._rate, self._burst, now)
+        self._buckets[node], delay = bucket.take(now)
+        if delay > 0:
+            return 429
+        if self._client is None:  # peers' certificates: the Service's, not the pod IP's
+            self._client = httpx.AsyncClient(timeout=2.0, verify=False)  # noqa: S501 - the owner checks the MAC
+        try:
+            response = await self._client.post(
+                f"{url.rstrip('/')}/v1/notify", content=body,
+                headers={"content-type": "application/json", FORWARDED_HEADER: self._identity},
+            )  # fmt: skip
+        except httpx.HTTPError as e:
+            log.warning("push for %s not forwarded to %s: %s", node, url, e)
+            return 502
+        return response.status_code
+
+
 def create_server_app(
     push: Callable[[str], bool],
     metrics: VerifierMetrics,
     ready: Callable[[], bool],
     gate: PushGate,
+    *,
+    route: Callable[[str], str | None] | None = None,
+    identity: str = "",
 ) -> FastAPI:
     """``push(node)`` wakes a node's round (False: not a node this verifier attests); ``gate``
-    decides which pushes may call it, and when."""
+    decides which pushes may call it, and when; ``route(node)`` names the peer that attests
+    ``node`` when it is not this replica (None: this one, or nobody known)."""
     app = FastAPI(title="trustgate verifier", docs_url=None, redoc_url=None)
+    forwarder = _Forwarder(identity, gate.rate, gate.burst)
 
     def deferred(node: str) -> None:
         gate.fired(node)
@@ -85,6 +132,12 @@ def create_server_app(
             notification = decode_push(json.loads(body))
         except (ValueError, PushFormatError) as e:  # JSONDecodeError, UnicodeDecodeError
             return _problem(400, f'expected {{"node", "counter", "mac"}}: {e}')
+        owner = route(notification.node) if route is not None else None
+        if owner is not None and FORWARDED_HEADER not in request.headers:
+            status = await forwarder.send(owner, notification.node, body)
+            metrics.pushes_forwarded.labels(str(status)).inc()
+            return JSONResponse({"forwarded": notification.node, "status": status},
+                                status_code=202 if status == 202 else 502)  # fmt: skip
         admission = gate.admit(notification)
         if admission.refused is not None:
             metrics.push_refusals.labels(admission.refused).inc()

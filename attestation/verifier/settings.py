@@ -22,8 +22,9 @@ class VerifierSettings:
     #: Seconds between two pull rounds of one node (push notifications come in between).
     interval: float = 2.0
     #: How long a verdict stays valid: ``expiresAt = verifiedAt + max_age``. A node whose agent
-    #: or verifier goes quiet becomes untrusted once it passes.
-    max_age: float = 10.0
+    #: or verifier goes quiet becomes untrusted once it passes. Refreshed every ``max_age / 2``:
+    #: the other half covers a replica's failover (``lease_duration``, then a round).
+    max_age: float = 20.0
     #: A published status is rewritten at least this often (when nothing changed) so that
     #: ``expiresAt`` keeps moving; default max_age / 2.
     refresh: float | None = None
@@ -93,10 +94,16 @@ class VerifierSettings:
     #: so plain HTTP inside the cluster network is acceptable; set both to serve TLS.
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    #: Leader election (coordination.k8s.io Lease); off for a single process.
-    leader_election: bool = True
+    #: Sharding (``core.sharding``): the live replicas share the nodes, each holding the Lease
+    #: ``<lease_name>-<identity>``; off for a single process attesting every node.
+    sharding: bool = True
     lease_name: str = "trustgate-verifier"
-    lease_duration: float = 10.0
+    #: A replica whose Lease has not moved for this long (as its peers see it) is written off and
+    #: its nodes taken over. With ``max_age >= 2 * (lease_duration + interval)`` a replica killed
+    #: at any time is replaced before a verdict it wrote expires.
+    lease_duration: float = 3.0
+    #: Where the other replicas forward agents' pushes for this replica's nodes ("" none).
+    advertise_url: str = ""
     identity: str = "verifier"
     #: What the measurements of a pod that is not a network function mean. ``ignore``: counted,
     #: never judged (such pods never affect the node or its NF pods; root on the node can hide

@@ -55,7 +55,7 @@ async def _churn(cluster: ClusterHandle, workdir: Path) -> tuple[dict[str, int],
     settings = VerifierSettings(
         node_selector="=".join(label), interval=0.5, max_age=2.0, unknown_grace=0.0,
         evict_on_unknown=True,
-        leader_election=False, namespace=NAMESPACE, audit_log=workdir / "audit.jsonl",
+        sharding=False, namespace=NAMESPACE, audit_log=workdir / "audit.jsonl",
     )  # fmt: skip
     kubeconfig = service_account_kubeconfig(cluster.plane, "trustgate-verifier", workdir)
     kube = Kube(load_api_client(kubeconfig))

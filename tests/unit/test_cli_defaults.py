@@ -105,11 +105,11 @@ def test_every_verifier_flag_reaches_its_field() -> None:
         "--remediation", "annotate-only", "--eviction-deadline", "1", "--eviction-grace", "2",
         "--untrusted-node-action",
         "none", "--unknown-grace", "1", "--listen", "127.0.0.1:1", "--tls-cert", "/c",
-        "--tls-key", "/k", "--namespace", "ns", "--identity", "me", "--no-leader-election",
+        "--tls-key", "/k", "--namespace", "ns", "--identity", "me", "--no-sharding",
         "--lease-duration", "1", "--non-nf-pods", "host-policy",
         "--audit-max-bytes", "1", "--audit-checkpoint-interval", "1",
         "--agent-client-cert", "/vc", "--agent-client-key", "/vk", "--push-rate", "1",
-        "--push-burst", "2", "--cluster-id", "c1",
+        "--push-burst", "2", "--cluster-id", "c1", "--advertise-url", "http://10.0.0.1:1",
         "--evict-on-unknown", "--enforcement-default", "audit",
     ]  # fmt: skip
     settings = verifier.settings_from(_parse(*argv), {})
@@ -120,7 +120,7 @@ def test_every_verifier_flag_reaches_its_field() -> None:
             assert getattr(settings, field.name) != getattr(defaults, field.name), field.name
     assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 1)
     assert settings.ek_ca_bundle == Path("/ca.pem")
-    assert settings.leader_election is False
+    assert settings.sharding is False
 
 
 def test_every_agent_flag_reaches_its_field() -> None:
