@@ -43,6 +43,8 @@ fi
 step "Kubernetes control plane"
 bash scripts/build-control-plane.sh
 
-# helm, for the chart's tests (tests/cluster/test_helm.py): from its Go module, cached like the above
-step "helm"
+# helm and Prometheus' PromQL parser, for the chart's and the alerts' tests (tests/cluster/test_helm.py,
+# tests/unit/test_chart_monitoring.py): from their Go modules, cached like the above
+step "helm and promql-check"
 bash scripts/build-helm.sh
+bash scripts/build-promql-check.sh

@@ -1,13 +1,16 @@
 """The optional monitoring (manifests/monitoring/, the chart's monitoring.* values): every alert
-and every dashboard query names only metrics the verifier and the webhook really export, taken
-from their registries, not from a list kept by hand; the alerts the operator needs are there;
-the dashboard is valid JSON. (promtool is not built here: a few regular expressions take the
-metric names out of each expression, and refuse any function they do not know.)"""
+and every dashboard query parses with Prometheus' own PromQL parser (scripts/promql-check, built
+by scripts/build-promql-check.sh) and names only metrics the verifier and the webhook really
+export, taken from their registries, not from a list kept by hand; the alerts the operator needs
+are there; the dashboard is valid JSON."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
+import os
+import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +21,12 @@ from prometheus_client import CollectorRegistry
 from attestation.verifier.metrics import VerifierMetrics
 from webhook.metrics import Metrics as WebhookMetrics
 
-MONITORING = Path(__file__).resolve().parents[2] / "manifests" / "monitoring"
+REPO = Path(__file__).resolve().parents[2]
+MONITORING = REPO / "manifests" / "monitoring"
+PROMQL_CHECK = REPO / "scripts" / "promql-check"
 
 #: Series Prometheus makes itself for every target, not exported by any code of ours.
 PROMETHEUS_OWN = {"up"}
-
-#: The functions and aggregations the expressions may use (any other fails the extraction).
-FUNCTIONS = {
-    "abs", "absent", "avg", "ceil", "count", "delta", "floor", "histogram_quantile", "increase",
-    "irate", "max", "min", "rate", "round", "sum", "time", "topk", "vector",
-}  # fmt: skip
-KEYWORDS = {
-    "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
-    "group_right",
-}  # fmt: skip
 _SUFFIXES = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -50,22 +45,26 @@ def exported(registry: CollectorRegistry) -> set[str]:
     return names
 
 
-def metric_names(expression: str) -> set[str]:
-    """The metric names a PromQL expression selects. Label matchers, ranges, grouping label
-    lists and strings are dropped first; a word followed by "(" must be a known function."""
-    text = re.sub(r'"(?:\\.|[^"\\])*"', '""', expression)
-    text = re.sub(r"\{[^}]*\}", "", text)
-    text = re.sub(r"\[[^\]]*\]", "", text)
-    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
-    names: set[str] = set()
-    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
-        word = match.group()
-        if text[match.end() :].lstrip().startswith("("):
-            if word not in FUNCTIONS:
-                raise ValueError(f"{expression!r}: unknown function {word}")
-        elif word not in KEYWORDS:
-            names.add(word)
-    return names
+def promql_check() -> Path:
+    """The binary scripts/build-promql-check.sh built from these sources."""
+    sources = b"".join((PROMQL_CHECK / f).read_bytes() for f in ("go.mod", "go.sum", "main.go"))
+    key = hashlib.sha256(sources).hexdigest()[:16]
+    cache = Path(os.environ.get("TRUSTGATE_CACHE", Path.home() / ".cache" / "trustgate"))
+    binary = cache / "promql-check" / key / "promql-check"
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: run `make setup` (scripts/build-promql-check.sh)")
+    return binary
+
+
+def parse(expressions: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Each expression -> {"metrics": [...]} or {"error": "..."} from Prometheus' parser."""
+    lines = "".join(json.dumps(e) + "\n" for e in expressions)
+    result = subprocess.run(
+        [str(promql_check())], input=lines, capture_output=True, text=True, timeout=60,
+        check=True,
+    )  # fmt: skip
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    return {a["expr"]: a for a in answers}
 
 
 @pytest.fixture(scope="module")
@@ -83,25 +82,18 @@ def _dashboard() -> dict[str, Any]:
     return loaded
 
 
-@pytest.mark.parametrize(
-    ("expression", "names"),
-    [
-        ('sum(increase(trustgate_attestations_total{result=~"a|b"}[5m])) > 0',
-         {"trustgate_attestations_total"}),
-        ("max by (node) (trustgate_evidence_age_seconds) > 30", {"trustgate_evidence_age_seconds"}),
-        ("histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m]))) > 1", {"x_bucket"}),
-        ("min(a_seconds) - time() < 7 * 86400", {"a_seconds"}),
-        ('absent(up{job="trustgate-verifier"} == 1)', {"up"}),
-        ("a / on (node) group_left b", {"a", "b"}),
-    ],
-)  # fmt: skip
-def test_metric_names_are_taken_out_of_an_expression(expression: str, names: set[str]) -> None:
-    assert metric_names(expression) == names
-
-
-def test_an_unknown_function_is_refused_not_taken_for_a_metric() -> None:
-    with pytest.raises(ValueError, match="unknown function rates"):
-        metric_names("rates(trustgate_attestations_total[5m])")
+def test_the_parser_names_the_metrics_and_refuses_what_prometheus_would() -> None:
+    answers = parse([
+        'sum(increase(trustgate_attestations_total{result=~"a|b"}[5m])) > 0',
+        "histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m]))) / on (le) group_left y",
+        "sum(rate(x_total[5m]) > ",
+        "rates(x_total[5m])",
+    ])  # fmt: skip
+    metrics = [a.get("metrics") for a in answers.values()]
+    assert metrics[:2] == [["trustgate_attestations_total"], ["x_bucket", "y"]]
+    errors = [a.get("error", "") for a in answers.values()]
+    assert "unclosed left parenthesis" in errors[2]
+    assert 'unknown function with name "rates"' in errors[3]
 
 
 def test_the_registries_export_what_the_readme_names(known: set[str]) -> None:
@@ -113,8 +105,12 @@ def test_the_registries_export_what_the_readme_names(known: set[str]) -> None:
 
 
 @pytest.mark.parametrize("rule", _rules(), ids=lambda r: str(r["alert"]))
-def test_every_alert_names_only_exported_metrics(rule: dict[str, Any], known: set[str]) -> None:
-    unknown = metric_names(rule["expr"]) - known - PROMETHEUS_OWN
+def test_every_alert_parses_and_names_only_exported_metrics(
+    rule: dict[str, Any], known: set[str]
+) -> None:
+    answer = parse([rule["expr"]])[rule["expr"]]
+    assert "error" not in answer, f"{rule['alert']}: {answer.get('error')}"
+    unknown = set(answer["metrics"]) - known - PROMETHEUS_OWN
     assert not unknown, f"{rule['alert']}: no code exports {sorted(unknown)}"
     assert rule["labels"]["severity"] in {"critical", "warning", "info"}
     assert rule["annotations"]["summary"]
@@ -138,9 +134,12 @@ def test_the_dashboard_is_grafana_json_whose_queries_name_exported_metrics(
     assert "datasource" in variables
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
+    answers = parse(t["expr"] for p in panels for t in p["targets"])
     for panel in panels:
         assert panel["datasource"]["uid"] == "${datasource}"
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
-            unknown = metric_names(target["expr"]) - known
+            answer = answers[target["expr"]]
+            assert "error" not in answer, f"panel {panel['title']!r}: {answer.get('error')}"
+            unknown = set(answer["metrics"]) - known
             assert not unknown, f"panel {panel['title']!r}: no code exports {sorted(unknown)}"
