@@ -126,10 +126,20 @@ def test_a_policy_edit_changes_the_verdict_without_a_restart(lab: Lab) -> None:
     _verified_after(lab, "lpworker-1")
     assert _state(lab, "upf-live") == ("trusted", False)
 
-    # Remove it again: the same tool run again is now a finding, and the pod goes.
-    lab.cluster.request(
-        "PATCH", f"{BASE}/live-upf", {"spec": {"digests": {"/usr/bin/tool": None}}}, MERGE
-    )
+    # A broken edit: the object is Invalid, and the last loaded policy (with the tool; the
+    # seed's has none) keeps judging.
+    bad = {"spec": {"digests": {"/usr/bin/other": ["sha256:abcd"]}}}
+    lab.cluster.request("PATCH", f"{BASE}/live-upf", bad, MERGE)
+    wait_for("live-upf Invalid", lambda: _condition(lab, "live-upf", "Invalid").get("status")
+             == "True", 20)  # fmt: skip
+    node.run_in_pod(upf, "/usr/bin/tool", b"tool 1.0")
+    _verified_after(lab, "lpworker-1")
+    _verified_after(lab, "lpworker-1")
+    assert _state(lab, "upf-live") == ("trusted", False)
+
+    # Fixed, and the tool removed: the same tool run again is now a finding, and the pod goes.
+    fixed = {"spec": {"digests": {"/usr/bin/tool": None, "/usr/bin/other": None}}}
+    lab.cluster.request("PATCH", f"{BASE}/live-upf", fixed, MERGE)
     _loaded(lab, "live-upf")
     node.run_in_pod(upf, "/usr/bin/tool", b"tool 1.0")
     wait_for("upf-live untrusted", lambda: _state(lab, "upf-live")[0] != "trusted"
@@ -182,6 +192,9 @@ def test_an_nf_without_a_policy_stays_gated_and_says_so(lab: Lab) -> None:
         ann = ((lab.pod(NS, "nrf-0") or {}).get("metadata") or {}).get("annotations") or {}
         return str(ann.get(GATED_ANNOTATION, ""))
 
+    # A tenant's own RuntimePolicy (in its namespace) is never read: the pod stays gated.
+    tenant = f"/apis/{GROUP}/v1alpha1/namespaces/{NS}/{RUNTIME_POLICY_PLURAL}"
+    lab.cluster.request("POST", tenant, _policy("mine", "nrf", {"/usr/bin/nrfd": [_sha(b"x")]}))
     said = wait_for("nrf-0 annotated", annotated, 20)
     assert "no runtime policy is loaded for network function nrf" in said
     events = wait_for("the Event", lambda: [
@@ -191,6 +204,11 @@ def test_an_nf_without_a_policy_stays_gated_and_says_so(lab: Lab) -> None:
     assert events[0]["type"] == "Warning"
     pod = lab.pod(NS, "nrf-0") or {}
     assert [g["name"] for g in pod["spec"].get("schedulingGates") or []] == [SCHEDULING_GATE]
+
+    _verified_after(lab, "lpworker-1")  # a few more seconds of the gate loop
+    pod = lab.pod(NS, "nrf-0") or {}
+    assert [g["name"] for g in pod["spec"].get("schedulingGates") or []] == [SCHEDULING_GATE]
+    assert lab.cluster.request("GET", tenant)["items"][0].get("status") is None  # never read
 
     # A policy for the NRF arrives: the gate is lifted (a node is trusted), the annotation goes.
     lab.cluster.request("POST", BASE, _policy("nrf", "nrf", {"/usr/bin/nrfd": [_sha(b"nrf")]}))
