@@ -163,6 +163,11 @@ CAN_I = [
     ("trustgate-verifier", ["delete", "nodeattestations.trustgate.io"], False),
     ("trustgate-verifier", ["update", "leases.coordination.k8s.io", "-n", "kube-system"], False),
     ("trustgate-verifier", ["patch", "mutatingwebhookconfigurations"], False),
+    # Staged rollout (docs/rollout.md): namespaces' labels are read, never written. (The verifier
+    # writes PolicyReports: tests/cluster/test_rollout.py, where their CRD is installed.)
+    ("trustgate-verifier", ["patch", "namespaces"], False),
+    ("trustgate-webhook", ["watch", "namespaces"], True),
+    ("trustgate-webhook", ["patch", "namespaces"], False),
     ("trustgate-webhook", ["watch", "nodeattestations.trustgate.io"], True),
     ("trustgate-webhook", ["get", "pods", "-n", "5g-core"], True),
     (
