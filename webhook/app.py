@@ -20,6 +20,7 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -80,7 +81,9 @@ def create_app(
         settings.enforcement_default, legacy_warn=settings.audit_namespaces,
         lookup=namespace_lookup, timeout_seconds=settings.pod_lookup_timeout_seconds,
     )  # fmt: skip
-    metrics = Metrics()
+    # The file the server loads its certificate from: /metrics exports when it expires.
+    served = tls.cert_file if tls is not None else settings.tls_cert_file or None
+    metrics = Metrics(certificate_file=Path(served) if served else None)
     decisions = _Decisions(settings, view, pod_lookup, clock, modes)
     watches = [(trust_source, view.replace, view.apply, "NodeAttestation")]
     if namespace_source is not None:

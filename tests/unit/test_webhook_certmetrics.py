@@ -4,10 +4,12 @@ at the next one; absent, never invented, while the file is missing or unreadable
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tests.unit.test_webhook_app import SETTINGS, make_app, running
 from webhook.certmetrics import CERTIFICATE_EXPIRY_METRIC
 from webhook.certpolicy import CertPolicy
 from webhook.certs import create, reissue
@@ -17,8 +19,8 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 POLICY = CertPolicy(("trustgate-webhook.trustgate-system.svc",))
 
 
-def _samples(metrics: Metrics) -> list[float]:
-    text = metrics.exposition().decode()
+def _samples(metrics: Metrics | str) -> list[float]:
+    text = metrics if isinstance(metrics, str) else metrics.exposition().decode()
     pattern = rf"^{CERTIFICATE_EXPIRY_METRIC} (\S+)$"
     return [float(v) for v in re.findall(pattern, text, re.MULTILINE)]
 
@@ -48,3 +50,16 @@ def test_no_file_no_sample_but_the_metric_is_described(tmp_path: Path) -> None:
             path.write_bytes(content)
         metrics.certificate.path = path
         assert _samples(metrics) == []
+
+
+def test_the_app_exports_the_certificate_it_was_started_with(tmp_path: Path) -> None:
+    """``--tls-cert`` (cert-manager's or the operator's certificate): the app's /metrics reads it.
+    (The self-managed certificate's file is handed over the same way: tests/cluster/
+    test_webhook_tls.py runs that server.)"""
+    material = create(POLICY, NOW)
+    cert_file = tmp_path / "tls.crt"
+    cert_file.write_bytes(material.cert)
+    settings = dataclasses.replace(SETTINGS, tls_cert_file=str(cert_file))
+    with running(make_app(settings=settings)) as client:
+        text = client.get("/metrics").text
+    assert _samples(text) == [material.serving_cert.not_valid_after_utc.timestamp()]
