@@ -79,6 +79,7 @@ class PolicyWatch:
         self.live: dict[str, RuntimePolicy] = {}
         self._summary: tuple[tuple[str, int, str], ...] = ()
         self._wake = asyncio.Event()
+        self._parsed: Mapping[tuple[str, int], Any] = {}
         self.informer: Informer | None = None
 
     def start(self) -> None:
@@ -105,7 +106,9 @@ class PolicyWatch:
 
     async def recompute(self) -> Resolution:
         objects = list(self.informer.objects.values()) if self.informer else []
-        resolution = resolve(objects)
+        # off the loop: a big policy takes a second to parse; unchanged objects are not reparsed
+        resolution = await asyncio.to_thread(resolve, objects, self._parsed)
+        self._parsed = resolution.parsed
         for nf in list(self.live):
             if nf not in resolution.policies and nf not in resolution.held:
                 del self.live[nf]  # its objects are gone: back to the seed (or none)

@@ -177,3 +177,16 @@ def test_the_no_policy_event_names_the_network_function() -> None:
     }  # fmt: skip
     assert "network function nrf" in ev["message"]
     assert GATED_ANNOTATION.startswith("trustgate.io/")
+
+
+def test_unchanged_objects_are_not_parsed_again() -> None:
+    a = _obj("a", "upf", {"/a": [_sha(b"a")]})
+    b = _obj("b", "upf", {"/b": [_sha(b"b")]})
+    a["metadata"]["uid"], b["metadata"]["uid"] = "uid-a", "uid-b"
+    first = resolve([a, b])
+    b["spec"]["digests"] = {"/b": [_sha(b"b2")]}
+    b["metadata"]["generation"] = 4  # the API server counts spec changes
+    second = resolve([a, b], first.parsed)
+    assert second.parsed[("uid-a", 3)] is first.parsed[("uid-a", 3)]
+    assert ("uid-b", 3) not in second.parsed
+    assert second.policies["upf"].digests["/b"] == {hashlib.sha256(b"b2").digest()}

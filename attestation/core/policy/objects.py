@@ -14,7 +14,7 @@ Pure: objects in, a :class:`Resolution` out; the verifier applies it and writes 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -64,6 +64,9 @@ class Resolution:
     policies: Mapping[str, RuntimePolicy]
     held: frozenset[str]
     outcomes: Mapping[str, Outcome]
+    #: each object's parsed part by (uid, generation): hand it to the next ``resolve``, which
+    #: then parses only what changed (a big policy takes a second to parse)
+    parsed: Mapping[tuple[str, int], _Part] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +159,25 @@ def _set_problem(members: Sequence[_Part]) -> tuple[str, str] | None:
     return None
 
 
-def resolve(objects: Iterable[Mapping[str, Any]]) -> Resolution:
+def _key(obj: Mapping[str, Any]) -> tuple[str, int]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("uid") or meta.get("name", "")), int(meta.get("generation") or 0)
+
+
+def resolve(
+    objects: Iterable[Mapping[str, Any]],
+    parsed: Mapping[tuple[str, int], _Part] | None = None,
+) -> Resolution:
     """Group the objects by network function, merge each complete and valid set, and say what
-    became of every object."""
+    became of every object. ``parsed``: the previous resolution's, reused for objects whose
+    spec did not change since (same uid and generation)."""
     groups: dict[str, list[_Part]] = {}
+    fresh: dict[tuple[str, int], _Part] = {}
     for obj in objects:
-        part = _part(obj)
+        key = _key(obj)
+        known = (parsed or {}).get(key)
+        part = known if known is not None and key[1] else _part(obj)
+        fresh[key] = part
         groups.setdefault(part.network_function, []).append(part)
     policies: dict[str, RuntimePolicy] = {}
     held: set[str] = set()
@@ -186,4 +202,9 @@ def resolve(objects: Iterable[Mapping[str, Any]]) -> Resolution:
                 outcomes[m.name] = Outcome(False, problem[0], problem[1], entries=entries)
             else:
                 outcomes[m.name] = Outcome(True, LOADED, why, entries=entries)
-    return Resolution(MappingProxyType(policies), frozenset(held), MappingProxyType(outcomes))
+    return Resolution(
+        MappingProxyType(policies),
+        frozenset(held),
+        MappingProxyType(outcomes),
+        MappingProxyType(fresh),
+    )
