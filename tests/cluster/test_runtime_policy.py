@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,8 +120,12 @@ def test_a_policy_edit_changes_the_verdict_without_a_restart(lab: Lab) -> None:
 
     # Add a tool to the live object: running it is now allowed.
     patch = {"spec": {"digests": {"/usr/bin/tool": [_sha(b"tool 1.0")]}}}
+    started = time.monotonic()
     lab.cluster.request("PATCH", f"{BASE}/live-upf", patch, MERGE)
     _loaded(lab, "live-upf")
+    applied = time.monotonic() - started
+    print(f"edit applied and reported Loaded in {applied * 1000:.0f} ms")
+    assert applied < 5
     node.run_in_pod(upf, "/usr/bin/tool", b"tool 1.0")
     _verified_after(lab, "lpworker-1")
     _verified_after(lab, "lpworker-1")
