@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 
 from attestation.core.enforcement import (
@@ -38,6 +39,7 @@ from tests.unit.test_webhook_app import KEY, SETTINGS, running
 from tests.unit.webhook_data import PodTable, StaticSource, apply_patch, node_attestation, vector
 from webhook.app import create_app
 from webhook.mutate import mutate
+from webhook.namespaces import NamespaceModes
 from webhook.protect import ProtectionRules
 from webhook.reviews import decode_review
 from webhook.settings import WebhookSettings
@@ -244,3 +246,24 @@ def test_report_body_counts_and_is_not_rewritten_when_unchanged() -> None:
     assert again["metadata"]["resourceVersion"] == "7"
     assert same_report(stored, again)
     assert not same_report(None, again)
+
+
+def test_namespace_modes_follow_the_watch_and_the_deprecated_flag() -> None:
+    modes = NamespaceModes("audit", legacy_warn=frozenset({"old"}))
+    assert not modes.synced
+    modes.replace([namespace("a", "enforce"), namespace("old", None), {"metadata": {}}])
+    assert modes.synced
+    assert (modes.known("a"), modes.known("old"), modes.known("b")) == ("enforce", "warn", None)
+    modes.apply("MODIFIED", namespace("old", "audit"))  # its own label wins over the flag
+    modes.apply("ADDED", namespace("b", "bogus"))  # logged as enforcement.invalid_label
+    modes.apply("DELETED", namespace("a", "enforce"))
+    assert (modes.known("old"), modes.known("b"), modes.known("a")) == ("audit", "enforce", None)
+    assert anyio.run(modes.mode, "a") == "audit"  # gone and no lookup: the default
+
+
+def test_a_failing_lookup_gives_the_default() -> None:
+    def broken(_name: str) -> dict[str, Any] | None:
+        raise OSError("API server away")
+
+    modes = NamespaceModes("enforce", lookup=broken)
+    assert anyio.run(modes.mode, "x") == "enforce"
