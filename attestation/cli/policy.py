@@ -108,9 +108,9 @@ def register(sub: Any) -> None:
     g.add_argument(
         "--plain",
         action="store_true",
-        help="print the policy document alone (no namespace, never split): a file for the "
-        "verifier's --policies directory or for `policy lint`; default: RuntimePolicy "
-        "object(s) for `kubectl apply -f`",
+        help="print the policy document alone (no namespace, never split), as before "
+        "RuntimePolicy objects; default: RuntimePolicy object(s) for `kubectl apply -f` "
+        "(`policy lint` and the --policies directory take both)",
     )
     g.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     g.set_defaults(handler=generate)

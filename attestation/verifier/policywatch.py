@@ -99,7 +99,10 @@ class PolicyWatch:
                 if not self._wake.is_set():
                     continue
                 self._wake.clear()
-                await self.recompute()
+                try:
+                    await self.recompute()
+                except Exception:  # a bug must not stop the watch; the policies stay as they are
+                    log.exception("RuntimePolicy objects not applied")
         finally:
             if self.informer is not None:
                 self.informer.stop()

@@ -12,9 +12,10 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+import yaml
 
 from attestation.core.names import GATED_ANNOTATION, NO_POLICY_EVENT_REASON
-from attestation.core.policy import PolicyError
+from attestation.core.policy import PolicyError, load_policy
 from attestation.core.policy.conditions import policy_status, status_changed
 from attestation.core.policy.objects import merge_policies, object_policy, resolve
 from attestation.core.verdict import PolicySet
@@ -190,3 +191,21 @@ def test_unchanged_objects_are_not_parsed_again() -> None:
     assert second.parsed[("uid-a", 3)] is first.parsed[("uid-a", 3)]
     assert ("uid-b", 3) not in second.parsed
     assert second.policies["upf"].digests["/b"] == {hashlib.sha256(b"b2").digest()}
+
+
+def test_a_file_of_several_objects_loads_as_one_policy() -> None:
+    """The --policies directory and `policy lint` take what `policy generate` prints: objects."""
+    a = _obj("upf-1", "upf", {"/a": [_sha(b"a")]}, parts=2)
+    b = _obj("upf-2", "upf", {"/b": [_sha(b"b")]}, parts=2)
+    for o in (a, b):
+        del o["status"]
+    policy = load_policy(yaml.safe_dump_all([a, b]), source="upf.yaml")
+    assert (policy.network_function, set(policy.digests)) == ("upf", {"/a", "/b"})
+    with pytest.raises(PolicyError, match=r"policy upf.yaml: .*upf-1: 1 of spec.parts=2"):
+        load_policy(yaml.safe_dump_all([a, {}]), source="upf.yaml")
+    other = _obj("smf", "smf", {"/s": [_sha(b"s")]})
+    del other["status"]
+    with pytest.raises(PolicyError, match="one network function per file"):
+        load_policy(yaml.safe_dump_all([a, b, other]), source="upf.yaml")
+    with pytest.raises(PolicyError, match=r"spec.keylime: not a Keylime runtime policy"):
+        object_policy(_obj("kl", "upf", {}, keylime={"digests": {}}))

@@ -4,14 +4,14 @@ host), whatever document format it was loaded from."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from attestation.core.ima.names import as_logged, name_bytes
 from attestation.core.ima_signature import PublicKey
 
-__all__ = ["PolicyError", "RuntimePolicy", "build_policy"]
+__all__ = ["PolicyError", "RuntimePolicy", "build_policy", "merge_policies"]
 
 
 class PolicyError(ValueError):
@@ -75,3 +75,24 @@ def build_policy(
         by_raw_path=MappingProxyType(_by_logged_name(digests)),
         exclude_re=combined,
     )
+
+
+def merge_policies(name: str, nf: str, parts: Sequence[RuntimePolicy]) -> RuntimePolicy:
+    """The union of ``parts`` as one policy of ``nf``: every digest any part allows for a path,
+    every exclude, key, boot aggregate, buffer and ignored keyring."""
+    digests: dict[str, frozenset[bytes]] = {}
+    buffers: dict[str, frozenset[bytes]] = {}
+    excludes: list[str] = []
+    keys: dict[int, PublicKey] = {}
+    boot: frozenset[bytes] = frozenset()
+    ignored: frozenset[str] = frozenset()
+    for part in parts:
+        for path, allowed in part.digests.items():
+            digests[path] = digests.get(path, frozenset()) | allowed
+        for buf, allowed in part.buffers.items():
+            buffers[buf] = buffers.get(buf, frozenset()) | allowed
+        excludes += [e for e in part.excludes if e not in excludes]
+        keys.update(part.keys)
+        boot |= part.boot_aggregates
+        ignored |= part.ignored_keyrings
+    return build_policy(name, nf, digests, excludes, keys, boot, buffers, ignored)

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from attestation.core.ima_signature import PublicKey
 from attestation.core.names import RUNTIME_POLICY_API_VERSION, RUNTIME_POLICY_KIND
-from attestation.core.policy.fields import FieldReader, kind
+from attestation.core.policy.fields import FieldReader
 from attestation.core.policy.load import policy_from_document
-from attestation.core.policy.model import PolicyError, RuntimePolicy, build_policy
+from attestation.core.policy.model import PolicyError, RuntimePolicy, merge_policies
 
 __all__ = [
     "Outcome",
@@ -39,8 +38,6 @@ VALID: Final = "Valid"
 OTHER_PART_INVALID: Final = "OtherPartInvalid"
 INCOMPLETE: Final = "Incomplete"
 PARTS_DISAGREE: Final = "PartsDisagree"
-
-_OURS_ONLY: Final = {"parts", "keylime"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,48 +82,22 @@ def _name(obj: Mapping[str, Any]) -> str:
 
 def object_policy(obj: Mapping[str, Any]) -> RuntimePolicy:
     """One RuntimePolicy object's own policy (our fields, and ``spec.keylime`` if given, as one
-    union). Raises PolicyError naming the object and the field; the API server's schema already
-    refused most shapes, this checks what a schema cannot (digest sizes, regexes, keys)."""
-    source = f"RuntimePolicy {_name(obj) or '(unnamed)'}"
+    union), for its network function in lower case. Raises PolicyError naming the object and the
+    field; the API server's schema already refused most shapes, this checks what a schema
+    cannot (digest sizes, regexes, keys). What the API server adds (status, uid, ...) is not
+    part of the policy."""
+    name = _name(obj) or "(unnamed)"
+    source = f"RuntimePolicy {name}"
     ctx = FieldReader(source)
     spec = ctx.obj(obj.get("spec"), "spec")
     nf = ctx.text(spec.get("networkFunction"), "spec.networkFunction").lower()
-    parts = spec.get("parts")
-    if parts is not None and (not isinstance(parts, int) or isinstance(parts, bool) or parts < 1):
-        raise ctx.fail("spec.parts", f"must be a positive integer, not {kind(parts)}")
-    ours = {k: v for k, v in spec.items() if k not in _OURS_ONLY}
     doc = {
         "apiVersion": RUNTIME_POLICY_API_VERSION,
         "kind": RUNTIME_POLICY_KIND,
-        "metadata": {"name": _name(obj) or "(unnamed)"},
-        "spec": ours,
+        "metadata": {"name": name},
+        "spec": {**spec, "networkFunction": nf},
     }
-    found = [policy_from_document(doc, source=source)]
-    if "keylime" in spec:
-        keylime = ctx.obj(spec["keylime"], "spec.keylime")
-        found.append(policy_from_document(keylime, source=f"{source} spec.keylime"))
-    return merge_policies(found[0].name, nf, found)
-
-
-def merge_policies(name: str, nf: str, parts: Sequence[RuntimePolicy]) -> RuntimePolicy:
-    """The union of ``parts`` as one policy of ``nf``: every digest any part allows for a path,
-    every exclude, key, boot aggregate, buffer and ignored keyring."""
-    digests: dict[str, frozenset[bytes]] = {}
-    buffers: dict[str, frozenset[bytes]] = {}
-    excludes: list[str] = []
-    keys: dict[int, PublicKey] = {}
-    boot: frozenset[bytes] = frozenset()
-    ignored: frozenset[str] = frozenset()
-    for part in parts:
-        for path, allowed in part.digests.items():
-            digests[path] = digests.get(path, frozenset()) | allowed
-        for buf, allowed in part.buffers.items():
-            buffers[buf] = buffers.get(buf, frozenset()) | allowed
-        excludes += [e for e in part.excludes if e not in excludes]
-        keys.update(part.keys)
-        boot |= part.boot_aggregates
-        ignored |= part.ignored_keyrings
-    return build_policy(name, nf, digests, excludes, keys, boot, buffers, ignored)
+    return policy_from_document(doc, source=source)
 
 
 def _part(obj: Mapping[str, Any]) -> _Part:
