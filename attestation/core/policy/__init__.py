@@ -4,6 +4,8 @@ Two document formats load into the same frozen :class:`RuntimePolicy` (:mod:`.mo
 or JSON (:mod:`.load`), and Keylime's runtime policy JSON as is (:mod:`.keylime`); :mod:`.fields`
 checks a document field by field. :mod:`.evaluate` judges entries, one or a whole log batch;
 :mod:`.lint` warns about what loads but leaves a door open (an exclude covering a writable place).
+:mod:`.objects` makes RuntimePolicy objects (``runtimepolicies.trustgate.io``, several per network
+function) into policies, and :mod:`.conditions` their status (``Loaded``, ``Invalid``).
 """
 
 from attestation.core.policy.evaluate import LogJudgement, evaluate, evaluate_log
