@@ -19,6 +19,7 @@ from typing import Any
 
 from attestation.adapters.kube import KubeError, event_path, pod_path
 from attestation.core.clock import Clock, format_time, utcnow
+from attestation.core.enforcement import actions
 from attestation.core.kubeobject import KubeObject
 from attestation.core.names import (
     GATED_ANNOTATION,
@@ -117,6 +118,10 @@ class Gates:
             gates = [g.get("name") for g in (pod.get("spec") or {}).get("schedulingGates") or []]
             info = PodInfo.of(pod)
             if SCHEDULING_GATE not in gates or info is None:
+                continue
+            if not actions(self._publisher.remediator.mode_of(info.namespace)).gate:
+                # gated while its namespace enforced, now warn/audit: nothing is gated there
+                await self._publisher.ungate(pod, gates.index(SCHEDULING_GATE))
                 continue
             said = ((pod.get("metadata") or {}).get("annotations") or {}).get(GATED_ANNOTATION)
             if info.network_function not in loaded:

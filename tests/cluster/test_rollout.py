@@ -25,6 +25,8 @@ import pytest
 from attestation.core.names import (
     ATTESTED_LABEL,
     ENFORCEMENT_LABEL,
+    GATED_ANNOTATION,
+    NF_LABEL,
     PROTECTED_NAMESPACE_LABEL,
     SCHEDULING_GATE,
     TRUST_STATE_ANNOTATION,
@@ -70,7 +72,8 @@ def _unpinned_pod(lab: Lab, ns: str, name: str, nf: str) -> dict[str, Any]:
 
 
 def _gated(pod: dict[str, Any]) -> bool:
-    return any(g["name"] == SCHEDULING_GATE for g in pod["spec"].get("schedulingGates") or [])
+    gates = (pod.get("spec") or {}).get("schedulingGates") or []
+    return any(g["name"] == SCHEDULING_GATE for g in gates)
 
 
 def _pinned(pod: dict[str, Any]) -> bool:
@@ -254,3 +257,19 @@ def test_only_enforcement_admins_may_lower_a_namespaces_enforcement(
     )
     assert lowered.returncode != 0
     assert "reserved to the group" in lowered.stderr
+
+
+def test_a_namespace_switched_to_audit_has_its_gates_lifted(lab: Lab) -> None:
+    """A pod gated while its namespace enforced (here: held for want of a loaded policy, which
+    no lab policy covers for ``nrf``) is ungated once the namespace is in audit mode."""
+    ns = _namespace(lab, "rollout-ungate", "enforce")
+    lab.cluster.request("POST", f"/api/v1/namespaces/{ns}/pods", {
+        "metadata": {"name": "nrf-held", "labels": {NF_LABEL: "nrf"}},
+        "spec": {"schedulerName": "nobody", "schedulingGates": [{"name": SCHEDULING_GATE}],
+                 "containers": [{"name": "nrf", "image": "nrf"}]},
+    })  # fmt: skip
+    wait_for("nrf-held said to wait for a policy", lambda: GATED_ANNOTATION in (
+        (lab.pod(ns, "nrf-held") or {}).get("metadata", {}).get("annotations") or {}))  # fmt: skip
+    assert _gated(lab.pod(ns, "nrf-held") or {})
+    lab.cluster.kubectl("label", "namespace", ns, "--overwrite", f"{ENFORCEMENT_LABEL}=audit")
+    wait_for("nrf-held ungated", lambda: not _gated(lab.pod(ns, "nrf-held") or {}), 20)
