@@ -6,8 +6,9 @@ The order is the point:
 3. what trustgate put on objects it does not own undone (``core.removal``): the attested label
    and untrusted taint on nodes, the gate and annotations on NF pods; pods a controller owns
    that were gated or pinned are deleted so their controller makes clean ones;
-4. then trustgate's own objects: admission policies, NodeAttestations and their CRD (kept with
-   ``--keep-crd``), cluster roles and bindings, the namespace.
+4. then trustgate's own objects: admission policies, NodeAttestations, RuntimePolicies and their
+   CRDs (kept with ``--keep-crd``), cluster roles and bindings, the namespace (and with it the
+   RuntimePolicy objects).
 Every step prints what it did; ``--dry-run`` prints the plan and changes nothing. Running it
 again finishes an interrupted uninstall.
 """
@@ -40,7 +41,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--namespace", default="trustgate-system", help="default: %(default)s")
     p.add_argument("--keep-crd", action="store_true",
-                   help="keep the NodeAttestation CRD and objects (e.g. to reinstall)")  # fmt: skip
+                   help="keep the NodeAttestation and RuntimePolicy CRDs and the "
+                        "NodeAttestations, e.g. to reinstall (RuntimePolicies go with the "
+                        "namespace: export them first)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.set_defaults(handler=run)
 
@@ -127,13 +130,15 @@ class _Uninstall:
         return bare
 
     def own_objects(self) -> None:
-        from attestation.core.names import GROUP, NODEATTESTATION_PLURAL
+        from attestation.core.names import GROUP, NODEATTESTATION_PLURAL, RUNTIME_POLICY_PLURAL
 
         self.delete_ours(_POLICIES)
         if not self.args.keep_crd:
-            crd = f"{NODEATTESTATION_PLURAL}.{GROUP}"
-            self.delete(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}",
-                        f"CRD {crd} (and every NodeAttestation)")  # fmt: skip
+            for plural, kind in ((NODEATTESTATION_PLURAL, "NodeAttestation"),
+                                 (RUNTIME_POLICY_PLURAL, "RuntimePolicy")):  # fmt: skip
+                crd = f"{plural}.{GROUP}"
+                self.delete(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}",
+                            f"CRD {crd} (and every {kind})")  # fmt: skip
         self.delete_ours(_ROLES)
         self.delete(f"/api/v1/namespaces/{self.args.namespace}",
                     f"namespace {self.args.namespace}")  # fmt: skip

@@ -93,8 +93,8 @@ def test_uninstall_leaves_nothing_and_refuses_no_binding(
             o["metadata"]["name"] for o in cluster.request("GET", f"{admission}/{kind}")["items"]
         ]
         assert not [n for n in left if n.startswith("trustgate")], (kind, left)
-    assert cluster.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                       "nodeattestations.trustgate.io") is None  # fmt: skip
+    for crd in ("nodeattestations.trustgate.io", "runtimepolicies.trustgate.io"):
+        assert cluster.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}") is None
     assert ATTESTED_LABEL not in cluster.get("/api/v1/nodes/un-1")["metadata"]["labels"]
     taints = cluster.get("/api/v1/nodes/un-2")["spec"].get("taints") or []
     assert not any(t["key"] == UNTRUSTED_TAINT for t in taints)
