@@ -273,3 +273,37 @@ def test_a_namespace_switched_to_audit_has_its_gates_lifted(lab: Lab) -> None:
     assert _gated(lab.pod(ns, "nrf-held") or {})
     lab.cluster.kubectl("label", "namespace", ns, "--overwrite", f"{ENFORCEMENT_LABEL}=audit")
     wait_for("nrf-held ungated", lambda: not _gated(lab.pod(ns, "nrf-held") or {}), 20)
+
+
+@pytest.fixture(scope="module")
+def audit_cluster(
+    trustgate_installed: ClusterHandle, swtpm_ca: LocalCa, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
+    """A second lab whose verifier runs with --enforcement-default audit (a cluster trying
+    trustgate out)."""
+    workdir = tmp_path_factory.mktemp("rollout-audit-default")
+    args = ("--enforcement-default", "audit")
+    with lab_cluster(
+        trustgate_installed, swtpm_ca, workdir, ["raudit-1"], trusted=["raudit-1"],
+        verifier_args=args,
+    ) as lab:  # fmt: skip
+        yield lab
+
+
+def test_an_audit_cluster_labels_but_never_taints_an_untrusted_node(audit_cluster: Lab) -> None:
+    """The NoSchedule taint stops every pod, so only an enforce default sets it; the label
+    (read by enforce namespaces' pinned pods) still follows the verdict."""
+    lab = audit_cluster
+    lab.nodes["raudit-1"].stop_agent()
+    try:
+        wait_for("raudit-1 Unknown", lambda: lab.state_of("raudit-1") == "Unknown", timeout=20)
+        node = wait_for("raudit-1 labelled false", lambda: _labelled(lab, "raudit-1", "false"), 5)
+        assert not any(t["key"] == UNTRUSTED_TAINT for t in node["spec"].get("taints") or [])
+    finally:
+        lab.nodes["raudit-1"].start_agent()
+    wait_for("raudit-1 Trusted again", lambda: lab.state_of("raudit-1") == "Trusted", timeout=30)
+
+
+def _labelled(lab: Lab, node: str, value: str) -> dict[str, Any] | None:
+    obj: dict[str, Any] = lab.cluster.request("GET", f"/api/v1/nodes/{node}")
+    return obj if obj["metadata"]["labels"].get(ATTESTED_LABEL) == value else None
