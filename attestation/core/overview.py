@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from attestation.core.names import (
+    GATED_ANNOTATION,
     NF_LABEL,
     REASON_ANNOTATION,
     SCHEDULING_GATE,
@@ -79,6 +80,8 @@ def _pod_why(pod: Mapping[str, Any]) -> tuple[str, str]:
     if meta.get("deletionTimestamp"):
         return "Terminating", f"{trust}: {annotations.get(REASON_ANNOTATION, '')}".strip(": ")
     if any(g.get("name") == SCHEDULING_GATE for g in spec.get("schedulingGates") or []):
+        if annotations.get(GATED_ANNOTATION):  # the verifier says why (no runtime policy)
+            return "Waiting", f"gated: {annotations[GATED_ANNOTATION]}"
         return "Waiting", "gated: no attested node can take it yet (trustgate.io/attestation)"
     if not spec.get("nodeName"):
         for condition in status.get("conditions") or []:

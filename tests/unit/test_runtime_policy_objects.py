@@ -14,12 +14,18 @@ from typing import Any
 import pytest
 import yaml
 
-from attestation.core.names import GATED_ANNOTATION, NO_POLICY_EVENT_REASON
+from attestation.core.names import (
+    GATED_ANNOTATION,
+    NF_LABEL,
+    NO_POLICY_EVENT_REASON,
+    SCHEDULING_GATE,
+)
+from attestation.core.overview import pod_lines
 from attestation.core.policy import PolicyError, load_policy
 from attestation.core.policy.conditions import policy_status, status_changed
 from attestation.core.policy.objects import merge_policies, object_policy, resolve
 from attestation.core.verdict import PolicySet
-from attestation.verifier.gating import no_policy_event
+from attestation.verifier.gating import no_policy_event, no_policy_message
 from attestation.verifier.policywatch import effective_policies, runtime_policy_path
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -209,3 +215,14 @@ def test_a_file_of_several_objects_loads_as_one_policy() -> None:
         load_policy(yaml.safe_dump_all([a, b, other]), source="upf.yaml")
     with pytest.raises(PolicyError, match=r"spec.keylime: not a Keylime runtime policy"):
         object_policy(_obj("kl", "upf", {}, keylime={"digests": {}}))
+
+
+def test_trustgate_status_says_a_pod_waits_for_a_policy() -> None:
+    pod = {
+        "metadata": {"name": "nrf-0", "namespace": "core", "labels": {NF_LABEL: "nrf"},
+                     "annotations": {GATED_ANNOTATION: no_policy_message("nrf")}},
+        "spec": {"schedulingGates": [{"name": SCHEDULING_GATE}]},
+    }  # fmt: skip
+    (line,) = pod_lines([pod], [])
+    assert (line.state, line.network_function) == ("Waiting", "nrf")
+    assert line.why.startswith("gated: no runtime policy is loaded for network function nrf")
