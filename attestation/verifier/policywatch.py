@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ __all__ = [
     "PolicyHolder",
     "PolicyWatch",
     "effective_policies",
+    "policy_record",
     "runtime_policy_path",
     "watch_policies",
 ]
@@ -67,6 +68,7 @@ class PolicyWatch:
         apply: Callable[[PolicySet], None],
         *,
         on_loaded: Callable[[PolicySet], object] = lambda _p: None,
+        audit: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self._kube = kube
@@ -74,6 +76,7 @@ class PolicyWatch:
         self._seed = seed
         self._apply = apply
         self._on_loaded = on_loaded
+        self._audit = audit
         self._clock = clock
         #: the last policy loaded from objects, by network function (kept while a set is held)
         self.live: dict[str, RuntimePolicy] = {}
@@ -130,6 +133,8 @@ class PolicyWatch:
         if summary != self._summary:  # a spec changed (not only a status): say what runs now
             self._summary = summary
             self._log_change(policies, resolution)
+            if self._audit is not None:
+                await self._audit(policy_record(objects, resolution))
         for obj in objects:
             name = str((obj.get("metadata") or {}).get("name", ""))
             outcome = resolution.outcomes.get(name)
@@ -163,10 +168,45 @@ class PolicyWatch:
                 log.warning("RuntimePolicy %s: status not written: %s", name, e)
 
 
+class _Auditor(Protocol):
+    async def audit(self, record: Mapping[str, Any]) -> None: ...
+
+
 class PolicyHolder(Protocol):
-    """What judges by the policies (the ``Verifier``): it reads ``policies`` at every use."""
+    """What judges by the policies (the ``Verifier``): it reads ``policies`` at every use, and
+    its publisher keeps the audit trail."""
 
     policies: PolicySet
+
+    @property
+    def publisher(self) -> _Auditor: ...
+
+
+def policy_record(objects: Sequence[KubeObject], resolution: Resolution) -> dict[str, Any]:
+    """The audit record of a change: which objects (at which generation) each network function
+    now runs on, and which objects were not loaded and why."""
+    generation = {
+        str((o.get("metadata") or {}).get("name", "")): (o.get("metadata") or {}).get("generation")
+        for o in objects
+    }
+    by_nf: dict[str, list[str]] = {}
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        outcome = resolution.outcomes.get(name)
+        if outcome is not None and outcome.loaded:
+            nf = str(spec.get("networkFunction", "")).lower()
+            by_nf.setdefault(nf, []).append(f"{name}@{generation[name]}")
+    return {
+        "kind": "action",
+        "action": "runtime-policies",
+        "loaded": {nf: sorted(names) for nf, names in sorted(by_nf.items())},
+        "notLoaded": {
+            f"{n}@{generation.get(n)}": f"{o.reason}: {o.message}"
+            for n, o in sorted(resolution.outcomes.items())
+            if not o.loaded
+        },
+    }
 
 
 def watch_policies(
@@ -186,7 +226,8 @@ def watch_policies(
 
     watch = PolicyWatch(
         kube, namespace, verifier.policies, apply,
-        on_loaded=lambda p: publish_policy_warnings(p, gauge), clock=clock,
+        on_loaded=lambda p: publish_policy_warnings(p, gauge),
+        audit=verifier.publisher.audit, clock=clock,
     )  # fmt: skip
     watch.start()
     return asyncio.create_task(watch.run(stop), name="runtime-policies")

@@ -29,6 +29,7 @@ from attestation.lab.node import trustgate_exe
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa
+from tests.support.verdicts import audit_records
 
 NS = "5g-core-live-policy"
 BASE = f"/apis/{GROUP}/v1alpha1/namespaces/{NAMESPACE}/{RUNTIME_POLICY_PLURAL}"
@@ -150,6 +151,14 @@ def test_a_policy_edit_changes_the_verdict_without_a_restart(lab: Lab) -> None:
     wait_for("upf-live untrusted", lambda: _state(lab, "upf-live")[0] != "trusted"
              or _state(lab, "upf-live")[1], 20)  # fmt: skip
     assert verifier.pid == pid  # the same process: no restart
+    # The audit trail says when each version started to judge, and which was refused: created
+    # (1), the tool added (2), the broken edit (3), fixed (4).
+    changes = [r for r in audit_records(lab) if r.get("action") == "runtime-policies"]
+    loaded = {name for c in changes for name in c["loaded"].get("upf", [])}
+    assert {"live-upf@1", "live-upf@2", "live-upf@4"} <= loaded
+    assert "live-upf@3" not in loaded
+    refused = [c["notLoaded"]["live-upf@3"] for c in changes if "live-upf@3" in c["notLoaded"]]
+    assert refused[0].startswith("Invalid: ")
 
 
 def test_an_invalid_object_says_why_and_the_verifier_keeps_serving(lab: Lab) -> None:
