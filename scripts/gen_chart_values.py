@@ -90,9 +90,12 @@ monitoring:
 def schema(defaults: Mapping[str, Any]) -> dict[str, Any]:
     """values.schema.json: Helm refuses values of the wrong shape before rendering anything."""
     dns_label = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+    # Only under node-restriction.kubernetes.io/: NodeRestriction forbids a kubelet to set such a
+    # label on its own Node. Under any other prefix, root on a node could label its node into the
+    # system pool (and read the signing key there) or out of attestation.
     label_key = {
         "type": "string",
-        "pattern": r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        "pattern": r"^node-restriction\.kubernetes\.io/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
     }
     image = {
         "type": "object",

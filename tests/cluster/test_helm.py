@@ -148,6 +148,25 @@ def test_values_reach_every_place_they_name(helm: Helm) -> None:
     assert "tg-other" in excluded
 
 
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        ("nodeLabels.system=example.com/trustgate-system", "/nodeLabels/system"),
+        ("nodeLabels.core=trustgate-5g-core", "/nodeLabels/core"),
+        ("namespace.name=Trustgate_System", "/namespace/name"),
+        ("verifier.replicas=0", "/verifier/replicas"),
+    ],
+)
+def test_a_value_of_the_wrong_shape_is_refused_before_rendering(
+    helm: Helm, value: str, refused: str
+) -> None:
+    """A node label outside node-restriction.kubernetes.io/ is one root on a node could set on
+    its own Node: into the system pool, next to the signing key."""
+    result = helm("template", "trustgate", str(CHART), "--set", value, check=False)
+    assert result.returncode != 0
+    assert refused in result.stderr, result.stderr
+
+
 def test_monitoring_is_off_by_default_and_renders_with_the_operators_labels(helm: Helm) -> None:
     kinds = {"ServiceMonitor", "PrometheusRule"}
     assert not [d for d in helm.template() if d["kind"] in kinds]
