@@ -153,13 +153,14 @@ def chart_yaml(version: str) -> str:
 
 NOTES = """trustgate {{ .Chart.AppVersion }} is installed in namespace {{ .Values.namespace.name }}.
 
-Its pods start once the inputs the operator creates exist (docs/install.md, "Inputs"): the
-Secret trustgate-signing-key, the ConfigMaps trustgate-ek-ca and trustgate-verifier-public-key,
-the agent's TLS Secrets. Then:
+Its pods start once the inputs the operator creates exist (docs/install.md, step 2): the Secret
+trustgate-signing-key, the ConfigMaps trustgate-ek-ca and trustgate-verifier-public-key, the
+agents' TLS Secrets and client CA, the verifier's agent client certificate. Then:
   kubectl -n {{ .Values.namespace.name }} rollout status deployment/trustgate-verifier
   kubectl -n {{ .Values.namespace.name }} rollout status deployment/trustgate-webhook
   kubectl get nodeattestations
 
-Uninstall: delete the webhook configurations first (no NF pod is refused meanwhile), then the
-release, or run `trustgate uninstall` (docs/install.md, "Uninstall").
+Uninstall (docs/install.md, "Uninstall"): `trustgate uninstall --kubeconfig ~/.kube/config`
+(the webhook configurations first, so no NF pod is refused; then the gates, labels and taints),
+then `helm uninstall {{ .Release.Name }} --namespace {{ .Release.Namespace }}`.
 """
