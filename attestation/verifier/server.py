@@ -15,10 +15,11 @@ forwarded again), at most at the gate's rate per node: the owner checks its MAC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import httpx
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 MAX_NOTIFY_BYTES: Final = 4096
 #: Marks a push one replica forwarded to another (its value: the forwarding replica).
 FORWARDED_HEADER: Final = "x-trustgate-forwarded-by"
+#: The owner's answers a forwarded push passes on as they are (others become 502).
+_PASSED_ON: Final = frozenset({202, 400, 401, 404, 409, 413, 429})
 #: Nodes whose forwarding rate is tracked at most (a flood of made-up node names).
 _MAX_FORWARD_BUCKETS: Final = 100_000
 #: Refusals answered 401 (the sender cannot prove it is the node) or 409 (a replay).
@@ -100,6 +103,11 @@ class _Forwarder:
             return 502
         return response.status_code
 
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
 
 def create_server_app(
     push: Callable[[str], bool],
@@ -113,8 +121,14 @@ def create_server_app(
     """``push(node)`` wakes a node's round (False: not a node this verifier attests); ``gate``
     decides which pushes may call it, and when; ``route(node)`` names the peer that attests
     ``node`` when it is not this replica (None: this one, or nobody known)."""
-    app = FastAPI(title="trustgate verifier", docs_url=None, redoc_url=None)
     forwarder = _Forwarder(identity, gate.rate, gate.burst)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await forwarder.aclose()  # its connections belong to this server's loop
+
+    app = FastAPI(title="trustgate verifier", docs_url=None, redoc_url=None, lifespan=lifespan)
 
     def deferred(node: str) -> None:
         gate.fired(node)
@@ -136,8 +150,10 @@ def create_server_app(
         if owner is not None and FORWARDED_HEADER not in request.headers:
             status = await forwarder.send(owner, notification.node, body)
             metrics.pushes_forwarded.labels(str(status)).inc()
+            # The owner's answer (a refusal included) is the agent's; unreachable: 502.
+            answer = status if status in _PASSED_ON else 502
             return JSONResponse({"forwarded": notification.node, "status": status},
-                                status_code=202 if status == 202 else 502)  # fmt: skip
+                                status_code=answer)  # fmt: skip
         admission = gate.admit(notification)
         if admission.refused is not None:
             metrics.push_refusals.labels(admission.refused).inc()
