@@ -9,7 +9,6 @@ them: the agent call, the Kubernetes writes (through ``Publisher``) and the reme
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -40,14 +39,15 @@ from attestation.verifier.collector import AgentClient, CollectorError
 from attestation.verifier.enrollment import Enrolled, Enroller
 from attestation.verifier.gating import Gates
 from attestation.verifier.metrics import VerifierMetrics
-from attestation.verifier.nodeworker import NodeWorker, run_node
+from attestation.verifier.nodeloops import NodeLoops
+from attestation.verifier.nodeworker import NodeWorker
 from attestation.verifier.otherpods import NodePods, OtherPods, catch_up
 from attestation.verifier.paged import Judge, judge_pages
 from attestation.verifier.publisher import Publisher
 from attestation.verifier.pushgate import PushGate
 from attestation.verifier.scope import NodeScope
 from attestation.verifier.settings import VerifierSettings
-from attestation.verifier.shards import CLUSTER_DUTIES, Shards
+from attestation.verifier.shards import Shards
 
 __all__ = ["Verifier"]
 
@@ -76,8 +76,6 @@ class Verifier:
         shards: Shards | None = None,
     ) -> None:
         self.settings = settings
-        #: Which of the attested nodes are this replica's (None: all, one verifier alone).
-        self.shards = shards
         self.kube = kube
         self.publisher = publisher
         self.policies = policies
@@ -85,18 +83,13 @@ class Verifier:
         self.metrics = metrics
         self._clock = clock
         self._check_log = select(settings.native)
-        self.workers: dict[str, NodeWorker] = {}
         self.client = AgentClient.for_settings(settings)
         self._enroller = Enroller(self.client, publisher, ek_ca_bundle, clock, push_gate)
-        self._push_gate = push_gate
-        self._semaphore = asyncio.Semaphore(settings.concurrency)
-        self._stop = asyncio.Event()
-        self._active = asyncio.Event()  # node loops may run (set once started)
-        #: This replica does the cluster-wide work (lifting scheduling gates): one replica does.
-        self._duties = asyncio.Event()
-        #: The nodes the selection rule attests (``NodeScope``); ``workers`` holds this
-        #: replica's share of them.
-        self._wanted: set[str] = set()
+        #: This replica's share of the attested nodes, and their loops.
+        self.loops = NodeLoops(self._round, settings.interval, publisher, metrics, shards,
+                               push_gate, settings.concurrency)  # fmt: skip
+        self.workers = self.loops.by_name
+        self.shards = shards
         self._informers: list[Informer] = []
         self._gates: Gates | None = None
         self.nodes: Informer | None = None
@@ -106,7 +99,7 @@ class Verifier:
         #: Which nodes to attest (see nodeselection.attested); decided once the watches synced.
         self._scope = NodeScope(
             settings.node_selector, publisher.key_id, self._nf_pods_by_node.has,
-            attest=self._want, release=self._unwant,
+            attest=self.loops.want, release=self.loops.unwant,
         )  # fmt: skip
         self._agent_ips_by_node = ByNode(_host_ip)
         #: The other pods of each node, and the recently deleted NF pods: counted, not judged.
@@ -171,53 +164,17 @@ class Verifier:
         for node in set(self.publisher.published) - set(self.workers):
             self.publisher.forget(node)  # NodeAttestations of nodes no longer attested
         self._gates = Gates(lambda: self.pods.objects.values() if self.pods else (),
-                            self.publisher, lambda: self.policies, self._duties)  # fmt: skip
+                            self.publisher, lambda: self.policies, self.loops.duties)  # fmt: skip
         self._gate_task = asyncio.create_task(self._gates.run(), name="ungate")
 
-    def activate(self) -> None:
-        """Start attesting this replica's share of the nodes."""
-        self._active.set()
-        if self._mine(CLUSTER_DUTIES):
-            self._duties.set()
-        for worker in self.workers.values():
-            worker.wake.set()
-
-    async def reshard(self) -> None:
-        """The replicas' view changed (``Shards.run``): start the loops of the nodes that are
-        now this replica's and stop those that are not — awaited, so once this returns no
-        round of a given-up node is still running and the view can be published. Taken nodes
-        start from the NodeAttestations as the cluster has them (the previous owner's), and are
-        attested at once."""
-        if self._mine(CLUSTER_DUTIES):
-            self._duties.set()
-        else:
-            self._duties.clear()
-        leaving = [n for n in self.workers if not self._mine(n)]
-        stopped = [t for n in leaving if (t := self._release(n)) is not None]
-        await asyncio.gather(*stopped, return_exceptions=True)
-        taking = sorted(n for n in self._wanted if n not in self.workers and self._mine(n))
-        if taking:
-            await self.publisher.take_over()
-            for name in taking:
-                if self._mine(name) and name in self._wanted and name not in self.workers:
-                    self._start_node(name)
-        if leaving or taking:
-            log.info("nodes: took %d, gave up %d, attesting %d", len(taking), len(leaving),
-                     len(self.workers))  # fmt: skip
-
-    def _mine(self, node: str) -> bool:
-        return self.shards is None or self.shards.mine(node)
-
     async def close(self) -> None:
-        self._stop.set()
         if self._gates is not None:
             self._gates.stop()
         for informer in self._informers:
             informer.stop()
-        tasks = [w.task for w in self.workers.values() if w.task] + [self._gate_task]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._gate_task.cancel()
+        await self.loops.close()
+        await asyncio.gather(self._gate_task, return_exceptions=True)
         await self.publisher.close()
         await self.client.aclose()
 
@@ -254,40 +211,6 @@ class Verifier:
         self._scope.pods_moved((before, self._nf_pods_by_node.node_of(uid)))
 
     # -- nodes -----------------------------------------------------------------------------------
-
-    def _want(self, name: str) -> None:
-        """The selection rule now takes ``name`` in (``NodeScope``): attest it if it is this
-        replica's."""
-        self._wanted.add(name)
-        if self._mine(name) and name not in self.workers:
-            self._start_node(name)
-
-    def _unwant(self, name: str) -> None:
-        self._wanted.discard(name)
-        if name in self.workers:
-            self._release(name)
-
-    def _start_node(self, name: str) -> None:
-        worker = NodeWorker(name, self.metrics.evidence_age.labels(name))
-        worker.wake.set()  # the first round at once: a node taken over must not wait
-        self.workers[name] = worker
-        loop = run_node(worker, self._round, self.settings.interval, self._active, self._stop,
-                        self._semaphore)  # fmt: skip
-        worker.task = asyncio.create_task(loop, name=f"node:{name}")
-
-    def _release(self, name: str) -> asyncio.Task[None] | None:
-        """Stop attesting ``name`` and forget everything kept for it; the loop's task, to await.
-        A round under way is cancelled at its next await, so it cannot put back what was
-        forgotten here."""
-        worker = self.workers.pop(name)
-        if worker.task:
-            worker.task.cancel()
-        self.publisher.forget(name)
-        if self._push_gate is not None:
-            self._push_gate.forget(name)
-        with contextlib.suppress(KeyError):
-            self.metrics.evidence_age.remove(name)
-        return worker.task
 
     def agent_url(self, node: str) -> str | None:
         if self.settings.agents:

@@ -118,9 +118,9 @@ async def run(
     # RuntimePolicy objects, live (policywatch.py): swaps verifier.policies; the directory seeds.
     gauge = metrics.policy_warnings
     tasks.append(watch_policies(kube, settings.namespace, verifier, gauge, stop, clock=clock))
-    verifier.activate()
+    verifier.loops.activate()
     if shards is not None:
-        tasks.append(asyncio.create_task(shards.run(stop, verifier.reshard), name="shards"))
+        tasks.append(asyncio.create_task(shards.run(stop, verifier.loops.reshard), name="shards"))
     try:
         await stop.wait()
     finally:

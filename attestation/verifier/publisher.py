@@ -111,6 +111,7 @@ class Publisher(PodSide):
             kube, settings.remediation, settings.eviction_deadline, self._remediated,
             grace=settings.eviction_grace,
         )  # fmt: skip
+        self.remediator.may_act = lambda node: self.fence.holds(node)
         #: Each namespace's PolicyReport (staged rollout, docs/rollout.md).
         self.reports = PolicyReports(kube, clock=clock)
 
@@ -208,7 +209,7 @@ class Publisher(PodSide):
         if evicts and unknown_too_long(since, now, timedelta(seconds=grace)):
             for uid, info in pods.items():
                 why_evict = f"node {node} has had no fresh evidence for {grace:g}s: {text}"
-                self.remediator.request(PodTarget(info.namespace, info.name, uid, why_evict))
+                self.remediator.request(PodTarget(info.namespace, info.name, uid, why_evict, node))
 
     async def _publish(
         self,
@@ -362,7 +363,9 @@ class Publisher(PodSide):
                 await self._pod_changed(pods[uid], before, views[uid], now)
             annotated.add(uid)
             info = pods[uid]
-            self.remediator.request(PodTarget(info.namespace, info.name, uid, views[uid].reason))
+            self.remediator.request(
+                PodTarget(info.namespace, info.name, uid, views[uid].reason, verdict.node)
+            )
         return annotated
 
     def _to_remediate(

@@ -45,6 +45,9 @@ class PodTarget:
     name: str
     uid: str
     reason: str
+    #: The node whose verdict asked for it: the removal goes on only while that node is still
+    #: this replica's (``Remediator.may_act``).
+    node: str = ""
 
 
 Outcome = str  # "evicted" | "deleted" | "gone" | "audit-only" | "failed"
@@ -76,6 +79,10 @@ class Remediator:
         self.mode_of: Callable[[str], Enforcement] = lambda _namespace: "enforce"
         #: Pods of warn/audit namespaces whose would-be removal was reported (once per pod).
         self._spared: set[str] = set()
+        #: Whether this replica still attests a node (its shard fence): an eviction retried
+        #: after the node moved to another replica (or this one was paused past its lease) is
+        #: dropped, not done; the node's owner asks again if its verdict says so.
+        self.may_act: Callable[[str], bool] = lambda _node: True
 
     def request(self, target: PodTarget) -> None:
         """Start removing ``target`` unless that is already under way or done, or its namespace
@@ -131,6 +138,10 @@ class Remediator:
         started = time.monotonic()
         backoff = _FIRST_BACKOFF
         while True:
+            if not self.may_act(target.node):
+                log.warning("pod %s/%s: node %s is no longer this replica's: not evicted here",
+                            target.namespace, target.name, target.node)  # fmt: skip
+                return
             try:
                 await self._in_own_thread(
                     self._kube.evict, target.namespace, target.name, uid=target.uid,

@@ -4,8 +4,9 @@ verifier ServiceAccount's RBAC); everything it keeps per node and per pod return
 before the churn.
 
 The nodes are Node objects without agents: each goes Unknown (``agent.missing``) and, with an
-unknown-grace of 0 and ``evict_on_unknown``, its pods are evicted, so the remediator's record of finished evictions fills
-up too. Without a kubelet an evicted pod stays Terminating until the test deletes it.
+unknown-grace of 0 and ``evict_on_unknown``, its pods are evicted, so the remediator's record
+of finished evictions fills up too. Without a kubelet an evicted pod stays Terminating until the
+test deletes it.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ async def _churn(cluster: ClusterHandle, workdir: Path) -> tuple[dict[str, int],
     publisher = Publisher(kube, settings, key, audit, metrics, cluster_id="churn-cluster")
     verifier = Verifier(settings, kube, publisher, PolicySet({}, None), b"", metrics)
     await verifier.start()
-    verifier.activate()
+    verifier.loops.activate()
     try:
         baseline = verifier.tracked()
         nodes = [f"churn-{i}" for i in range(NODES)]

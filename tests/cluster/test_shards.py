@@ -217,7 +217,7 @@ def test_a_push_to_any_replica_reaches_the_owner(
         replicas = [
             lab.system.start_verifier(
                 interval=60.0, max_age=180.0, replica=r, sharding=True, lease_duration=LEASE
-            )  # fmt: skip
+            )
             for r in (0, 1)
         ]
         for proc in replicas:

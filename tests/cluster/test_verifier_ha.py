@@ -4,6 +4,7 @@ PodDisruptionBudget-refused evictions escalated to delete, new nodes starting un
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from attestation.adapters.kube import Kube, KubeError, load_api_client
 from attestation.lab.cluster import NODEATTESTATIONS, service_account_kubeconfig
 from attestation.verifier.nodewrites import write_fenced, write_status
+from attestation.verifier.remediate import PodTarget, Remediator
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import FILES, Lab, lab_cluster, wait_for
 from tests.support.swtpm import LocalCa
@@ -77,6 +79,67 @@ def test_a_status_write_is_fenced_by_the_version_it_last_saw(
         assert written[1] != first[1]
     finally:
         plane.delete(f"{NODEATTESTATIONS}/{node}")
+        kube.close()
+
+
+def test_an_eviction_stops_once_the_node_is_no_longer_this_replicas(
+    trustgate_installed: ClusterHandle, tmp_path: Path
+) -> None:
+    """As the verifier's ServiceAccount: an eviction a budget refuses is retried, and escalated
+    to a delete after the deadline — but only while the pod's node is still this replica's. A
+    replica that lost the node (a peer took it, or it was paused past its lease) drops it."""
+    plane = trustgate_installed.plane
+    ns = trustgate_installed.unique("fence-evict")
+    trustgate_installed.ensure_namespace(ns)
+    plane.create(f"/api/v1/namespaces/{ns}/pods", {
+        "metadata": {"name": "upf", "labels": {"nf": "upf"}},
+        "spec": {"nodeName": "elsewhere", "containers": [{"name": "upf", "image": "upf"}]},
+    })  # fmt: skip
+    plane.request(
+        "PATCH", f"/api/v1/namespaces/{ns}/pods/upf/status",
+        {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+        content_type="application/strategic-merge-patch+json",
+    )  # fmt: skip
+    plane.create(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets", {
+        "metadata": {"name": "upf"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"nf": "upf"}}},
+    })  # fmt: skip
+
+    def exhausted() -> bool:
+        pdb = plane.get(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/upf") or {}
+        return (pdb.get("status") or {}).get("disruptionsAllowed") == 0 and bool(
+            (pdb.get("status") or {}).get("currentHealthy")
+        )
+
+    wait_for("the budget to count the pod", exhausted, 30)
+    kube = Kube(load_api_client(service_account_kubeconfig(plane, "trustgate-verifier", tmp_path)))
+    uid = plane.get(f"/api/v1/namespaces/{ns}/pods/upf")["metadata"]["uid"]
+    outcomes: list[str] = []
+    asked: list[str] = []
+
+    async def report(_target: PodTarget, outcome: str, _detail: str) -> None:
+        outcomes.append(outcome)
+
+    def still_mine(node: str) -> bool:
+        asked.append(node)
+        return len(asked) < 3  # the node moves away after two refused attempts
+
+    async def remove() -> None:
+        remediator = Remediator(kube, "evict-then-delete", 0.5, report, grace=0)
+        remediator.may_act = still_mine
+        remediator.request(PodTarget(ns, "upf", uid, "diverged", "node-a"))
+        await asyncio.sleep(3.0)  # past the 0.5 s deadline: a delete would have come
+        await remediator.close()
+
+    try:
+        asyncio.run(remove())
+        assert asked == ["node-a"] * 3
+        assert outcomes == []  # neither evicted nor deleted: left to the node's owner
+        pod = plane.get(f"/api/v1/namespaces/{ns}/pods/upf")
+        assert pod is not None
+        assert not pod["metadata"].get("deletionTimestamp")
+    finally:
+        plane.delete(f"/api/v1/namespaces/{ns}")
         kube.close()
 
 
