@@ -128,4 +128,3 @@ def live_members(
         for identity, member in members.items()
         if identity in sightings and alive(sightings[identity], now, duration)
     }
-

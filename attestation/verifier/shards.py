@@ -182,9 +182,7 @@ class Shards:
         """Delete this replica's Lease (its node loops must have stopped)."""
         self.epoch, self._renewed = "", None
         try:
-            await asyncio.to_thread(
-                self._kube.delete, lease_path(self._namespace, self.lease_name)
-            )
+            await asyncio.to_thread(self._kube.delete, lease_path(self._namespace, self.lease_name))
         except KubeError as e:
             log.warning("shards: Lease %s not deleted (%s); it expires instead", self.lease_name, e)
 
