@@ -12,6 +12,7 @@ timeout, and errors come out as :class:`KubeError` carrying the HTTP status.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +36,7 @@ __all__ = [
     "event_path",
     "lease_path",
     "load_api_client",
+    "load_operator_client",
     "node_path",
     "nodeattestation_path",
     "pod_path",
@@ -68,6 +70,21 @@ def load_api_client(kubeconfig: Path | None = None) -> k8s.ApiClient:
     configuration = k8s.Configuration()
     k8s_config.load_incluster_config(client_configuration=configuration)
     return k8s.ApiClient(configuration)
+
+
+def load_operator_client(kubeconfig: Path | None = None) -> k8s.ApiClient:
+    """For the operator's commands, found as kubectl finds it: ``kubeconfig``, else the
+    ServiceAccount inside a pod, else ``$KUBECONFIG`` or ``~/.kube/config``. KubeError naming
+    what was tried when none works."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return load_api_client(None)
+    try:
+        if kubeconfig is not None:
+            return load_api_client(kubeconfig)
+        return k8s_config.new_client_from_config()  # $KUBECONFIG, else ~/.kube/config
+    except (k8s_config.ConfigException, OSError) as e:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise KubeError(f"no usable kubeconfig ({where}): {e}; give --kubeconfig", 0) from e
 
 
 class Kube:

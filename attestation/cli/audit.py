@@ -37,7 +37,9 @@ def register(sub: Any) -> None:
         help="the verifier's Ed25519 public key (PEM) that signs checkpoints; repeatable",
     )  # fmt: skip
     v.add_argument("--head", help=_HEAD_HELP)
-    v.add_argument("--kubeconfig", type=Path, help="for --head cluster (default: in-cluster)")
+    v.add_argument(
+        "--kubeconfig", type=Path, help="for --head cluster (default: as kubectl finds it)"
+    )
     v.add_argument(
         "--namespace", default="trustgate-system", help="for --head cluster (default: %(default)s)"
     )
@@ -105,12 +107,12 @@ def _head(args: argparse.Namespace, identity: str) -> tuple[dict[str, Any], str 
 
 
 def _head_from_cluster(args: argparse.Namespace, lease: str) -> dict[str, Any]:
-    from attestation.adapters.kube import Kube, KubeError, load_api_client
+    from attestation.adapters.kube import Kube, KubeError, load_operator_client
     from attestation.cli.common import UsageError
     from attestation.verifier.audithead import read_head
 
     try:
-        kube = Kube(load_api_client(args.kubeconfig))
+        kube = Kube(load_operator_client(args.kubeconfig))
     except Exception as e:  # any kubeconfig problem is the user's input
         raise UsageError(f"--kubeconfig: {e}") from e
     try:

@@ -36,7 +36,10 @@ def register(sub: Any) -> None:
         help="SHA-256 (hex) of the EK's SubjectPublicKeyInfo, as the refusal names it",
     )  # fmt: skip
     approve.add_argument(
-        "--kubeconfig", type=Path, default=None, help="default: the in-cluster ServiceAccount"
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="default: as kubectl: in a pod its ServiceAccount, else $KUBECONFIG or ~/.kube/config",
     )
     approve.set_defaults(handler=run)
 
@@ -45,10 +48,18 @@ def run(args: argparse.Namespace) -> int:
     digest = args.ek.strip().lower()
     if not _DIGEST.fullmatch(digest):
         raise UsageError(f"--ek {args.ek!r} is not a SHA-256 digest (64 hex digits)")
-    from attestation.adapters.kube import Kube, KubeError, load_api_client, nodeattestation_path
+    from attestation.adapters.kube import (
+        Kube,
+        KubeError,
+        load_operator_client,
+        nodeattestation_path,
+    )
     from attestation.core.names import APPROVED_EK_FIELD
 
-    kube = Kube(load_api_client(args.kubeconfig))
+    try:
+        kube = Kube(load_operator_client(args.kubeconfig))
+    except KubeError as e:
+        return fail(f"node approve: {e}")
     try:
         kube.merge_patch(nodeattestation_path(args.node), {"spec": {APPROVED_EK_FIELD: digest}})
     except KubeError as e:

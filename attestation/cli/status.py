@@ -28,7 +28,10 @@ KEY_FIELD = "key.pub"
 def register(sub: Any) -> None:
     p = sub.add_parser("status", help="attested nodes and NF pods: state, age, why a pod waits")
     p.add_argument(
-        "--kubeconfig", type=Path, default=None, help="default: the in-cluster ServiceAccount"
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="default: as kubectl: in a pod its ServiceAccount, else $KUBECONFIG or ~/.kube/config",
     )
     p.add_argument(
         "--namespace", default="trustgate-system",
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from attestation.adapters.kube import (
         Kube,
         KubeError,
-        load_api_client,
+        load_operator_client,
         nodeattestation_path,
         read_cluster_id,
     )  # fmt: skip
@@ -72,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from attestation.core.overview import EVICTION_REASONS, node_lines, pod_lines, render
     from attestation.core.signing import SigningError
 
-    kube = Kube(load_api_client(args.kubeconfig))
+    try:
+        kube = Kube(load_operator_client(args.kubeconfig))
+    except KubeError as e:
+        return fail(f"status: {e}")
     try:
         keys = _keys(kube, args)
         binding = Binding(read_cluster_id(kube))

@@ -37,7 +37,10 @@ _STOP_WAIT_S = 120
 def register(sub: Any) -> None:
     p = sub.add_parser("uninstall", help="remove trustgate without refusing a binding (see --help)")
     p.add_argument(
-        "--kubeconfig", type=Path, default=None, help="default: the in-cluster ServiceAccount"
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="default: as kubectl: in a pod its ServiceAccount, else $KUBECONFIG or ~/.kube/config",
     )
     p.add_argument("--namespace", default="trustgate-system", help="default: %(default)s")
     p.add_argument("--keep-crd", action="store_true",
@@ -148,11 +151,14 @@ def run(args: argparse.Namespace) -> int:
     from attestation.adapters.kube import (
         Kube,
         KubeError,
-        load_api_client,
+        load_operator_client,
         webhook_configuration_path,
     )
 
-    kube = Kube(load_api_client(args.kubeconfig))
+    try:
+        kube = Kube(load_operator_client(args.kubeconfig))
+    except KubeError as e:
+        return fail(f"uninstall: {e}")
     steps = _Uninstall(kube, args)
     try:
         print("1/4 webhook configurations (nothing is gated or refused after this)", flush=True)
