@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from attestation.adapters.kube import Kube, KubeError, node_path, nodeattestation_path
+from attestation.core import mergepatch
 from attestation.core.names import (
     APPROVED_EK_FIELD,
     ATTESTED_LABEL,
@@ -42,18 +43,31 @@ Sign = Callable[[str], Mapping[str, Any]]
 Written = tuple[str, str]
 
 
-def write_status(kube: Kube, node: str, sign: Sign, version: str, uid: str) -> Written:
-    """Replace the node's NodeAttestation status on condition that the object is still at
+def write_status(
+    kube: Kube,
+    node: str,
+    sign: Sign,
+    version: str,
+    uid: str,
+    before: Mapping[str, Any] | None = None,
+) -> Written:
+    """Write the node's NodeAttestation status on condition that the object is still at
     ``version`` (and ``uid``), what this verifier last wrote or read; return the new ones.
 
     The precondition fences the write: a 409 means someone wrote since (another replica that
-    took the leadership, an operator), and the caller must not blindly overwrite it. Without a
+    took the node, an operator), and the caller must not blindly overwrite it. Without a
     ``version`` (never read), the object is read first — created on first sight; one deleted
-    since is created again, and the status signed for the new object."""
+    since is created again, and the status signed for the new object. ``before``: the status
+    this verifier wrote at ``version``; then only what differs is sent (a refresh: the times,
+    the sequence, the signature), and the stored status is still exactly the signed one."""
     if not version or not uid:
-        version, uid = _current(kube, node)
+        (version, uid), before = _current(kube, node), None
     try:
-        return _replace_status(kube, node, sign(uid), version, uid)
+        status = sign(uid)
+        patch = mergepatch.diff(before, status) if before is not None else None
+        if patch is not None:
+            return _patch_status(kube, node, patch, version)
+        return _replace_status(kube, node, status, version, uid)
     except KubeError as e:
         if e.status != 404:
             raise
@@ -62,7 +76,13 @@ def write_status(kube: Kube, node: str, sign: Sign, version: str, uid: str) -> W
 
 
 def write_fenced(
-    kube: Kube, fence: Fence, node: str, sign: Sign, version: str, uid: str
+    kube: Kube,
+    fence: Fence,
+    node: str,
+    sign: Sign,
+    version: str,
+    uid: str,
+    before: Mapping[str, Any] | None = None,
 ) -> Written | None:
     """``write_status`` as the node's owner: only while ``fence`` holds, and after a conflict
     only once the API server confirms this replica's membership. What was written, or None when
@@ -71,7 +91,7 @@ def write_fenced(
         log.warning("node %s: not this replica's (any more): status not written", node)
         return None
     try:
-        return write_status(kube, node, sign, version, uid)
+        return write_status(kube, node, sign, version, uid, before)
     except KubeError as e:
         if e.status != 409:
             raise
@@ -102,6 +122,15 @@ def _current(kube: Kube, node: str) -> Written:
     if obj is None:
         raise KubeError(f"NodeAttestation {node} was deleted while being written", 404)
     return str(obj["metadata"]["resourceVersion"]), str(obj["metadata"]["uid"])
+
+
+def _patch_status(kube: Kube, node: str, patch: Mapping[str, Any], version: str) -> Written:
+    """A JSON merge patch of the status under the resourceVersion it was computed from: refused
+    (409) if anyone wrote since — a NodeAttestation made again under the name too — as a
+    replace would be."""
+    body = {"metadata": {"resourceVersion": version}, "status": dict(patch)}
+    written = kube.merge_patch(f"{nodeattestation_path(node)}/status", body)
+    return str(written["metadata"]["resourceVersion"]), str(written["metadata"]["uid"])
 
 
 def _replace_status(

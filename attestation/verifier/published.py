@@ -46,6 +46,9 @@ class Published:
     uid: str = ""
     #: The replica that wrote it (``status.owner``): another's is rewritten as this one's.
     owner: str = ""
+    #: The signed status as this replica wrote it at ``version`` (None: found, not written):
+    #: the next write sends only what differs (``nodewrites.write_status``).
+    status: Mapping[str, Any] | None = None
 
 
 def read_published(

@@ -258,10 +258,13 @@ class Publisher(PodSide):
         status["owner"] = self.settings.identity  # which replica attests the node (its shard)
         fitted = fit_status(status)
 
-        def sign(uid: str) -> dict[str, Any]:
-            return sign_status(node, bind(fitted, self.cluster_id, uid), self._key)
+        signed: dict[str, dict[str, Any]] = {}
 
-        base = (prev.version, prev.uid) if prev else ("", "")
+        def sign(uid: str) -> dict[str, Any]:
+            signed[uid] = sign_status(node, bind(fitted, self.cluster_id, uid), self._key)
+            return signed[uid]
+
+        base = (prev.version, prev.uid, prev.status) if prev else ("", "", None)
         try:
             written = await self._call(write_fenced, self.kube, self.fence, node, sign, *base)
         except KubeError as e:
@@ -273,7 +276,8 @@ class Publisher(PodSide):
         trust = NodeTrust(node, state, node_reason, now, expires, self._sequence, ek_digest=pin)
         labelled = prev.labelled if prev is not None and not changed else False
         version, uid = written
-        published = Published(trust, dict(views), labelled, version, uid, self.settings.identity)
+        published = Published(trust, dict(views), labelled, version, uid, self.settings.identity,
+                              signed.get(uid))  # fmt: skip
         self.published[node] = published
         if not published.labelled:
             published.labelled = await self._label_node(node, state == "Trusted")

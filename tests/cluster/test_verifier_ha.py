@@ -82,6 +82,35 @@ def test_a_status_write_is_fenced_by_the_version_it_last_saw(
         kube.close()
 
 
+def test_a_refresh_sends_only_what_changed_under_the_same_fence(
+    trustgate_installed: ClusterHandle, tmp_path: Path
+) -> None:
+    """With the status last written at hand, a write is a JSON merge patch of what differs (a
+    refresh: times, sequence, signature; a field left out is removed) under that version: the
+    stored status is exactly the new one, and a patch from a stale version is refused (409)."""
+    plane = trustgate_installed.plane
+    kube = Kube(load_api_client(service_account_kubeconfig(plane, "trustgate-verifier", tmp_path)))
+    node = trustgate_installed.unique("patched")
+    signature = {"keyId": "k", "algorithm": "a", "value": "v1"}
+    first_status = {"state": "Trusted", "sequence": 1, "verifiedAt": "2026-11-30T10:00:00Z",
+                    "reason": "r", "signature": signature}  # fmt: skip
+    second_status = {"state": "Trusted", "sequence": 2, "verifiedAt": "2026-11-30T10:00:10Z",
+                     "signature": {**signature, "value": "v2"}}  # fmt: skip
+    try:
+        first = write_status(kube, node, _as(first_status), "", "")
+        second = write_status(kube, node, _as(second_status), *first, first_status)
+        stored = (plane.get(f"{NODEATTESTATIONS}/{node}") or {})["status"]
+        assert stored == second_status
+        with pytest.raises(KubeError) as refused:  # a writer still holding ``first``
+            write_status(kube, node, _as({**first_status, "sequence": 3}), *first, first_status)
+        assert refused.value.status == 409
+        assert (plane.get(f"{NODEATTESTATIONS}/{node}") or {})["status"] == second_status
+        assert second[1] == first[1]
+    finally:
+        plane.delete(f"{NODEATTESTATIONS}/{node}")
+        kube.close()
+
+
 def test_an_eviction_stops_once_the_node_is_no_longer_this_replicas(
     trustgate_installed: ClusterHandle, tmp_path: Path
 ) -> None:
