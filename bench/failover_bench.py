@@ -24,9 +24,7 @@ import functools
 import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +53,7 @@ from farm import (
 
 from attestation.core.clock import parse_time
 from attestation.core.sharding import owner_of
+from attestation.lab.poll import Lapses
 from attestation.lab.process import ManagedProcess, free_port
 from attestation.verifier.settings import VerifierSettings
 
@@ -82,36 +81,16 @@ def _statuses(lab: FarmLab) -> dict[str, dict[str, Any]]:
     return {i["metadata"]["name"]: i.get("status") or {} for i in items}
 
 
-class _Lapses:
-    """Counts, from a thread, every poll at which a node's verdict had expired."""
-
-    def __init__(self, lab: FarmLab, names: list[str]) -> None:
-        self.lab, self.names = lab, names
-        self.lapses: list[tuple[str, float]] = []
-        self.polls = 0
-        self._stop = threading.Event()
-
-    @contextlib.contextmanager
-    def running(self, limit: float) -> Iterator[_Lapses]:
-        def poll_loop() -> None:
-            deadline = time.monotonic() + limit
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                now = datetime.now(UTC)
-                statuses = _statuses(self.lab)
-                for node in self.names:
-                    expires = statuses.get(node, {}).get("expiresAt")
-                    if not expires or parse_time(expires, "expiresAt") <= now:
-                        self.lapses.append((node, time.monotonic()))
-                self.polls += 1
-                self._stop.wait(0.1)
-
-        thread = threading.Thread(target=poll_loop, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            thread.join(10)
+def _expired(lab: FarmLab, names: list[str]) -> list[str]:
+    """The nodes whose verdict has expired (what the webhook would refuse a binding to)."""
+    now = datetime.now(UTC)
+    statuses = _statuses(lab)
+    return [
+        node
+        for node in names
+        if not (expires := statuses.get(node, {}).get("expiresAt"))
+        or parse_time(expires, "expiresAt") <= now
+    ]
 
 
 def _failover(lab: FarmLab, victim: str, nodes: list[str], killed: datetime) -> bool:
@@ -157,8 +136,8 @@ def run(workdir: Path, n: int, replicas: int, kills: int) -> dict[str, Any]:
             raise
         print(f"{n} nodes attested by {replicas} replicas; {kills} kills follow", flush=True)
         times: list[float] = []
-        lapses = _Lapses(lab, names)
-        with lapses.running(limit=kills * 120.0):
+        lapses = Lapses(functools.partial(_expired, lab, names), limit=kills * 120.0)
+        with lapses:
             for k in range(kills):
                 index = k % replicas
                 victim = f"replica-{index}"
@@ -191,7 +170,7 @@ def run(workdir: Path, n: int, replicas: int, kills: int) -> dict[str, Any]:
         },
         "baseline_lease_duration_s": lease,
         "ratio_p50_to_lease": round(percentile(times, 50) / lease, 2),
-        "verdict_lapses": len(lapses.lapses),
+        "verdict_lapses": len(lapses.seen),
         "polls": lapses.polls,
     }
 

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from attestation.core.clock import format_time
-from attestation.core.names import NodeState
+from attestation.core.kubeobject import KubeObject
+from attestation.core.names import NO_POLICY_EVENT_REASON, RUNTIME_POLICY_KIND, NodeState
 from attestation.core.status import MAX_REASON, PodTrustView
 from attestation.core.verdict import PodInfo
 
@@ -19,6 +20,8 @@ __all__ = [
     "NODE_EVENT_NAMESPACE",
     "Event",
     "EventType",
+    "no_policy_event",
+    "no_policy_message",
     "node_event",
     "pod_event",
     "remediation_event",
@@ -118,4 +121,22 @@ def remediation_event(
     return _event(
         kind="Pod", name=target.name, namespace=target.namespace, uid=target.uid, reason=reason,
         message=f"{outcome}: {detail}", type_="Warning", instance=instance, now=now,
+    )  # fmt: skip
+
+
+def no_policy_message(nf: str) -> str:
+    return (
+        f"no runtime policy is loaded for network function {nf}: the pod stays gated until a "
+        f"{RUNTIME_POLICY_KIND} with spec.networkFunction: {nf} loads (kubectl get runtimepolicies "
+        f"-A; its Invalid condition says what is wrong with one that does not)"
+    )
+
+
+def no_policy_event(pod: KubeObject, nf: str, *, instance: str, now: datetime) -> Event:
+    """A pod gated for want of a policy for its network function (``gating``): a Warning."""
+    meta = pod.get("metadata") or {}
+    return _event(
+        kind="Pod", name=str(meta.get("name", "")), namespace=str(meta.get("namespace", "")),
+        uid=str(meta.get("uid", "")), reason=NO_POLICY_EVENT_REASON,
+        message=no_policy_message(nf), type_="Warning", instance=instance, now=now,
     )  # fmt: skip

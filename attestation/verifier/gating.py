@@ -14,61 +14,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime
-from typing import Any
 
 from attestation.adapters.kube import KubeError, event_path, pod_path
-from attestation.core.clock import Clock, format_time, utcnow
+from attestation.core.clock import Clock, utcnow
 from attestation.core.enforcement import actions
 from attestation.core.kubeobject import KubeObject
 from attestation.core.names import (
     GATED_ANNOTATION,
-    NO_POLICY_EVENT_REASON,
-    RUNTIME_POLICY_KIND,
     SCHEDULING_GATE,
 )
 from attestation.core.verdict import PodInfo, PolicySet
-from attestation.verifier.events import COMPONENT
+from attestation.verifier.events import no_policy_event, no_policy_message
 from attestation.verifier.publisher import Publisher
 
-__all__ = ["Gates", "no_policy_event", "no_policy_message"]
+__all__ = ["Gates"]
 
 log = logging.getLogger(__name__)
-
-
-def no_policy_message(nf: str) -> str:
-    return (
-        f"no runtime policy is loaded for network function {nf}: the pod stays gated until a "
-        f"{RUNTIME_POLICY_KIND} with spec.networkFunction: {nf} loads (kubectl get runtimepolicies "
-        f"-A; its Invalid condition says what is wrong with one that does not)"
-    )
-
-
-def no_policy_event(pod: KubeObject, nf: str, *, instance: str, now: datetime) -> dict[str, Any]:
-    """The core/v1 Event on a pod gated for want of a policy."""
-    meta = pod.get("metadata") or {}
-    ns, name, stamp = meta.get("namespace", ""), meta.get("name", ""), format_time(now)
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{name}.", "namespace": ns},
-        "involvedObject": {
-            "kind": "Pod",
-            "name": name,
-            "namespace": ns,
-            "uid": meta.get("uid", ""),
-            "apiVersion": "v1",
-        },
-        "reason": NO_POLICY_EVENT_REASON,
-        "message": no_policy_message(nf),
-        "type": "Warning",
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT,
-        "reportingInstance": instance,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
 
 
 class Gates:
@@ -139,7 +100,7 @@ class Gates:
         if not await self._annotate(pod, no_policy_message(nf)):
             return
         meta = pod.get("metadata") or {}
-        body = no_policy_event(
+        _ns, body = no_policy_event(
             pod, nf, instance=self._publisher.settings.identity, now=self._clock()
         )
         try:

@@ -6,15 +6,12 @@ write back a stale verdict."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from attestation.core.clock import parse_time
 from attestation.core.sharding import owner_of
-from attestation.lab.poll import hold_for
+from attestation.lab.poll import Lapses, hold_for
 from attestation.lab.process import ManagedProcess
 from tests.support.controlplane import ClusterHandle
 from tests.support.lab import Lab, lab_cluster, wait_for
@@ -77,35 +74,10 @@ def _settle(lab: Lab, nodes: Sequence[str], replicas: Sequence[int], within: flo
     return time.monotonic() - start
 
 
-@dataclass
-class _Lapses:
-    """Polls, from a thread, whether the webhook would admit NF pods to each node (its
-    signature-checked, unexpired verdict): every moment it would not is a lapse."""
-
-    lab: Lab
-    nodes: Sequence[str]
-    seen: list[tuple[float, str]] = field(default_factory=list)
-    polls: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    @contextlib.contextmanager
-    def watching(self, limit: float = 300.0) -> Iterator[_Lapses]:
-        def poll() -> None:
-            deadline = time.monotonic() + limit
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                for node in self.nodes:
-                    if not self.lab.system.trusted(node, datetime.now(UTC)):
-                        self.seen.append((time.monotonic(), node))
-                self.polls += 1
-                self._stop.wait(0.1)
-
-        thread = threading.Thread(target=poll, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            thread.join(10)
+def _lapses(lab: Lab, nodes: Sequence[str]) -> Lapses:
+    """Records every 100 ms each node the webhook would not admit NF pods to (its
+    signature-checked, unexpired verdict)."""
+    return Lapses(lambda: [n for n in nodes if not lab.system.trusted(n, datetime.now(UTC))])
 
 
 def _denied_bindings(lab: Lab) -> float:
@@ -153,7 +125,7 @@ def test_replicas_share_the_nodes_and_a_rolling_restart_lets_no_verdict_expire(
     wait_for("all trusted", lambda: all(lab.trusted(n) for n in NODES), 30)
     denied = _denied_bindings(lab)
     took: dict[str, float] = {}
-    with _Lapses(lab, NODES).watching() as lapses:
+    with _lapses(lab, NODES) as lapses:
         # a Deployment's rolling update, maxSurge 1, maxUnavailable 0
         before = _owners(lab, NODES)
         replicas[2] = _start(lab, 2)
@@ -183,7 +155,7 @@ def test_a_replica_killed_is_replaced_before_any_verdict_expires(sharded: Lab) -
     _settle(lab, NODES, (0, 1), 30)
     wait_for("all trusted", lambda: all(lab.trusted(n) for n in NODES), 30)
     failovers = []
-    with _Lapses(lab, NODES).watching() as lapses:
+    with _lapses(lab, NODES) as lapses:
         for victim in (1, 0, 1):
             node = next(n for n, o in _owners(lab, NODES).items() if o == f"verifier-{victim}")
             stamp = parse_time(lab.nodeattestation(node)["status"]["verifiedAt"], "verifiedAt")  # type: ignore[index]

@@ -25,7 +25,7 @@ from attestation.core.policy import PolicyError, load_policy
 from attestation.core.policy.conditions import policy_status, status_changed
 from attestation.core.policy.objects import merge_policies, object_policy, resolve
 from attestation.core.verdict import PolicySet
-from attestation.verifier.gating import no_policy_event, no_policy_message
+from attestation.verifier.events import no_policy_event, no_policy_message
 from attestation.verifier.policywatch import effective_policies, runtime_policy_path
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -176,7 +176,8 @@ def test_live_objects_override_the_seed_per_network_function() -> None:
 
 def test_the_no_policy_event_names_the_network_function() -> None:
     pod = {"metadata": {"name": "nrf-0", "namespace": "core", "uid": "u1"}}
-    ev = no_policy_event(pod, "nrf", instance="verifier-0", now=NOW)
+    ns, ev = no_policy_event(pod, "nrf", instance="verifier-0", now=NOW)
+    assert ns == "core"
     assert ev["reason"] == NO_POLICY_EVENT_REASON
     assert ev["type"] == "Warning"
     assert ev["involvedObject"] == {
