@@ -284,8 +284,13 @@ def run(
     """Run ``argv`` inside ``container`` (host network, chroot isolation). buildah run does not
     apply the image's entrypoint: ``argv`` names the program."""
     extra = ["--user", user] if user else []
-    return subprocess.run(
-        ["bash", str(SCRIPTS / "buildah.sh"), "run", "--isolation", "chroot", "--network", "host",
-         *extra, container, "--", *argv],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+    command = ["bash", str(SCRIPTS / "buildah.sh"), "run", "--isolation", "chroot",
+               "--network", "host", *extra, container, "--", *argv]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0 and not result.stdout and not result.stderr:
+        # buildah failed before the program ran and said nothing (seen once in a CI run:
+        # `id -u` gave no output at all): one more try, then the caller judges.
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    return result

@@ -99,7 +99,7 @@ def test_trustgate_version_inside_the_image(container: str) -> None:
 
 def test_runs_as_uid_65532_inside_the_image(container: str) -> None:
     result = img.run(container, ["id", "-u"])
-    assert result.stdout.strip() == "65532", result.stderr
+    assert result.stdout.strip() == "65532", (result.returncode, result.stderr)
 
 
 def test_native_log_check_is_the_installed_one_even_beside_a_source_tree(container: str) -> None:

@@ -24,7 +24,13 @@ def _digests(*argv: str) -> dict[str, list[str]]:
         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    digests: dict[str, list[str]] = yaml.safe_load(result.stdout)["spec"]["digests"]
+    # RuntimePolicy objects: an image's policy is split into several (spec.parts) past ~900 kB
+    digests: dict[str, list[str]] = {}
+    parts = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    for doc in parts:
+        assert doc["kind"] == "RuntimePolicy"
+        assert doc["spec"].get("parts", 1) == len(parts)
+        digests.update(doc["spec"]["digests"])
     return digests
 
 
