@@ -146,9 +146,6 @@ class Shards:
             return None
         return self._live[owner].url or None
 
-    def peers(self) -> dict[str, Member]:
-        return dict(self._live)
-
     # -- the loop ---------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, apply: Callable[[], Awaitable[None]]) -> None:
