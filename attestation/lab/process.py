@@ -28,15 +28,24 @@ class ProcessError(RuntimeError):
 #: test that leaves tens of thousands of client sockets in TIME_WAIT exhausts that range, and a
 #: bind-to-0 then fails although plenty of other ports are free.
 _SERVER_PORTS = (20000, 32000)
+#: Ports this process has handed out (``free_ports``).
+_HANDED_OUT: set[int] = set()
 
 
 def free_ports(count: int = 1) -> int:
-    """A port P such that P..P+count-1 are free on 127.0.0.1 right now (a tiny race remains
-    between this check and the server's bind)."""
+    """A port P such that P..P+count-1 are free on 127.0.0.1 right now and were not handed out
+    before by this process (a lab picks its verifier and webhook ports before it starts the
+    swtpms whose own picks could otherwise land on them: a CI run saw the webhook fail to bind).
+    A tiny race with other processes remains between this check and the server's bind."""
     for _ in range(200):
         port = random.randrange(_SERVER_PORTS[0], _SERVER_PORTS[1] - count)  # noqa: S311
-        if all(_bindable(p) for p in range(port, port + count)):
-            return port
+        span = range(port, port + count)
+        if _HANDED_OUT.intersection(span) or not all(_bindable(p) for p in span):
+            continue
+        if len(_HANDED_OUT) > (_SERVER_PORTS[1] - _SERVER_PORTS[0]) // 2:
+            _HANDED_OUT.clear()  # a long session: the oldest labs are long gone
+        _HANDED_OUT.update(span)
+        return port
     raise RuntimeError(f"no {count} consecutive free loopback ports in {_SERVER_PORTS}")
 
 
