@@ -19,6 +19,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -137,6 +138,18 @@ def node_map(text: str) -> Mapping[str, str]:
             raise argparse.ArgumentTypeError(f"expected NODE=URL, got {item!r}")
         out[node] = url
     return out
+
+
+def operator_kube(kubeconfig: Path | None) -> Any:
+    """The Kubernetes adapter for an operator's command (``adapters.kube.load_operator_client``:
+    found as kubectl finds it); UsageError naming the kubeconfig tried when there is none. The
+    adapter is imported here, not at module level: ``trustgate --help`` loads no client."""
+    from attestation.adapters.kube import Kube, KubeError, load_operator_client
+
+    try:
+        return Kube(load_operator_client(kubeconfig))
+    except KubeError as e:
+        raise UsageError(str(e)) from e
 
 
 def fail(message: str) -> int:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from attestation.cli.common import UsageError, fail
+from attestation.cli.common import UsageError, fail, operator_kube
 
 __all__ = ["register", "run"]
 
@@ -49,17 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if not _DIGEST.fullmatch(digest):
         raise UsageError(f"--ek {args.ek!r} is not a SHA-256 digest (64 hex digits)")
     from attestation.adapters.kube import (
-        Kube,
         KubeError,
-        load_operator_client,
         nodeattestation_path,
     )
     from attestation.core.names import APPROVED_EK_FIELD
 
-    try:
-        kube = Kube(load_operator_client(args.kubeconfig))
-    except KubeError as e:
-        return fail(f"node approve: {e}")
+    kube = operator_kube(args.kubeconfig)
     try:
         kube.merge_patch(nodeattestation_path(args.node), {"spec": {APPROVED_EK_FIELD: digest}})
     except KubeError as e:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from attestation.cli.common import fail
+from attestation.cli.common import fail, operator_kube
 
 __all__ = ["register", "run"]
 
@@ -63,9 +63,7 @@ def _keys(kube: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from attestation.adapters.kube import (
-        Kube,
         KubeError,
-        load_operator_client,
         nodeattestation_path,
         read_cluster_id,
     )  # fmt: skip
@@ -75,10 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from attestation.core.overview import EVICTION_REASONS, node_lines, pod_lines, render
     from attestation.core.signing import SigningError
 
-    try:
-        kube = Kube(load_operator_client(args.kubeconfig))
-    except KubeError as e:
-        return fail(f"status: {e}")
+    kube = operator_kube(args.kubeconfig)
     try:
         keys = _keys(kube, args)
         binding = Binding(read_cluster_id(kube))

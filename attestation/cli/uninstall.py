@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attestation.cli.common import fail
+from attestation.cli.common import fail, operator_kube
 
 __all__ = ["register", "run"]
 
@@ -149,16 +149,11 @@ class _Uninstall:
 
 def run(args: argparse.Namespace) -> int:
     from attestation.adapters.kube import (
-        Kube,
         KubeError,
-        load_operator_client,
         webhook_configuration_path,
     )
 
-    try:
-        kube = Kube(load_operator_client(args.kubeconfig))
-    except KubeError as e:
-        return fail(f"uninstall: {e}")
+    kube = operator_kube(args.kubeconfig)
     steps = _Uninstall(kube, args)
     try:
         print("1/4 webhook configurations (nothing is gated or refused after this)", flush=True)
